@@ -1,0 +1,35 @@
+# edge-lls — every target sets up the virtual environment it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install train test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Train the default model on the built-in digits dataset (no download, about a minute).
+train: $(STAMP)
+	$(VENV)/bin/edge-lls train
+
+## All tests, including the long end-to-end ones (marked `long`).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Unit tests only.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not long"
+
+## Benchmarks against peers (PyTorch CPU installed on demand into the venv).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) tools/bench_train.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

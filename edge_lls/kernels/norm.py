@@ -1,0 +1,147 @@
+"""Batch normalisation over (N, H, W) per channel, float32, with a fused activation.
+
+Tensors are viewed as (M, C), M = N*H*W (or N for dense layers). Semantics are
+PyTorch's BatchNorm: training normalises with the biased batch variance and updates
+running averages with momentum and the unbiased variance; evaluation uses the running
+averages. Statistics are accumulated in float64 over a fixed number of row slices
+(see reduce.py), so results do not depend on the thread count.
+
+Backward recomputes x_hat = (x - mean) * inv_std from the kept pre-norm input x, and
+takes the activation's gradient from the kept output y: a block keeps x and y only.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .activation import ACT_NONE, LEAKY_SLOPE, act_grad, apply_act
+from .reduce import SLICES
+
+
+@njit(parallel=True, cache=True)
+def _stats(x2d, mean, inv_std, var_out, eps):
+    M, C = x2d.shape
+    s1 = np.zeros((SLICES, C), np.float64)
+    for s in prange(SLICES):
+        lo, hi = s * M // SLICES, (s + 1) * M // SLICES
+        for m in range(lo, hi):
+            for c in range(C):
+                s1[s, c] += x2d[m, c]
+    mu = np.zeros(C, np.float64)
+    for s in range(SLICES):
+        for c in range(C):
+            mu[c] += s1[s, c]
+    mu /= M
+    # Second pass around the mean: E[x^2] - E[x]^2 cancels catastrophically.
+    s2 = np.zeros((SLICES, C), np.float64)
+    for s in prange(SLICES):
+        lo, hi = s * M // SLICES, (s + 1) * M // SLICES
+        for m in range(lo, hi):
+            for c in range(C):
+                d = x2d[m, c] - mu[c]
+                s2[s, c] += d * d
+    for c in range(C):
+        v = 0.0
+        for s in range(SLICES):
+            v += s2[s, c]
+        v /= M
+        mean[c] = mu[c]
+        var_out[c] = v
+        inv_std[c] = 1.0 / np.sqrt(v + eps)
+
+
+@njit(parallel=True, cache=True)
+def _normalize(x2d, scale, shift, y2d, act, slope):
+    M, C = x2d.shape
+    for m in prange(M):
+        for c in range(C):
+            y2d[m, c] = apply_act(x2d[m, c] * scale[c] + shift[c], act, slope)
+
+
+@njit(parallel=True, cache=True)
+def _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, slope):
+    M, C = x2d.shape
+    sg = np.zeros((SLICES, C), np.float64)
+    sgx = np.zeros((SLICES, C), np.float64)
+    for s in prange(SLICES):
+        lo, hi = s * M // SLICES, (s + 1) * M // SLICES
+        for m in range(lo, hi):
+            for c in range(C):
+                g = act_grad(dy2d[m, c], y2d[m, c], act, slope)
+                sg[s, c] += g
+                sgx[s, c] += g * (x2d[m, c] - mean[c]) * inv_std[c]
+    for c in range(C):
+        a = 0.0
+        b = 0.0
+        for s in range(SLICES):
+            a += sg[s, c]
+            b += sgx[s, c]
+        dbeta[c] = a
+        dgamma[c] = b
+
+
+@njit(parallel=True, cache=True)
+def _grad_input(dy2d, y2d, x2d, mean, inv_std, gamma, dgamma, dbeta, dx2d, act, slope):
+    M, C = x2d.shape
+    for m in prange(M):
+        for c in range(C):
+            g = act_grad(dy2d[m, c], y2d[m, c], act, slope)
+            xhat = (x2d[m, c] - mean[c]) * inv_std[c]
+            dx2d[m, c] = gamma[c] * inv_std[c] * (g - (dbeta[c] + xhat * dgamma[c]) / M)
+
+
+def _as2d(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def batchnorm_train_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, y,
+                        eps=1e-5, momentum=0.1, act=ACT_NONE, slope=LEAKY_SLOPE, scratch=None):
+    """y = act(gamma * (x - mean) * inv_std + beta) with batch statistics.
+
+    x, y: (..., C) float32 (y must not alias x: backward needs both).
+    mean, inv_std: (C,) float32 outputs, kept for backward.
+    running_mean, running_var: (C,) updated in place.  scratch: (3, C) float32 or None.
+    """
+    x2d, y2d = _as2d(x), _as2d(y)
+    M, C = x2d.shape
+    if M < 2:
+        raise ValueError("batch norm in training mode needs more than one value per channel")
+    tmp = scratch if scratch is not None else np.empty((3, C), np.float32)
+    var, scale, shift = tmp[0], tmp[1], tmp[2]
+    _stats(x2d, mean, inv_std, var, eps)
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mean
+    running_var *= 1.0 - momentum
+    running_var += (momentum * M / (M - 1)) * var
+    np.multiply(gamma, inv_std, out=scale)
+    np.multiply(scale, mean, out=shift)
+    np.subtract(beta, shift, out=shift)
+    _normalize(x2d, scale, shift, y2d, act, np.float32(slope))
+    return y
+
+
+def batchnorm_eval_f32(x, gamma, beta, running_mean, running_var, y,
+                       eps=1e-5, act=ACT_NONE, slope=LEAKY_SLOPE, scratch=None):
+    """y = act(gamma * (x - running_mean) / sqrt(running_var + eps) + beta); y may alias x."""
+    C = x.shape[-1]
+    tmp = scratch if scratch is not None else np.empty((3, C), np.float32)
+    scale, shift = tmp[1], tmp[2]
+    np.add(running_var, eps, out=scale)
+    np.sqrt(scale, out=scale)
+    np.divide(gamma, scale, out=scale)
+    np.multiply(scale, running_mean, out=shift)
+    np.subtract(beta, shift, out=shift)
+    _normalize(_as2d(x), scale, shift, _as2d(y), act, np.float32(slope))
+    return y
+
+
+def batchnorm_grad_f32(dy, y, x, mean, inv_std, gamma, dgamma, dbeta, dx,
+                       act=ACT_NONE, slope=LEAKY_SLOPE):
+    """Gradients of a training-mode batch norm (+ fused activation).
+
+    dy: dL/d(output) (..., C); y: the output; x: the pre-norm input.
+    dgamma, dbeta: (C,) overwritten.  dx: dL/dx, may alias dy; pass None to skip it.
+    """
+    dy2d, y2d, x2d = _as2d(dy), _as2d(y), _as2d(x)
+    _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, np.float32(slope))
+    if dx is not None:
+        _grad_input(dy2d, y2d, x2d, mean, inv_std, gamma, dgamma, dbeta, _as2d(dx), act, np.float32(slope))
+    return dx
