@@ -49,9 +49,6 @@ class FileStore:
     def image_shape(self) -> tuple[int, int, int]:
         return self._shape  # type: ignore[return-value]
 
-    def path(self, index: int) -> str:
-        return self._paths[index]
-
     def load(self, indices: np.ndarray) -> np.ndarray:
         """indices (B,) int64 -> (B,H,W,C) float32 in [0,1]."""
         height, width, channels = self._shape

@@ -1,0 +1,115 @@
+"""A block: one or more units (conv/dense -> batch norm -> activation), trained as one
+unit by its own learning signal, then optional pooling that feeds the next block.
+
+    x --unit 0--> y0 --unit 1--> y1 ... --> a (block output: the learning signal's input)
+                                             \--post ops (max/avg pool)--> h (passed on)
+
+Buffer names in the step arena (see arena.py), for unit k and post op j:
+    z{k}  op output, pre-norm   keep        y{k}  activation output   keep
+    g{k}  dL/dy{k}, then dL/dz{k} in place  grad
+    s     conv scratch (im2col)             tmp
+    p{j}  post op output (last one: 'out')  arg{j} max-pool argmax (BP only)
+    dh    dL/dh, written by the next stage  (BP only; is g{last} when there is no post op)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .arena import Buf
+from .layers import BatchNorm
+
+
+class Unit:
+    def __init__(self, op, bn: BatchNorm):
+        self.op, self.bn = op, bn
+
+    @property
+    def params(self):
+        return self.op.params + self.bn.params
+
+
+class Block:
+    def __init__(self, name: str, units: list[Unit], post: list, pool_size: int, spec: dict):
+        self.name, self.units, self.post, self.pool_size, self.spec = name, units, post, pool_size, spec
+
+    @property
+    def params(self):
+        return [p for u in self.units for p in u.params]
+
+    # ------------------------------------------------------------------ shapes and buffers
+    def shapes(self, in_shape):
+        """Returns (unit output shapes, a's shape, h's shape)."""
+        unit_shapes, s = [], tuple(in_shape)
+        for u in self.units:
+            s = u.op.out_shape(s)
+            unit_shapes.append(s)
+        a_shape = s
+        for p in self.post:
+            s = p.out_shape(s)
+        return unit_shapes, a_shape, s
+
+    def buffers(self, in_shape, *, backprop: bool) -> list[Buf]:
+        unit_shapes, _, _ = self.shapes(in_shape)
+        last = len(self.units) - 1
+        bufs, shape = [], tuple(in_shape)
+        scratch = 1
+        for k, (u, out_shape) in enumerate(zip(self.units, unit_shapes)):
+            scratch = max(scratch, u.op.scratch_floats(shape))
+            bufs.append(Buf(f"z{k}", out_shape, "keep"))
+            y_role = "out" if (k == last and not self.post) else "keep"
+            bufs.append(Buf(f"y{k}", out_shape, y_role))
+            bufs.append(Buf(f"g{k}", out_shape, "grad"))
+            shape = out_shape
+        bufs.append(Buf("s", (scratch,), "tmp"))
+        for j, p in enumerate(self.post):
+            out_shape = p.out_shape(shape)
+            bufs.append(Buf(f"p{j}", out_shape, "out" if j == len(self.post) - 1 else "keep"))
+            if backprop:
+                if p.needs_argmax:
+                    bufs.append(Buf(f"arg{j}", out_shape, "keep", dtype=np.int32))
+                bufs.append(Buf("dh" if j == len(self.post) - 1 else f"pg{j}", out_shape, "grad"))
+            shape = out_shape
+        return bufs
+
+    def output_grad_name(self) -> str:
+        """The buffer the next stage writes dL/dh into (backprop only)."""
+        return "dh" if self.post else f"g{len(self.units) - 1}"
+
+    # ---------------------------------------------------------------------- computation
+    def forward(self, x, V, training: bool, backprop: bool = False):
+        """Returns (a, h): the block output and what is passed on (same array if no post)."""
+        inp = x
+        for k, u in enumerate(self.units):
+            u.op.forward(inp, V[f"z{k}"], V["s"])
+            u.bn.forward(V[f"z{k}"], V[f"y{k}"], training)
+            inp = V[f"y{k}"]
+        a = h = inp
+        for j, p in enumerate(self.post):
+            p.forward(h, V[f"p{j}"], V.get(f"arg{j}") if backprop else None)
+            h = V[f"p{j}"]
+        return a, h
+
+    def backward(self, x, V, dx=None):
+        """Parameter gradients from dL/da, which must already be in V[g{last}].
+
+        Gradients stay inside the block: through each activation and batch norm, through
+        the ops, but out of the block's input only when dx is given (backprop baseline).
+        """
+        for k in range(len(self.units) - 1, -1, -1):
+            u, g = self.units[k], V[f"g{k}"]
+            u.bn.backward(g, V[f"y{k}"], V[f"z{k}"], g)           # g: dL/dy -> dL/dz in place
+            inp = x if k == 0 else V[f"y{k - 1}"]
+            u.op.grad_weight(inp, g, V["s"])
+            if k > 0:
+                u.op.grad_input(g, V[f"g{k - 1}"], V["s"])
+            elif dx is not None:
+                u.op.grad_input(g, dx, V["s"])
+
+    def post_backward(self, V):
+        """dL/dh (in V['dh']) back through the pooling to dL/da in V[g{last}]."""
+        last = len(self.units) - 1
+        d = V.get("dh")
+        for j in range(len(self.post) - 1, -1, -1):
+            target = V[f"g{last}"] if j == 0 else V[f"pg{j - 1}"]
+            self.post[j].backward(d, target, V.get(f"arg{j}"))
+            d = target

@@ -1,0 +1,131 @@
+"""A model: blocks (each trained by a learning rule) and a final linear classifier.
+
+Built from a declarative spec (a JSON-able dict, see models/ for the zoo):
+    {"name": ..., "input_shape": [H, W, C], "num_classes": K,
+     "blocks": [{"type": "conv" | "dwsep" | "dense", ...}, ...], "classifier": {"bias": true}}
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from ..errors import ConfigError
+from .arena import Arena, Buf
+from .block import Block, Unit
+from .layers import AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, Dense, MaxPool2d
+
+
+def _post_op(spec: dict):
+    kind = spec["type"]
+    if kind == "maxpool":
+        return MaxPool2d(spec.get("kernel", 2), spec.get("stride"), spec.get("padding", 0))
+    if kind == "avgpool":
+        return AvgPool2d(spec.get("kernel", 2), spec.get("stride"), spec.get("padding", 0))
+    if kind == "adaptive_avgpool":
+        return AdaptiveAvgPool2d(spec["size"])
+    raise ConfigError(f"unknown post-block op type {kind!r} (maxpool, avgpool, adaptive_avgpool)")
+
+
+def _build_block(index: int, spec: dict, in_shape, rng) -> Block:
+    kind, name = spec["type"], f"block{index}"
+    act = spec.get("act", "leaky_relu")
+    if kind == "conv":
+        op = Conv2d(f"{name}.conv", in_shape[-1], spec["filters"], spec.get("kernel", 3),
+                    spec.get("stride", 1), spec.get("padding", 1), 1, spec.get("bias", True), rng)
+        units = [Unit(op, BatchNorm(f"{name}.bn", spec["filters"], act))]
+    elif kind == "dwsep":
+        cin = in_shape[-1]
+        dw = Conv2d(f"{name}.dw", cin, cin, spec.get("kernel", 3), spec.get("stride", 1),
+                    spec.get("padding", "same"), cin, spec.get("bias", False), rng)
+        pw = Conv2d(f"{name}.pw", cin, spec["filters"], 1, 1, 0, 1, spec.get("bias", False), rng)
+        units = [Unit(dw, BatchNorm(f"{name}.bn1", cin, act)),
+                 Unit(pw, BatchNorm(f"{name}.bn2", spec["filters"], act))]
+    elif kind == "dense":
+        fin = int(np.prod(in_shape[1:]))
+        op = Dense(f"{name}.fc", fin, spec["units"], spec.get("bias", True), rng)
+        units = [Unit(op, BatchNorm(f"{name}.bn", spec["units"], act))]
+    else:
+        raise ConfigError(f"unknown block type {kind!r} (conv, dwsep, dense)")
+    post = [_post_op(p) for p in spec.get("post", [])]
+    return Block(name, units, post, spec["pool_size"], spec)
+
+
+class Model:
+    def __init__(self, spec: dict, seed: int = 0):
+        self.spec = copy.deepcopy(spec)
+        self.name = spec["name"]
+        self.input_shape = tuple(spec["input_shape"])          # (H, W, C)
+        self.num_classes = int(spec["num_classes"])
+        rng = np.random.default_rng(seed)
+        self.blocks: list[Block] = []
+        shape = (1, *self.input_shape)
+        for i, bspec in enumerate(spec["blocks"]):
+            block = _build_block(i, bspec, shape, rng)
+            self.blocks.append(block)
+            shape = block.shapes(shape)[2]
+        fin = int(np.prod(shape[1:]))
+        self.classifier = Dense("classifier", fin, self.num_classes, spec.get("classifier", {}).get("bias", True), rng)
+        self._infer_arenas: dict[int, Arena] = {}
+
+    # ----------------------------------------------------------------------- structure
+    @property
+    def params(self):
+        return [p for b in self.blocks for p in b.params] + self.classifier.params
+
+    def num_params(self) -> int:
+        return sum(p.value.size for p in self.params)
+
+    def batch_norms(self):
+        return [u.bn for b in self.blocks for u in b.units]
+
+    def stage_shapes(self, batch: int):
+        """Per block: (input shape, a's shape, h's shape); then the classifier's input shape."""
+        out, shape = [], (batch, *self.input_shape)
+        for b in self.blocks:
+            _, a_shape, h_shape = b.shapes(shape)
+            out.append((shape, a_shape, h_shape))
+            shape = h_shape
+        return out, shape
+
+    def classifier_buffers(self, batch: int, *, backprop: bool) -> list[Buf]:
+        return [Buf("logits", (batch, self.num_classes), "keep"),
+                Buf("dlogits", (batch, self.num_classes), "grad")]
+
+    def arena(self, batch: int, mode: str, extra: list[list[Buf]] | None = None) -> Arena:
+        """extra[i]: buffers a learning rule adds to stage i (its head)."""
+        shapes, _ = self.stage_shapes(batch)
+        backprop = mode == "global"
+        stages = [b.buffers(s[0], backprop=backprop) for b, s in zip(self.blocks, shapes)]
+        stages.append(self.classifier_buffers(batch, backprop=backprop))
+        if extra:
+            for i, bufs in enumerate(extra):
+                stages[i] = stages[i] + list(bufs)
+        return Arena(stages, mode)
+
+    # ----------------------------------------------------------------------- inference
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Logits (N, K) for x (N, H, W, C) float32: a view into the model's inference
+        arena (copy it to keep it past the next call). training=True normalises with batch
+        statistics and updates the running averages (a batch-norm refresh); no learning."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape[1:] != self.input_shape:
+            raise ConfigError(f"input shape {x.shape[1:]} does not match the model's {self.input_shape}")
+        n = x.shape[0]
+        arena = self._infer_arenas.get(n)
+        if arena is None:
+            self._infer_arenas.clear()
+            arena = self._infer_arenas[n] = self.arena(n, "infer")
+        h = x
+        for block, V in zip(self.blocks, arena.views):
+            _, h = block.forward(h, V, training=training)
+        logits = arena.views[-1]["logits"]
+        self.classifier.forward(h, logits)
+        return logits
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class indices for x (N, H, W, C), in batches."""
+        out = np.empty(len(x), np.int64)
+        for i in range(0, len(x), batch_size):
+            out[i:i + batch_size] = self.forward(x[i:i + batch_size]).argmax(1)
+        return out

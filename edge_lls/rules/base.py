@@ -1,0 +1,50 @@
+"""What every learning rule shares: the classifier stage and the step's result."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .losses import softmax_cross_entropy
+
+
+@dataclass
+class StepStats:
+    loss: float                                   # classifier cross-entropy
+    correct: int                                  # classifier hits in the batch
+    block_losses: list[float] = field(default_factory=list)   # local losses (local rules)
+
+
+class Rule:
+    """A learning rule. mode 'local': blocks learn one at a time from their own signal,
+    'global': the step needs every block's activations at once (BP, DFA)."""
+    name = "rule"
+    mode = "local"
+
+    def attach(self, model, rng: np.random.Generator) -> None:
+        self.model = model
+
+    def block_params(self, index: int) -> list:
+        return []
+
+    def head_buffers(self, model, batch: int):
+        return None
+
+    def config(self) -> dict:
+        return {"rule": self.name}
+
+    def train_step(self, model, arena, x, labels, optimizers) -> StepStats:
+        raise NotImplementedError
+
+
+def classifier_step(model, V, h, labels, optimizer, dh=None):
+    """Cross-entropy on the classifier; dh (the last block's output grad) only for BP."""
+    logits, dlogits = V["logits"], V["dlogits"]
+    model.classifier.forward(h, logits)
+    loss, _ = softmax_cross_entropy(logits, labels, dlogits=dlogits)
+    correct = int((logits.argmax(axis=1) == labels).sum())
+    model.classifier.grad_weight(h, dlogits)
+    if dh is not None:
+        model.classifier.grad_input(dlogits, dh)
+    optimizer.step()
+    return loss, correct, logits
