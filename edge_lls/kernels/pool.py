@@ -11,31 +11,36 @@ from .geometry import Window
 
 @njit(parallel=True, cache=True)
 def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax):
-    # Padding cells never win (they are -inf), as in PyTorch and TFLite.
+    # Padding cells never win (they are -inf), as in PyTorch and TFLite. Window taps
+    # are visited in row-major order and only a strictly greater value replaces the
+    # best, so ties go to the first tap. Channels are innermost: contiguous, vectorised.
     N, H, W, C = x.shape
     _, OH, OW, _ = out.shape
     for nr in prange(N * OH):
         n = nr // OH
         oh = nr % OH
+        ha, hb = max(oh * sh - pt, 0), min(oh * sh - pt + kh, H)
         for ow in range(OW):
+            wa, wb = max(ow * sw - pl, 0), min(ow * sw - pl + kw, W)
+            o = out[n, oh, ow]
+            first = x[n, ha, wa]
             for c in range(C):
-                best = -np.inf
-                arg = -1
-                for i in range(kh):
-                    ih = oh * sh - pt + i
-                    if ih < 0 or ih >= H:
-                        continue
-                    for j in range(kw):
-                        iw = ow * sw - pl + j
-                        if iw < 0 or iw >= W:
-                            continue
-                        v = x[n, ih, iw, c]
-                        if v > best or arg < 0:  # first maximum wins, NaN-safe start
-                            best = v
-                            arg = ih * W + iw
-                out[n, oh, ow, c] = best
-                if keep_argmax:
-                    argmax[n, oh, ow, c] = arg
+                o[c] = first[c]
+            if keep_argmax:
+                a = argmax[n, oh, ow]
+                for c in range(C):
+                    a[c] = ha * W + wa
+            for ih in range(ha, hb):
+                for iw in range(wa, wb):
+                    xv = x[n, ih, iw]
+                    if keep_argmax:
+                        for c in range(C):
+                            if xv[c] > o[c]:
+                                o[c] = xv[c]
+                                a[c] = ih * W + iw
+                    else:
+                        for c in range(C):
+                            o[c] = max(o[c], xv[c])
 
 
 @njit(parallel=True, cache=True)

@@ -2,7 +2,7 @@
 unit by its own learning signal, then optional pooling that feeds the next block.
 
     x --unit 0--> y0 --unit 1--> y1 ... --> a (block output: the learning signal's input)
-                                             \--post ops (max/avg pool)--> h (passed on)
+                                             `--post ops (max/avg pool)--> h (passed on)
 
 Buffer names in the step arena (see arena.py), for unit k and post op j:
     z{k}  op output, pre-norm   keep        y{k}  activation output   keep

@@ -1,0 +1,59 @@
+"""No backward graph is kept: an LLS step's peak traced memory does not grow with depth,
+while backpropagation's grows with every block added.
+
+The step's memory is what tracemalloc sees during the first training step of a fresh
+Trainer (it allocates the step arena); weights and optimizer state exist before.
+"""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from edge_lls.nn.model import Model
+from edge_lls.trainer import Trainer
+
+
+def _stack(depth):
+    block = {"type": "conv", "filters": 16, "kernel": 3, "stride": 1, "padding": 1,
+             "bias": True, "act": "leaky_relu", "pool_size": 2, "post": []}
+    return {"name": f"stack{depth}", "input_shape": [16, 16, 16], "num_classes": 10,
+            "blocks": [dict(block) for _ in range(depth)], "classifier": {"bias": True}}
+
+
+def _step_peak(rule, depth):
+    model = Model(_stack(depth), seed=0)
+    trainer = Trainer(model, rule=rule, optimizer="adamw-sf", lr=1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 16, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 10, 32)
+    trainer.step(x, y)                        # compile kernels outside the measurement
+    trainer = Trainer(Model(_stack(depth), seed=0), rule=rule, optimizer="adamw-sf", lr=1e-3)
+    tracemalloc.start()
+    try:
+        trainer.step(x, y)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+DEPTHS = (2, 4, 8)
+
+
+@pytest.mark.parametrize("rule", ["lls", "lls-mxm", "local-losses"])
+def test_local_rule_step_memory_does_not_grow_with_depth(rule):
+    peaks = [_step_peak(rule, d) for d in DEPTHS]
+    assert max(peaks) <= 1.10 * min(peaks), f"{rule} step peaks by depth {DEPTHS}: {peaks}"
+
+
+def test_backprop_step_memory_grows_with_every_block():
+    peaks = [_step_peak("bp", d) for d in DEPTHS]
+    assert all(b > a for a, b in zip(peaks, peaks[1:])), f"bp peaks by depth {DEPTHS}: {peaks}"
+    # Each block keeps its pre-norm and activation outputs (2 x 32*16*16*16 floats).
+    per_block = 2 * 32 * 16 * 16 * 16 * 4
+    assert peaks[-1] - peaks[0] >= (DEPTHS[-1] - DEPTHS[0]) * per_block
+
+
+def test_lls_arena_is_smaller_than_bp_arena():
+    lls = Trainer(Model(_stack(8)), rule="lls").arena(32)
+    bp = Trainer(Model(_stack(8)), rule="bp").arena(32)
+    assert lls.nbytes < 0.5 * bp.nbytes, (lls.nbytes, bp.nbytes)
