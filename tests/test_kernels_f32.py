@@ -208,3 +208,11 @@ def test_kernels_are_deterministic_across_calls(rng):
         conv.conv2d_grad_weight_f32(x, dy, dw, None, win)
         results.append(dw)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("kernel_fn", [pool.max_pool2d_f32, pool.avg_pool2d_f32])
+def test_pooling_rejects_padding_larger_than_half_the_window(kernel_fn):
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    win = resolve_window((4, 4), 2, 2, (2, 2, 2, 2))
+    with pytest.raises(ValueError, match="exceeds half"):
+        kernel_fn(x, np.zeros((1, win.out_h, win.out_w, 1), np.float32), win)

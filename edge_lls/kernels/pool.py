@@ -151,6 +151,14 @@ def _adaptive_avg_grad(dy, dx):
                             d[c] += g[c] * inv
 
 
+def _check_pool_padding(win: Window):
+    # As in PyTorch: padding at most half the window, so no window lies wholly in padding
+    # (max pool would have no element, average pool would divide by zero).
+    if 2 * max(win.pad_top, win.pad_bottom) > win.kh or 2 * max(win.pad_left, win.pad_right) > win.kw:
+        raise ValueError(f"pooling padding {win.pad_top, win.pad_bottom, win.pad_left, win.pad_right} "
+                         f"exceeds half the {win.kh}x{win.kw} window")
+
+
 _NO_INT = np.zeros((0, 0, 0, 0), np.int32)
 _NO_F32 = np.zeros((0, 0, 0), np.float32)
 
@@ -158,6 +166,7 @@ _NO_F32 = np.zeros((0, 0, 0), np.float32)
 def max_pool2d_f32(x, out, win: Window, argmax=None):
     """out (N, OH, OW, C) = window max of x.  argmax (N, OH, OW, C) int32 (flat ih*W+iw)
     is recorded when given: backpropagation needs it, inference and LLS do not."""
+    _check_pool_padding(win)
     keep = argmax is not None
     _max_pool(x, out, argmax if keep else _NO_INT, win.kh, win.kw, win.sh, win.sw,
               win.pad_top, win.pad_left, keep)
@@ -171,6 +180,7 @@ def max_pool2d_grad_f32(dy, argmax, dx):
 
 def avg_pool2d_f32(x, out, win: Window, count_include_pad: bool = False):
     """count_include_pad=False is TFLite's AVERAGE_POOL_2D; True is PyTorch's default."""
+    _check_pool_padding(win)
     _avg_pool(x, out, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
               count_include_pad, _NO_F32)
     return out

@@ -15,7 +15,8 @@ def lls_basis(rows: int, dim: int, waveform: str = "square") -> np.ndarray:
     waveform 'square' takes sign(B); 'cosine' (a sine, historically named) keeps it."""
     if waveform not in ("square", "cosine", "sine"):
         raise ValueError(f"waveform must be 'square' or 'cosine', got {waveform!r}")
-    freqs = F_MIN + np.arange(rows, dtype=np.float64) * ((F_MAX - F_MIN) / (rows - 1) if rows > 1 else 0.0)
+    k = np.arange(rows, dtype=np.float64)
+    freqs = F_MIN + k * (F_MAX - F_MIN) / (rows - 1) if rows > 1 else np.full(1, F_MIN)  # as the spec writes it
     basis = np.sin(freqs[:, None] * np.arange(dim, dtype=np.float64)[None, :])
     if waveform == "square":
         basis = np.sign(basis)
