@@ -216,3 +216,14 @@ def test_pooling_rejects_padding_larger_than_half_the_window(kernel_fn):
     win = resolve_window((4, 4), 2, 2, (2, 2, 2, 2))
     with pytest.raises(ValueError, match="exceeds half"):
         kernel_fn(x, np.zeros((1, win.out_h, win.out_w, 1), np.float32), win)
+
+
+def test_batchnorm_statistics_survive_a_large_mean(rng):
+    # mean/std = 1e5: a naive float32 E[x^2] - E[x]^2 would return garbage or zero.
+    x = (1000.0 + 0.01 * rng.standard_normal((4096, 4))).astype(np.float32)
+    mean, inv_std, y = np.empty(4, np.float32), np.empty(4, np.float32), np.empty_like(x)
+    ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
+    norm.batchnorm_train_f32(x, ones, zeros, zeros.copy(), ones.copy(), mean, inv_std, y)
+    _, ref_mean, ref_inv, _, _ = rnorm.batchnorm_train(x, ones, zeros, zeros, ones)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-7)
+    np.testing.assert_allclose(inv_std, ref_inv, rtol=1e-4)

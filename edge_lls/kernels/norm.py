@@ -18,32 +18,32 @@ from .reduce import SLICES
 
 @njit(parallel=True, cache=True)
 def _stats(x2d, mean, inv_std, var_out, eps):
+    # One pass of float64 sums of (x - pivot) and (x - pivot)^2, pivot = the first row:
+    # shifting by a sample of the data keeps E[d^2] - E[d]^2 from cancelling when the
+    # mean is large against the spread, and saves the second read of x a two-pass needs.
     M, C = x2d.shape
+    pivot = x2d[0]
     s1 = np.zeros((SLICES, C), np.float64)
-    for s in prange(SLICES):
-        lo, hi = s * M // SLICES, (s + 1) * M // SLICES
-        for m in range(lo, hi):
-            for c in range(C):
-                s1[s, c] += x2d[m, c]
-    mu = np.zeros(C, np.float64)
-    for s in range(SLICES):
-        for c in range(C):
-            mu[c] += s1[s, c]
-    mu /= M
-    # Second pass around the mean: E[x^2] - E[x]^2 cancels catastrophically.
     s2 = np.zeros((SLICES, C), np.float64)
     for s in prange(SLICES):
         lo, hi = s * M // SLICES, (s + 1) * M // SLICES
+        a1 = s1[s]
+        a2 = s2[s]
         for m in range(lo, hi):
+            row = x2d[m]
             for c in range(C):
-                d = x2d[m, c] - mu[c]
-                s2[s, c] += d * d
+                d = np.float64(row[c]) - pivot[c]
+                a1[c] += d
+                a2[c] += d * d
     for c in range(C):
-        v = 0.0
+        t1 = 0.0
+        t2 = 0.0
         for s in range(SLICES):
-            v += s2[s, c]
-        v /= M
-        mean[c] = mu[c]
+            t1 += s1[s, c]
+            t2 += s2[s, c]
+        mu_d = t1 / M
+        v = max(t2 / M - mu_d * mu_d, 0.0)
+        mean[c] = pivot[c] + mu_d
         var_out[c] = v
         inv_std[c] = 1.0 / np.sqrt(v + eps)
 
