@@ -1,0 +1,169 @@
+"""Peak training memory, LLS vs BP, in the same runtime at the same batch: analytic
+(edge_lls.profile) and measured (tracemalloc over a real step), with the ratios.
+
+    python tools/bench_memory.py                       # SmallConv and VGG8, 32x32x3, batch 64
+    python tools/bench_memory.py --models vgg8 --batch 128 --no-measure
+
+Targets from the issue: peak LLS / BP <= 0.5 for SmallConv and <= 0.35 for VGG8. The
+tool prints what the numbers are, where the memory goes (the buffers of the block that
+sets each peak), and what-if layouts that show which change would move the ratio:
+  - no z:      batch norm inverted from its output (y = act(BN(z)) with an invertible
+               LeakyReLU and gamma != 0 gives z back), so no block keeps its pre-norm z
+               (both rules);
+  - no full g: a local rule's dL/da is the adaptive-pool gradient of a tiny dL/dv, constant
+               over each pooling window: a fused batch-norm backward could read dL/dv
+               directly instead of a full-size g (local rules only; BP's error is dense);
+  - grads shared: each block's optimizer steps right after its backward (both rules do),
+               so one gradient buffer of the largest block could serve every block.
+These are layouts computed from the runtime's buffer lists with buffers removed, not
+measurements: the kernels do not do this today.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from edge_lls.models import build_model  # noqa: E402
+from edge_lls.profile import (format_bytes, layout_bytes, measure_step,  # noqa: E402
+                              attach_measurement, profile_model)
+
+TARGETS = {"smallconv": 0.5, "vgg8": 0.35}
+
+
+def machine() -> str:
+    import numba
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"NumPy {np.__version__}, Numba {numba.__version__}")
+
+
+def what_if(model, rule, batch, *, drop_z=False, drop_local_grad=False, share_grads=False):
+    """Step + persistent bytes of a hypothetical layout (see the module doc)."""
+    from edge_lls.trainer import Trainer
+    trainer = Trainer(model, rule=rule)
+    mode = trainer.rule.mode
+    shapes, _ = model.stage_shapes(batch)
+    stages = [b.buffers(s[0], backprop=mode == "global") for b, s in zip(model.blocks, shapes)]
+    stages.append(model.classifier_buffers(batch, backprop=mode == "global"))
+    if mode == "local":
+        for i, bufs in enumerate(trainer.rule.head_buffers(model, batch)):
+            stages[i] = stages[i] + list(bufs)
+    out = []
+    for block, bufs in zip(model.blocks + [None], stages):
+        keep = []
+        for b in bufs:
+            if drop_z and block is not None and b.name.startswith("z"):
+                continue
+            if (drop_local_grad and mode == "local" and block is not None
+                    and b.name == f"g{len(block.units) - 1}"):
+                continue
+            keep.append(b)
+        out.append(keep)
+    arena, _ = layout_bytes(out, mode)
+    profile = profile_model(model, rule, batch, trainer=trainer)
+    persistent = profile.persistent_bytes
+    if share_grads:
+        persistent -= profile.grad_bytes - max(b.grad_bytes for b in profile.blocks)
+    return arena + profile.transient_bytes + persistent + profile.input_bytes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="smallconv,vgg8")
+    ap.add_argument("--input", default="32x32x3")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--no-measure", action="store_true", help="analytic figures only")
+    args = ap.parse_args(argv)
+    shape = tuple(int(v) for v in args.input.split("x"))
+    print(f"machine: {machine()}")
+    print(f"command: python tools/bench_memory.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"input {args.input}, {args.classes} classes, batch {args.batch}, schedule-free AdamW, fp32\n")
+    failed = []
+    for name in args.models.split(","):
+        profiles = {}
+        for rule in ("lls", "bp"):
+            p = profile_model(build_model(name, args.classes, shape), rule, args.batch)
+            if not args.no_measure:
+                attach_measurement(p, measure_step(name, rule, args.batch, num_classes=args.classes,
+                                                   input_shape=shape))
+            profiles[rule] = p
+        lls, bp = profiles["lls"], profiles["bp"]
+        print(f"== {name} ==")
+        print(f"{'':6} {'peak (analytic)':>16} {'measured':>12} {'diff':>7}   {'persistent':>11} "
+              f"{'arena':>11} {'transient':>10} {'input':>10}")
+        for rule, p in profiles.items():
+            m = p.measured
+            meas = format_bytes(m["peak_bytes"]) if m else "-"
+            diff = f"{m['peak_rel_diff']:+.1%}" if m else "-"
+            print(f"{rule:6} {format_bytes(p.peak_memory_bytes):>16} {meas:>12} {diff:>7}   "
+                  f"{format_bytes(p.persistent_bytes):>11} {format_bytes(p.arena_bytes):>11} "
+                  f"{format_bytes(p.transient_bytes):>10} {format_bytes(p.input_bytes):>10}")
+            if m:
+                print(f"{'':6} step: analytic {format_bytes(p.step_bytes)}, measured "
+                      f"{format_bytes(m['step_peak_bytes'])} ({m['step_rel_diff']:+.1%}); arena as "
+                      f"allocated by the runtime {format_bytes(m['arena_bytes'])} "
+                      f"({'equal' if m['arena_matches'] else 'DIFFERENT'})")
+        ratio = lls.peak_memory_bytes / bp.peak_memory_bytes
+        step_ratio = lls.step_bytes / bp.step_bytes
+        line = f"peak LLS/BP analytic {ratio:.3f}"
+        if lls.measured:
+            mratio = lls.measured["peak_bytes"] / bp.measured["peak_bytes"]
+            mstep = lls.measured["step_peak_bytes"] / bp.measured["step_peak_bytes"]
+            line += f", measured {mratio:.3f}; step (arena + temporaries) LLS/BP analytic {step_ratio:.3f}, measured {mstep:.3f}"
+        else:
+            line += f"; step LLS/BP {step_ratio:.3f}"
+        target = TARGETS.get(name)
+        if target is not None:
+            ok = ratio <= target
+            line += f"   target <= {target}: {'met' if ok else 'NOT met'}"
+            if not ok:
+                failed.append(name)
+        print(line)
+        big = lls.peak_block
+        top = sorted(big.buffers, key=lambda t: -t[3])[:5]
+        print(f"  LLS peak set by {big.name} (live {format_bytes(big.activation_bytes)}): "
+              + ", ".join(f"{n} {'x'.join(map(str, s))} {format_bytes(b)}" for n, s, _, b in top))
+        holders = sorted(bp.blocks, key=lambda b: -b.own_bytes)[:3]
+        print("  BP holds every block at once; largest: "
+              + ", ".join(f"{b.name} {format_bytes(b.own_bytes)}" for b in holders)
+              + f" (each block's z, y, argmax, pooled output, and its gradients)")
+        lo_l = lls.persistent_bytes + lls.min_activation_bytes + lls.transient_bytes + lls.input_bytes
+        lo_b = bp.persistent_bytes + bp.min_activation_bytes + bp.transient_bytes + bp.input_bytes
+        print(f"  with a liveness-optimal allocator for each schedule (largest live set instead of the "
+              f"arena): LLS {format_bytes(lo_l)}, BP {format_bytes(lo_b)}, LLS/BP {lo_l / lo_b:.3f} "
+              f"(BP's arena reserves {format_bytes(bp.arena_bytes - bp.min_activation_bytes)} more than "
+              f"its largest live set, LLS's {format_bytes(lls.arena_bytes - lls.min_activation_bytes)})")
+        print(f"  common to both: weights+grads+optimizer {format_bytes(bp.persistent_bytes)} "
+              f"({bp.persistent_bytes / bp.peak_memory_bytes:.0%} of BP's peak)")
+        for label, opts in [("no z (BN inverted from y)", dict(drop_z=True)),
+                            ("no full-size g for LLS (fused pooled gradient)", dict(drop_local_grad=True)),
+                            ("both", dict(drop_z=True, drop_local_grad=True)),
+                            ("both + one shared gradient buffer", dict(drop_z=True, drop_local_grad=True,
+                                                                        share_grads=True))]:
+            a = what_if(build_model(name, args.classes, shape), "lls", args.batch, **opts)
+            b = what_if(build_model(name, args.classes, shape), "bp", args.batch, **opts)
+            print(f"  what if {label}: LLS {format_bytes(a)}, BP {format_bytes(b)}, LLS/BP {a / b:.3f}")
+        print()
+    if failed:
+        print(f"targets not met: {', '.join(failed)} (see docs/efficiency.md for where the memory goes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
