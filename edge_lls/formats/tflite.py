@@ -1,0 +1,254 @@
+"""Read a .tflite flatbuffer (schema v3, identifier "TFL3") into an edge_lls Graph.
+
+Only the `tflite` package's generated flatbuffer accessors are used; TensorFlow is not needed.
+Files are accepted as TensorFlow Lite Micro accepts them: in particular a bias tensor whose
+``quantized_dimension`` points past its single axis (person_detect.tflite has 3 on 1-D
+biases, which LiteRT rejects) is fine, because a bias is read as plain int32 values and its
+quantization parameters are never used.
+"""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import tflite
+from tflite.ActivationFunctionType import ActivationFunctionType
+from tflite.BuiltinOperator import BuiltinOperator
+from tflite.BuiltinOptions import BuiltinOptions
+from tflite.Padding import Padding
+from tflite.TensorType import TensorType
+
+from edge_lls.errors import FormatError
+from edge_lls.graph import Graph, Operator, Tensor
+
+FILE_IDENTIFIER = b"TFL3"
+
+OPCODE_NAMES = {value: name for name, value in vars(BuiltinOperator).items() if not name.startswith("_")}
+OPTIONS_TYPE_NAMES = {value: name for name, value in vars(BuiltinOptions).items() if not name.startswith("_")}
+ACTIVATION_NAMES = {value: name for name, value in vars(ActivationFunctionType).items() if not name.startswith("_")}
+PADDING_NAMES = {value: name for name, value in vars(Padding).items() if not name.startswith("_")}
+TENSOR_TYPE_NAMES = {value: name for name, value in vars(TensorType).items() if not name.startswith("_")}
+
+NUMPY_DTYPES = {
+    TensorType.FLOAT32: np.dtype(np.float32),
+    TensorType.INT8: np.dtype(np.int8),
+    TensorType.UINT8: np.dtype(np.uint8),
+    TensorType.INT16: np.dtype(np.int16),
+    TensorType.INT32: np.dtype(np.int32),
+    TensorType.INT64: np.dtype(np.int64),
+}
+
+# The `tflite` accessors raise these when an offset points outside the buffer.
+_TRUNCATION_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError)
+
+
+def load_tflite(path, fast: bool = True) -> Graph:
+    """Parse the .tflite file at ``path`` into a runnable Graph (first subgraph).
+
+    fast=True runs convolutions through the exact float32 GEMM path where its bound holds
+    (see edge_lls/kernels/int8.py); fast=False uses the plain Numba kernels for every op.
+    Raises FormatError naming the field or op when the file is malformed or unsupported.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FormatError(f"cannot read {path}: {error.strerror}") from error
+    return parse_tflite(data, name=path.name, fast=fast)
+
+
+def parse_tflite(data: bytes, name: str = "<bytes>", fast: bool = True) -> Graph:
+    """Parse TFLite flatbuffer bytes into a Graph; see load_tflite."""
+    _check_header(data, name)
+    try:
+        tensors, operators, inputs, outputs = _read_subgraph(tflite.Model.GetRootAs(data, 0), data, name)
+    except _TRUNCATION_ERRORS as error:
+        raise FormatError(f"{name}: truncated or corrupt flatbuffer ({type(error).__name__}: {error})") from error
+    return Graph(tensors, operators, inputs, outputs, name=name, fast=fast)
+
+
+def _check_header(data: bytes, name: str) -> None:
+    if len(data) < 8:
+        raise FormatError(f"{name}: file too short for a TFLite flatbuffer ({len(data)} bytes)")
+    identifier = bytes(data[4:8])
+    if identifier != FILE_IDENTIFIER:
+        raise FormatError(f"{name}: file identifier is {identifier!r}, expected {FILE_IDENTIFIER!r} (not a TFLite model)")
+    root_offset = struct.unpack_from("<I", data, 0)[0]
+    if root_offset + 4 > len(data):
+        raise FormatError(f"{name}: truncated flatbuffer (root table offset {root_offset} past end of {len(data)} bytes)")
+
+
+def _read_subgraph(model, data: bytes, name: str):
+    """(tensors, operators, input indices, output indices) of the first subgraph."""
+    if model.SubgraphsLength() < 1:
+        raise FormatError(f"{name}: model has no subgraph")
+    subgraph = model.Subgraphs(0)
+    opcodes = [_opcode_name(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
+    tensors = [_read_tensor(subgraph.Tensors(i), i, model, data, name) for i in range(subgraph.TensorsLength())]
+    operators = [_read_operator(subgraph.Operators(i), i, opcodes, len(tensors), name)
+                 for i in range(subgraph.OperatorsLength())]
+    inputs = _tensor_indices(subgraph.InputsAsNumpy(), len(tensors), f"{name}: subgraph inputs")
+    outputs = _tensor_indices(subgraph.OutputsAsNumpy(), len(tensors), f"{name}: subgraph outputs")
+    return tensors, operators, inputs, outputs
+
+
+def _opcode_name(opcode) -> str:
+    # Schema 3a moved builtin codes > 127 to a new field; the old int8 field saturates at 127.
+    code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
+    if code == BuiltinOperator.CUSTOM:
+        custom = opcode.CustomCode()
+        return "CUSTOM:" + (custom.decode("utf-8", "replace") if custom else "?")
+    return OPCODE_NAMES.get(code, f"BUILTIN_{code}")
+
+
+def _tensor_indices(raw, tensor_count: int, where: str) -> tuple[int, ...]:
+    indices = tuple(int(i) for i in (raw if isinstance(raw, np.ndarray) else []))
+    for index in indices:
+        if index != -1 and not 0 <= index < tensor_count:
+            raise FormatError(f"{where}: tensor index {index} out of range (model has {tensor_count} tensors)")
+    return indices
+
+
+def _read_tensor(entry, index: int, model, data: bytes, name: str) -> Tensor:
+    tensor_name = entry.Name().decode("utf-8", "replace") if entry.Name() else f"tensor_{index}"
+    type_code = entry.Type()
+    dtype = NUMPY_DTYPES.get(type_code)
+    shape = tuple(int(d) for d in entry.ShapeAsNumpy()) if entry.ShapeLength() else ()
+    if any(d < 0 for d in shape):
+        raise FormatError(f"{name}: tensor {index} '{tensor_name}' has a negative dimension in shape {shape}")
+    scales, zero_points, quantized_dimension = _read_quantization(entry.Quantization())
+    constant = _read_constant(entry, index, tensor_name, model, data, name, shape, dtype, type_code)
+    return Tensor(index=index, name=tensor_name, shape=shape, dtype=dtype,
+                  type_name=TENSOR_TYPE_NAMES.get(type_code, f"TYPE_{type_code}"),
+                  scales=scales, zero_points=zero_points, quantized_dimension=quantized_dimension, data=constant)
+
+
+def _read_quantization(quantization):
+    if quantization is None or quantization.ScaleLength() == 0:
+        return None, None, 0
+    scales = quantization.ScaleAsNumpy().astype(np.float32)
+    if quantization.ZeroPointLength():
+        zero_points = quantization.ZeroPointAsNumpy().astype(np.int64)
+    else:
+        zero_points = np.zeros(scales.shape, np.int64)
+    # quantized_dimension is kept as written, even when out of range (see the module docstring);
+    # the op handlers decide what per-channel parameters mean for each of their inputs.
+    return scales, zero_points, int(quantization.QuantizedDimension())
+
+
+def _read_constant(entry, index, tensor_name, model, data, name, shape, dtype, type_code):
+    buffer_index = entry.Buffer()
+    if buffer_index == 0:  # buffer 0 is the empty sentinel: a runtime tensor
+        return None
+    if not 0 <= buffer_index < model.BuffersLength():
+        raise FormatError(f"{name}: tensor {index} '{tensor_name}' refers to missing buffer {buffer_index}")
+    buffer = model.Buffers(buffer_index)
+    raw = _buffer_bytes(buffer, data, name, buffer_index)
+    if raw is None:
+        return None
+    if dtype is None:
+        raise FormatError(f"{name}: tensor {index} '{tensor_name}' has unsupported type "
+                          f"{TENSOR_TYPE_NAMES.get(type_code, type_code)}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise FormatError(f"{name}: tensor {index} '{tensor_name}' buffer holds {len(raw)} bytes, "
+                          f"shape {shape} of {dtype} needs {expected}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def _buffer_bytes(buffer, data: bytes, name: str, buffer_index: int):
+    """Contents of a Buffer: inline vector, or (files > 2 GB) an offset/size into the file."""
+    if buffer.DataLength():
+        return buffer.DataAsNumpy().tobytes()
+    offset, size = buffer.Offset(), buffer.Size()
+    if offset > 1 and size > 0:
+        if offset + size > len(data):
+            raise FormatError(f"{name}: buffer {buffer_index} extends past the end of the file (truncated)")
+        return bytes(data[offset:offset + size])
+    return None
+
+
+def _read_operator(entry, index: int, opcodes: list[str], tensor_count: int, name: str) -> Operator:
+    opcode_index = entry.OpcodeIndex()
+    if not 0 <= opcode_index < len(opcodes):
+        raise FormatError(f"{name}: op {index} uses opcode index {opcode_index}, model defines {len(opcodes)}")
+    opcode = opcodes[opcode_index]
+    where = f"{name}: op {index} ({opcode})"
+    inputs = _tensor_indices(entry.InputsAsNumpy(), tensor_count, f"{where} inputs")
+    outputs = _tensor_indices(entry.OutputsAsNumpy(), tensor_count, f"{where} outputs")
+    options = _read_options(entry, opcode, where)
+    return Operator(index=index, opcode=opcode, inputs=inputs, outputs=outputs, options=options)
+
+
+def _activation(code: int, where: str) -> str:
+    activation = ACTIVATION_NAMES.get(code, f"ACTIVATION_{code}")
+    if activation not in ("NONE", "RELU", "RELU6", "RELU_N1_TO_1"):
+        raise FormatError(f"{where}: unsupported fused activation {activation}")
+    return activation
+
+
+def _padding(code: int, where: str) -> str:
+    if code not in PADDING_NAMES:
+        raise FormatError(f"{where}: unknown padding code {code}")
+    return PADDING_NAMES[code]
+
+
+def _options_table(entry, options_class, where: str):
+    """The op's builtin options as ``options_class``, None when absent; the union's type tag
+    must name that class, otherwise the bytes would be misread."""
+    table = entry.BuiltinOptions()
+    if table is None or entry.BuiltinOptionsType() == BuiltinOptions.NONE:
+        return None
+    expected = getattr(BuiltinOptions, options_class.__name__)
+    if entry.BuiltinOptionsType() != expected:
+        found = OPTIONS_TYPE_NAMES.get(entry.BuiltinOptionsType(), entry.BuiltinOptionsType())
+        raise FormatError(f"{where}: builtin_options is {found}, expected {options_class.__name__}")
+    options = options_class()
+    options.Init(table.Bytes, table.Pos)
+    return options
+
+
+def _read_options(entry, opcode: str, where: str) -> dict:
+    """The builtin options each supported op needs, with TFLite's defaults when absent."""
+    if opcode == "CONV_2D":
+        o = _options_table(entry, tflite.Conv2DOptions, where)
+        if o is None:
+            raise FormatError(f"{where}: missing Conv2DOptions")
+        return dict(padding=_padding(o.Padding(), where), stride_h=o.StrideH(), stride_w=o.StrideW(),
+                    dilation_h=o.DilationHFactor(), dilation_w=o.DilationWFactor(),
+                    activation=_activation(o.FusedActivationFunction(), where))
+    if opcode == "DEPTHWISE_CONV_2D":
+        o = _options_table(entry, tflite.DepthwiseConv2DOptions, where)
+        if o is None:
+            raise FormatError(f"{where}: missing DepthwiseConv2DOptions")
+        return dict(padding=_padding(o.Padding(), where), stride_h=o.StrideH(), stride_w=o.StrideW(),
+                    dilation_h=o.DilationHFactor(), dilation_w=o.DilationWFactor(),
+                    depth_multiplier=o.DepthMultiplier(), activation=_activation(o.FusedActivationFunction(), where))
+    if opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        o = _options_table(entry, tflite.Pool2DOptions, where)
+        if o is None:
+            raise FormatError(f"{where}: missing Pool2DOptions")
+        return dict(padding=_padding(o.Padding(), where), stride_h=o.StrideH(), stride_w=o.StrideW(),
+                    filter_h=o.FilterHeight(), filter_w=o.FilterWidth(),
+                    activation=_activation(o.FusedActivationFunction(), where))
+    if opcode == "FULLY_CONNECTED":
+        o = _options_table(entry, tflite.FullyConnectedOptions, where)
+        if o is None:
+            return dict(activation="NONE", keep_num_dims=False, weights_format=0)
+        return dict(activation=_activation(o.FusedActivationFunction(), where),
+                    keep_num_dims=bool(o.KeepNumDims()), weights_format=o.WeightsFormat())
+    if opcode == "ADD":
+        o = _options_table(entry, tflite.AddOptions, where)
+        return dict(activation=_activation(o.FusedActivationFunction(), where) if o else "NONE")
+    if opcode == "MEAN":
+        o = _options_table(entry, tflite.ReducerOptions, where)
+        return dict(keep_dims=bool(o.KeepDims()) if o else False)
+    if opcode == "SOFTMAX":
+        o = _options_table(entry, tflite.SoftmaxOptions, where)
+        return dict(beta=float(o.Beta()) if o else 1.0)
+    if opcode == "RESHAPE":
+        o = _options_table(entry, tflite.ReshapeOptions, where)
+        new_shape = tuple(int(d) for d in o.NewShapeAsNumpy()) if (o is not None and o.NewShapeLength()) else None
+        return dict(new_shape=new_shape)
+    return {}

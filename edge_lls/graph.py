@@ -1,0 +1,767 @@
+"""A small interpreter for imported (TFLite) graphs.
+
+Loading a graph prepares every operator once: a handler named after the TFLite op (CONV_2D,
+DEPTHWISE_CONV_2D, ...) checks the op's tensors, precomputes everything that depends only on
+constants (per-channel multipliers and shifts, clamp ranges, folded biases, float32 weight
+copies) and returns a *step*: a closure that runs the op on preallocated buffers.  Running the
+graph is then a loop over steps with no allocation and no per-op decision making.
+
+int8 ops follow TFLite's integer semantics bit for bit (edge_lls/kernels/int8.py); float32
+ops are plain NumPy.  Every runtime tensor has its own buffer, so after a run every
+intermediate tensor is still available (Graph.run_all).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from edge_lls.errors import FormatError
+from edge_lls.kernels import int8 as kernels
+from edge_lls.kernels.quant import (
+    ADD_LEFT_SHIFT,
+    activation_range_s8,
+    add_params,
+    conv_output_multipliers,
+    mean_multiplier,
+    quantize_multiplier,
+    requantize_tables,
+    softmax_params,
+)
+
+Step = Callable[[], None]
+
+# int32 accumulator guard: taps * max|x - zp| * max|w| + max|bias| must stay below 2^31.
+MAX_PRODUCT_MAGNITUDE = 255 * 128
+
+
+@dataclass
+class Tensor:
+    """One tensor of the graph.  ``data`` holds the contents of constant tensors (weights,
+    biases, shapes); runtime tensors get a buffer in Graph.buffers instead."""
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+    type_name: str
+    scales: np.ndarray | None = None  # float32, (1,) per-tensor or (C,) per-channel
+    zero_points: np.ndarray | None = None  # int64, same length as scales
+    quantized_dimension: int = 0
+    data: np.ndarray | None = None
+
+    @property
+    def scale(self) -> float:
+        return float(self.scales[0]) if self.scales is not None else 0.0
+
+    @property
+    def zero_point(self) -> int:
+        return int(self.zero_points[0]) if self.zero_points is not None else 0
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class Operator:
+    index: int
+    opcode: str
+    inputs: tuple[int, ...]  # -1 marks an omitted optional input
+    outputs: tuple[int, ...]
+    options: dict = field(default_factory=dict)
+
+
+class Graph:
+    """A prepared, runnable graph.  Build it with edge_lls.formats.tflite.load_tflite."""
+
+    def __init__(self, tensors: list[Tensor], operators: list[Operator], inputs: tuple[int, ...],
+                 outputs: tuple[int, ...], name: str = "graph", fast: bool = True):
+        self.name = name
+        self.tensors = tensors
+        self.operators = operators
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self.fast = fast
+        self.buffers: dict[int, np.ndarray] = {}
+        self.float_mirrors: dict[int, np.ndarray] = {}  # int8 tensor -> float32 (pixels, C) copy
+        self._mirror_requests = self._plan_float_mirrors() if fast else set()
+        for index in self.inputs:
+            self._allocate(index, "graph input")
+        self._steps: list[Step] = [self._prepare(op) for op in operators]
+        for index in self.outputs:
+            if index not in self.buffers and self.tensors[index].data is None:
+                raise FormatError(f"{name}: graph output tensor {index} '{self.tensors[index].name}' is never produced")
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def input_details(self) -> list[dict]:
+        return [self._details(i) for i in self.inputs]
+
+    @property
+    def output_details(self) -> list[dict]:
+        return [self._details(i) for i in self.outputs]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run once; returns a copy of every graph output tensor, in output order."""
+        self._execute(inputs)
+        return [self.value(i).copy() for i in self.outputs]
+
+    def run_all(self, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
+        """Run once; returns a copy of every runtime tensor (inputs, intermediates, outputs)
+        keyed by tensor index (names: graph.tensors[index].name)."""
+        self._execute(inputs)
+        return {index: buffer.copy() for index, buffer in self.buffers.items()}
+
+    def value(self, index: int) -> np.ndarray:
+        """Current contents of a tensor: its constant data or its runtime buffer."""
+        tensor = self.tensors[index]
+        return tensor.data if tensor.data is not None else self.buffers[index]
+
+    # ---------------------------------------------------------------- running
+
+    def _execute(self, inputs: list[np.ndarray]) -> None:
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"{self.name}: expected {len(self.inputs)} input arrays, got {len(inputs)}")
+        for index, array in zip(self.inputs, inputs):
+            buffer = self.buffers[index]
+            array = np.asarray(array)
+            if array.shape != buffer.shape or array.dtype != buffer.dtype:
+                raise ValueError(f"{self.name}: input '{self.tensors[index].name}' must be {buffer.dtype} "
+                                 f"{buffer.shape}, got {array.dtype} {array.shape}")
+            np.copyto(buffer, array)
+        for step in self._steps:
+            step()
+
+    # ---------------------------------------------------------------- preparation helpers
+
+    def _details(self, index: int) -> dict:
+        tensor = self.tensors[index]
+        return dict(name=tensor.name, index=index, shape=tensor.shape, dtype=tensor.dtype,
+                    scale=tensor.scale, zero_point=tensor.zero_point)
+
+    def _prepare(self, op: Operator) -> Step:
+        handler = OP_HANDLERS.get(op.opcode)
+        if handler is None:
+            raise FormatError(f"{self.name}: unsupported op {op.opcode} (op {op.index})")
+        return handler(self, op)
+
+    def _allocate(self, index: int, role: str) -> np.ndarray:
+        tensor = self.tensors[index]
+        if tensor.dtype is None:
+            raise FormatError(f"{self.name}: {role} tensor {index} '{tensor.name}' has unsupported type {tensor.type_name}")
+        if index not in self.buffers:
+            self.buffers[index] = np.zeros(tensor.shape, tensor.dtype)
+        return self.buffers[index]
+
+    def _plan_float_mirrors(self) -> set[int]:
+        """int8 tensors read by a 1x1 GEMM convolution: their producer also writes float32."""
+        wanted = set()
+        for op in self.operators:
+            if op.opcode == "CONV_2D" and len(op.inputs) >= 2 and min(op.inputs[:2]) >= 0 \
+                    and self._is_pointwise_gemm(op):
+                wanted.add(op.inputs[0])
+        return wanted
+
+    def _is_pointwise_gemm(self, op: Operator) -> bool:
+        """Malformed ops answer False here; their handler reports the problem."""
+        x, w = self.tensors[op.inputs[0]], self.tensors[op.inputs[1]]
+        o = op.options
+        return (x.dtype == np.int8 and w.data is not None and len(w.shape) == 4 and w.shape[1:3] == (1, 1)
+                and o.get("stride_h") == 1 and o.get("stride_w") == 1
+                and w.shape[3] <= kernels.FLOAT32_EXACT_MAX_TAPS)
+
+    def mirror_for_output(self, index: int) -> np.ndarray:
+        """Float32 (pixels, C) buffer the producer of ``index`` should also fill, or an empty
+        (0, 0) array when no GEMM consumer asked for one."""
+        if index not in self._mirror_requests:
+            return np.zeros((0, 0), np.float32)
+        shape = self.tensors[index].shape
+        mirror = np.zeros((int(np.prod(shape[:-1])), shape[-1]), np.float32)
+        self.float_mirrors[index] = mirror
+        return mirror
+
+
+# ====================================================================================
+# Operand access and validation shared by the handlers
+# ====================================================================================
+
+def _where(graph: Graph, op: Operator) -> str:
+    return f"{graph.name}: op {op.index} ({op.opcode})"
+
+
+def _operand(graph: Graph, op: Operator, position: int, field_name: str, required: bool = True) -> Tensor | None:
+    if position >= len(op.inputs) or op.inputs[position] == -1:
+        if required:
+            raise FormatError(f"{_where(graph, op)}: missing {field_name} tensor")
+        return None
+    return graph.tensors[op.inputs[position]]
+
+
+def _activation_input(graph: Graph, op: Operator, position: int = 0) -> tuple[Tensor, np.ndarray]:
+    tensor = _operand(graph, op, position, "input")
+    if tensor.data is not None:
+        return tensor, tensor.data
+    if tensor.index not in graph.buffers:
+        raise FormatError(f"{_where(graph, op)}: input tensor {tensor.index} '{tensor.name}' is used before it is produced")
+    return tensor, graph.buffers[tensor.index]
+
+
+def _output(graph: Graph, op: Operator, position: int = 0) -> tuple[Tensor, np.ndarray]:
+    if position >= len(op.outputs):
+        raise FormatError(f"{_where(graph, op)}: missing output tensor")
+    index = op.outputs[position]
+    return graph.tensors[index], graph._allocate(index, "output")
+
+
+def _constant(graph: Graph, op: Operator, position: int, field_name: str) -> Tensor:
+    tensor = _operand(graph, op, position, field_name)
+    if tensor.data is None:
+        raise FormatError(f"{_where(graph, op)}: {field_name} tensor {tensor.index} '{tensor.name}' must be constant")
+    return tensor
+
+
+def _require(condition: bool, graph: Graph, op: Operator, message: str) -> None:
+    if not condition:
+        raise FormatError(f"{_where(graph, op)}: {message}")
+
+
+def _require_dtype(tensor: Tensor, dtypes, graph: Graph, op: Operator, role: str) -> None:
+    allowed = [np.dtype(d) for d in dtypes]
+    _require(tensor.dtype in allowed, graph, op,
+             f"{role} tensor '{tensor.name}' has type {tensor.type_name}, expected {'/'.join(str(d) for d in allowed)}")
+
+
+def _require_quantized(tensor: Tensor, graph: Graph, op: Operator, role: str) -> None:
+    _require(tensor.scales is not None, graph, op, f"{role} tensor '{tensor.name}' is int8 but has no quantization scale")
+
+
+def _same_shape(expected, actual, graph: Graph, op: Operator, role: str) -> None:
+    _require(tuple(expected) == tuple(actual), graph, op, f"{role} shape {tuple(actual)} does not match expected {tuple(expected)}")
+
+
+def _window_geometry(padding: str, in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(output size, padding before) as TFLite computes them for SAME / VALID."""
+    effective = (kernel - 1) * dilation + 1
+    if padding == "SAME":
+        out_size = (in_size + stride - 1) // stride
+    else:
+        out_size = (in_size - effective + stride) // stride
+    total = max((out_size - 1) * stride + effective - in_size, 0)
+    return out_size, total // 2
+
+
+def _spatial_setup(graph: Graph, op: Operator, x: Tensor, out: Tensor, kernel_h: int, kernel_w: int,
+                   dilation_h: int = 1, dilation_w: int = 1) -> tuple[int, int]:
+    """Checks NHWC ranks and output size; returns (pad_top, pad_left)."""
+    o = op.options
+    _require(len(x.shape) == 4, graph, op, f"input shape {x.shape} is not NHWC")
+    _require(len(out.shape) == 4, graph, op, f"output shape {out.shape} is not NHWC")
+    _require(min(o["stride_h"], o["stride_w"], dilation_h, dilation_w) >= 1, graph, op, "stride and dilation must be >= 1")
+    out_h, pad_top = _window_geometry(o["padding"], x.shape[1], kernel_h, o["stride_h"], dilation_h)
+    out_w, pad_left = _window_geometry(o["padding"], x.shape[2], kernel_w, o["stride_w"], dilation_w)
+    _require(out.shape[1:3] == (out_h, out_w) and out.shape[0] == x.shape[0], graph, op,
+             f"output shape {out.shape} does not match the computed ({x.shape[0]}, {out_h}, {out_w}, ...)")
+    return pad_top, pad_left
+
+
+def _channel_scales(weights: Tensor, channels: int, graph: Graph, op: Operator) -> np.ndarray:
+    _require_quantized(weights, graph, op, "weights")
+    _require(weights.scales.size in (1, channels), graph, op,
+             f"weights '{weights.name}' have {weights.scales.size} scales for {channels} output channels")
+    _require(np.all(weights.zero_points == 0), graph, op, f"weights '{weights.name}' have a non-zero zero point")
+    return weights.scales
+
+
+def _int8_bias(graph: Graph, op: Operator, position: int, channels: int) -> np.ndarray:
+    """Bias as int32 (C,); zeros when omitted.  Its quantization parameters are ignored on
+    purpose: TFLite computes requantization from input and weight scales only, so a stray
+    quantized_dimension (person_detect.tflite) is harmless."""
+    bias = _operand(graph, op, position, "bias", required=False)
+    if bias is None:
+        return np.zeros(channels, np.int32)
+    _require(bias.data is not None, graph, op, f"bias tensor '{bias.name}' must be constant")
+    _require_dtype(bias, [np.int32], graph, op, "bias")
+    _require(bias.data.size == channels, graph, op, f"bias '{bias.name}' has shape {bias.shape}, expected ({channels},)")
+    return bias.data.reshape(channels).astype(np.int32)
+
+
+def _check_accumulator_bound(graph: Graph, op: Operator, taps: int, bias: np.ndarray) -> None:
+    worst = taps * MAX_PRODUCT_MAGNITUDE + int(np.abs(bias.astype(np.int64)).max(initial=0))
+    _require(worst < 2 ** 31, graph, op,
+             f"{taps} taps per output could overflow the int32 accumulator (worst case {worst})")
+
+
+def _float_bias(graph: Graph, op: Operator, position: int, channels: int) -> np.ndarray:
+    bias = _operand(graph, op, position, "bias", required=False)
+    if bias is None:
+        return np.zeros(channels, np.float32)
+    _require(bias.data is not None and bias.data.size == channels, graph, op,
+             f"bias '{bias.name}' must be a constant of {channels} values")
+    return bias.data.reshape(channels).astype(np.float32)
+
+
+FLOAT_ACTIVATIONS = {"NONE": (-np.inf, np.inf), "RELU": (0.0, np.inf), "RELU6": (0.0, 6.0),
+                     "RELU_N1_TO_1": (-1.0, 1.0)}
+
+
+def _apply_float_activation(values: np.ndarray, activation: str) -> None:
+    low, high = FLOAT_ACTIVATIONS[activation]
+    if activation != "NONE":
+        np.clip(values, np.float32(low), np.float32(high), out=values)
+
+
+def _float_windows(x: np.ndarray, out_h: int, out_w: int, kernel_h: int, kernel_w: int, stride_h: int,
+                   stride_w: int, dilation_h: int, dilation_w: int, pad_top: int, pad_left: int, fill: float):
+    """(N, OH, OW, KH, KW, C) receptive fields of x padded with ``fill``."""
+    _, in_h, in_w, _ = x.shape
+    far_h = max((out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1 - in_h - pad_top, 0)
+    far_w = max((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1 - in_w - pad_left, 0)
+    padded = np.pad(x, ((0, 0), (pad_top, far_h), (pad_left, far_w), (0, 0)), constant_values=fill)
+    rows = (np.arange(out_h) * stride_h)[:, None] + np.arange(kernel_h) * dilation_h
+    cols = (np.arange(out_w) * stride_w)[:, None] + np.arange(kernel_w) * dilation_w
+    return padded[:, rows[:, None, :, None], cols[None, :, None, :], :]
+
+
+# ====================================================================================
+# Op handlers, named after the TFLite builtin operators
+# ====================================================================================
+
+def CONV_2D(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    weights = _constant(graph, op, 1, "weights")
+    out, out_buffer = _output(graph, op)
+    o = op.options
+    _require(len(weights.shape) == 4, graph, op, f"weights shape {weights.shape} is not (Cout, KH, KW, Cin)")
+    out_c, kernel_h, kernel_w, in_c = weights.shape
+    _require(len(x.shape) == 4 and x.shape[3] == in_c, graph, op,
+             f"input shape {x.shape} has {x.shape[-1] if x.shape else '?'} channels, weights expect {in_c}")
+    _require(out.shape[-1] == out_c, graph, op, f"output shape {out.shape} does not have {out_c} channels")
+    pad_top, pad_left = _spatial_setup(graph, op, x, out, kernel_h, kernel_w, o["dilation_h"], o["dilation_w"])
+    geometry = (o["stride_h"], o["stride_w"], pad_top, pad_left, o["dilation_h"], o["dilation_w"])
+    if x.dtype == np.float32:
+        return _conv_2d_float(graph, op, x_value, weights, out_buffer, geometry)
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(weights, [np.int8], graph, op, "weights")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    bias = _int8_bias(graph, op, 2, out_c)
+    taps = kernel_h * kernel_w * in_c
+    _check_accumulator_bound(graph, op, taps, bias)
+    multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
+    act_min, act_max = activation_range_s8(o["activation"], out.scale, out.zero_point)
+    if graph.fast and taps <= kernels.FLOAT32_EXACT_MAX_TAPS:
+        return _conv_2d_gemm(graph, op, x, x_value, weights.data, bias, multipliers, shifts, out, out_buffer,
+                             geometry, act_min, act_max)
+    args = (*geometry, x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
+    w = weights.data
+    return lambda: kernels.conv2d_s8(x_value, w, bias, out_buffer, *args)
+
+
+def _conv_2d_float(graph, op, x_value, weights: Tensor, out_buffer, geometry) -> Step:
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w = geometry
+    out_c, kernel_h, kernel_w, in_c = weights.shape
+    bias = _float_bias(graph, op, 2, out_c)
+    w_matrix = weights.data.astype(np.float32).reshape(out_c, -1).T.copy()  # (KH*KW*Cin, Cout)
+    n, out_h, out_w, _ = out_buffer.shape
+    activation = op.options["activation"]
+
+    def step():
+        windows = _float_windows(x_value, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+                                 dilation_h, dilation_w, pad_top, pad_left, 0.0)
+        result = windows.reshape(n * out_h * out_w, -1) @ w_matrix + bias
+        _apply_float_activation(result, activation)
+        out_buffer[...] = result.reshape(out_buffer.shape)
+    return step
+
+
+def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, bias, multipliers, shifts, out: Tensor, out_buffer,
+                  geometry, act_min, act_max) -> Step:
+    """int8 convolution as an exact float32 GEMM (bound in edge_lls/kernels/int8.py).
+
+    The input zero point is folded into the bias, bias_eff = bias - zp * sum(w): exact in
+    int64, and padded taps carry the zero point so that they cancel exactly as TFLite's
+    skipped taps do.
+    """
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w = geometry
+    out_c, kernel_h, kernel_w, in_c = w.shape
+    batches, out_h, out_w, _ = out_buffer.shape
+    bias_eff = bias.astype(np.int64) - x.zero_point * w.reshape(out_c, -1).astype(np.int64).sum(axis=1)
+    _require(np.all(np.abs(bias_eff) < 2 ** 31), graph, op, "bias with folded zero point overflows int32")
+    bias_eff = bias_eff.astype(np.int32)
+    w_matrix = w.reshape(out_c, -1).T.astype(np.float32).copy()  # (KH*KW*Cin, Cout)
+    table = requantize_tables(multipliers, shifts)
+    pixels = out_h * out_w
+    acc = np.zeros((pixels, out_c), np.float32)
+    out_rows = out_buffer.reshape(batches, pixels, out_c)
+    mirror = graph.mirror_for_output(out.index)
+    mirror_rows = mirror.reshape(batches, pixels, out_c) if mirror.size else None
+    no_mirror = np.zeros((0, 0), np.float32)
+    zp, out_zp = x.zero_point, out.zero_point
+    pointwise = kernel_h == kernel_w == 1 and stride_h == stride_w == 1
+    if pointwise:
+        source_mirror = graph.float_mirrors.get(x.index)
+        if source_mirror is None:
+            source_mirror = np.zeros((batches * pixels, in_c), np.float32)
+            x_flat = x_value.reshape(-1)
+            convert = lambda: kernels.s8_to_f32(x_flat, source_mirror.reshape(-1))  # noqa: E731
+        else:
+            convert = None
+        source_rows = source_mirror.reshape(batches, pixels, in_c)
+
+        def step():
+            if convert is not None:
+                convert()
+            for n in range(batches):
+                np.matmul(source_rows[n], w_matrix, out=acc)
+                kernels.requantize_gemm(acc, bias_eff, table, out_zp, act_min, act_max, out_rows[n],
+                                        mirror_rows[n] if mirror_rows is not None else no_mirror)
+        return step
+
+    cols = np.zeros((pixels, kernel_h * kernel_w * in_c), np.float32)
+
+    def step():
+        for n in range(batches):
+            kernels.im2col_s8_f32(x_value[n], cols, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                                  pad_left, dilation_h, dilation_w, zp)
+            np.matmul(cols, w_matrix, out=acc)
+            kernels.requantize_gemm(acc, bias_eff, table, out_zp, act_min, act_max, out_rows[n],
+                                    mirror_rows[n] if mirror_rows is not None else no_mirror)
+    return step
+
+
+def DEPTHWISE_CONV_2D(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    weights = _constant(graph, op, 1, "weights")
+    out, out_buffer = _output(graph, op)
+    o = op.options
+    _require(len(weights.shape) == 4 and weights.shape[0] == 1, graph, op,
+             f"weights shape {weights.shape} is not (1, KH, KW, C*multiplier)")
+    _, kernel_h, kernel_w, out_c = weights.shape
+    _require(len(x.shape) == 4, graph, op, f"input shape {x.shape} is not NHWC")
+    in_c = x.shape[3]
+    _require(in_c > 0 and out_c % in_c == 0, graph, op, f"weights have {out_c} channels, not a multiple of input's {in_c}")
+    multiplier = out_c // in_c
+    _require(o["depth_multiplier"] in (0, multiplier), graph, op,
+             f"depth_multiplier {o['depth_multiplier']} does not match weights ({out_c} / {in_c})")
+    _require(out.shape[-1] == out_c, graph, op, f"output shape {out.shape} does not have {out_c} channels")
+    pad_top, pad_left = _spatial_setup(graph, op, x, out, kernel_h, kernel_w, o["dilation_h"], o["dilation_w"])
+    geometry = (o["stride_h"], o["stride_w"], pad_top, pad_left, o["dilation_h"], o["dilation_w"])
+    if x.dtype == np.float32:
+        return _depthwise_float(graph, op, x_value, weights, out_buffer, geometry, multiplier)
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(weights, [np.int8], graph, op, "weights")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    bias = _int8_bias(graph, op, 2, out_c)
+    _check_accumulator_bound(graph, op, kernel_h * kernel_w, bias)
+    multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
+    act_min, act_max = activation_range_s8(o["activation"], out.scale, out.zero_point)
+    w = weights.data
+    mirror = graph.mirror_for_output(out.index)
+    if graph.fast and multiplier == 1:
+        out_w = out.shape[2]
+        weights_tiled = np.tile(w[0].astype(np.int16), (1, 1, out_w))  # (KH, KW, OW*C)
+        bias_tiled = np.tile(bias, out_w)
+        table_tiled = np.tile(requantize_tables(multipliers, shifts), (1, out_w))
+        zps = (x.zero_point, out.zero_point, act_min, act_max)
+        return lambda: kernels.depthwise_rows_s8(x_value, weights_tiled, bias_tiled, table_tiled, out_buffer,
+                                                 mirror, *geometry, *zps)
+    args = (*geometry, multiplier, x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
+    if mirror.size:
+        return lambda: kernels.depthwise_conv2d_s8_mirrored(x_value, w, bias, out_buffer, mirror, *args)
+    return lambda: kernels.depthwise_conv2d_s8(x_value, w, bias, out_buffer, *args)
+
+
+def _depthwise_float(graph, op, x_value, weights: Tensor, out_buffer, geometry, multiplier) -> Step:
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w = geometry
+    _, kernel_h, kernel_w, out_c = weights.shape
+    bias = _float_bias(graph, op, 2, out_c)
+    w = weights.data[0].astype(np.float32)  # (KH, KW, C*mult)
+    _, out_h, out_w, _ = out_buffer.shape
+    activation = op.options["activation"]
+
+    def step():
+        source = np.repeat(x_value, multiplier, axis=3) if multiplier > 1 else x_value
+        windows = _float_windows(source, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+                                 dilation_h, dilation_w, pad_top, pad_left, 0.0)
+        result = np.einsum("nyxhwc,hwc->nyxc", windows, w, dtype=np.float32) + bias
+        _apply_float_activation(result, activation)
+        out_buffer[...] = result
+    return step
+
+
+def FULLY_CONNECTED(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    weights = _constant(graph, op, 1, "weights")
+    out, out_buffer = _output(graph, op)
+    _require(op.options.get("weights_format", 0) == 0, graph, op, "only the DEFAULT weights_format is supported")
+    _require(len(weights.shape) == 2, graph, op, f"weights shape {weights.shape} is not (out, in)")
+    out_c, depth = weights.shape
+    _require(depth > 0 and x.size % depth == 0, graph, op, f"input of {x.size} values is not a multiple of {depth}")
+    batches = x.size // depth
+    _require(out.size == batches * out_c, graph, op, f"output shape {out.shape} does not hold {batches}x{out_c} values")
+    x_rows = x_value.reshape(batches, depth)
+    out_rows = out_buffer.reshape(batches, out_c)
+    activation = op.options["activation"]
+    if x.dtype == np.float32:
+        bias = _float_bias(graph, op, 2, out_c)
+        w_t = weights.data.astype(np.float32).T.copy()
+
+        def step():
+            result = x_rows @ w_t + bias
+            _apply_float_activation(result, activation)
+            out_rows[...] = result
+        return step
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(weights, [np.int8], graph, op, "weights")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    bias = _int8_bias(graph, op, 2, out_c)
+    _check_accumulator_bound(graph, op, depth, bias)
+    multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
+    act_min, act_max = activation_range_s8(activation, out.scale, out.zero_point)
+    w = weights.data
+    args = (x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
+    return lambda: kernels.fully_connected_s8(x_rows, w, bias, out_rows, *args)
+
+
+def _pool_setup(graph: Graph, op: Operator):
+    x, x_value = _activation_input(graph, op)
+    out, out_buffer = _output(graph, op)
+    o = op.options
+    _require(o["filter_h"] >= 1 and o["filter_w"] >= 1, graph, op, "filter size must be >= 1")
+    pad_top, pad_left = _spatial_setup(graph, op, x, out, o["filter_h"], o["filter_w"])
+    _require(out.shape[3] == x.shape[3], graph, op, f"output channels {out.shape[3]} != input channels {x.shape[3]}")
+    geometry = (o["filter_h"], o["filter_w"], o["stride_h"], o["stride_w"], pad_top, pad_left)
+    return x, x_value, out, out_buffer, geometry
+
+
+def _pool_int8_range(graph: Graph, op: Operator, x: Tensor, out: Tensor) -> tuple[int, int]:
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    _require(x.scale == out.scale and x.zero_point == out.zero_point, graph, op,
+             "int8 pooling needs identical input and output quantization")
+    return activation_range_s8(op.options["activation"], out.scale, out.zero_point)
+
+
+def AVERAGE_POOL_2D(graph: Graph, op: Operator) -> Step:
+    x, x_value, out, out_buffer, geometry = _pool_setup(graph, op)
+    if x.dtype == np.float32:
+        return _float_pool(x_value, out_buffer, geometry, op.options["activation"], average=True)
+    _require_dtype(x, [np.int8], graph, op, "input")
+    act_min, act_max = _pool_int8_range(graph, op, x, out)
+    return lambda: kernels.avg_pool2d_s8(x_value, out_buffer, *geometry, act_min, act_max)
+
+
+def MAX_POOL_2D(graph: Graph, op: Operator) -> Step:
+    x, x_value, out, out_buffer, geometry = _pool_setup(graph, op)
+    if x.dtype == np.float32:
+        return _float_pool(x_value, out_buffer, geometry, op.options["activation"], average=False)
+    _require_dtype(x, [np.int8], graph, op, "input")
+    act_min, act_max = _pool_int8_range(graph, op, x, out)
+    return lambda: kernels.max_pool2d_s8(x_value, out_buffer, *geometry, act_min, act_max)
+
+
+def _float_pool(x_value, out_buffer, geometry, activation: str, average: bool) -> Step:
+    filter_h, filter_w, stride_h, stride_w, pad_top, pad_left = geometry
+    _, out_h, out_w, _ = out_buffer.shape
+    valid = _float_windows(np.ones(x_value.shape, np.float32), out_h, out_w, filter_h, filter_w, stride_h,
+                           stride_w, 1, 1, pad_top, pad_left, 0.0).sum(axis=(3, 4))
+
+    def step():
+        if average:
+            windows = _float_windows(x_value, out_h, out_w, filter_h, filter_w, stride_h, stride_w, 1, 1,
+                                     pad_top, pad_left, 0.0)
+            result = (windows.sum(axis=(3, 4), dtype=np.float32) / valid).astype(np.float32)
+        else:
+            windows = _float_windows(x_value, out_h, out_w, filter_h, filter_w, stride_h, stride_w, 1, 1,
+                                     pad_top, pad_left, -np.inf)
+            result = windows.max(axis=(3, 4))
+        _apply_float_activation(result, activation)
+        out_buffer[...] = result
+    return step
+
+
+def MEAN(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    axes_tensor = _constant(graph, op, 1, "axis")
+    out, out_buffer = _output(graph, op)
+    rank = len(x.shape)
+    axes = sorted({int(a) % rank for a in axes_tensor.data.reshape(-1)}) if rank else []
+    _require(all(-rank <= int(a) < rank for a in axes_tensor.data.reshape(-1)), graph, op,
+             f"axis {axes_tensor.data.tolist()} out of range for rank {rank}")
+    kept = [d for d in range(rank) if d not in axes]
+    reduced_count = int(np.prod([x.shape[d] for d in axes], dtype=np.int64))
+    kept_count = int(np.prod([x.shape[d] for d in kept], dtype=np.int64))
+    _require(out.size == kept_count, graph, op, f"output shape {out.shape} does not match reducing {x.shape} over {axes}")
+    _require(reduced_count > 0, graph, op, "reduction over an empty axis")
+    contiguous = axes == list(range(axes[0], axes[-1] + 1)) if axes else True
+    if contiguous and axes:
+        outer = int(np.prod(x.shape[:axes[0]], dtype=np.int64))
+        grouped = lambda: x_value.reshape(outer, reduced_count, -1)  # noqa: E731 - a view, no copy
+    else:
+        order = kept + axes
+        grouped = lambda: np.ascontiguousarray(x_value.transpose(order)).reshape(kept_count, reduced_count, 1)  # noqa: E731
+    out_matrix = out_buffer.reshape(grouped().shape[0], grouped().shape[2])
+    if x.dtype == np.float32:
+        def step():
+            out_matrix[...] = grouped().mean(axis=1, dtype=np.float32)
+        return step
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    multiplier, shift = mean_multiplier(x.scale, out.scale, reduced_count)
+    zp_in, zp_out = x.zero_point, out.zero_point
+    return lambda: kernels.mean_s8(grouped(), out_matrix, zp_in, zp_out, multiplier, shift)
+
+
+def ADD(graph: Graph, op: Operator) -> Step:
+    a, a_value = _activation_input(graph, op, 0)
+    b, b_value = _activation_input(graph, op, 1)
+    out, out_buffer = _output(graph, op)
+    try:
+        broadcast_shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise FormatError(f"{_where(graph, op)}: input shapes {a.shape} and {b.shape} do not broadcast") from None
+    _same_shape(broadcast_shape, out.shape, graph, op, "output")
+    activation = op.options["activation"]
+    same_shapes = a.shape == b.shape == out.shape
+
+    def expanded(value):
+        return value.reshape(-1) if same_shapes else np.ascontiguousarray(np.broadcast_to(value, out.shape)).reshape(-1)
+
+    if a.dtype == np.float32:
+        def step():
+            result = a_value + b_value
+            _apply_float_activation(result, activation)
+            out_buffer[...] = result
+        return step
+    for tensor, role in ((a, "first input"), (b, "second input"), (out, "output")):
+        _require_dtype(tensor, [np.int8], graph, op, role)
+        _require_quantized(tensor, graph, op, role)
+    (m1, s1), (m2, s2), (mo, so) = add_params(a.scale, b.scale, out.scale)
+    act_min, act_max = activation_range_s8(activation, out.scale, out.zero_point)
+    out_flat = out_buffer.reshape(-1)
+    args = (a.zero_point, b.zero_point, out.zero_point, ADD_LEFT_SHIFT, m1, s1, m2, s2, mo, so, act_min, act_max)
+    return lambda: kernels.add_s8(expanded(a_value), expanded(b_value), out_flat, *args)
+
+
+def PAD(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    paddings = _constant(graph, op, 1, "paddings")
+    out, out_buffer = _output(graph, op)
+    rank = len(x.shape)
+    _require(paddings.data.shape == (rank, 2), graph, op, f"paddings shape {paddings.shape} is not ({rank}, 2)")
+    pads = paddings.data.astype(np.int64)
+    _require(np.all(pads >= 0), graph, op, "negative paddings")
+    _same_shape(np.array(x.shape) + pads.sum(axis=1), out.shape, graph, op, "output")
+    _require(rank <= 4, graph, op, f"rank {rank} > 4")
+    lift = (1,) * (4 - rank)  # pad_s8 works on 4-D tensors: lead with unit axes
+    x4, out4 = x_value.reshape(lift + x.shape), out_buffer.reshape(lift + out.shape)
+    before = np.array((0,) * (4 - rank) + tuple(pads[:, 0]), np.int64)
+    if x.dtype == np.float32:
+        pad_width = [(int(b), int(a)) for b, a in pads]
+
+        def step():
+            out_buffer[...] = np.pad(x_value, pad_width)
+        return step
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(out, graph, op, "output")
+    _require(x.scales is None or (x.scale == out.scale and x.zero_point == out.zero_point), graph, op,
+             "int8 PAD needs identical input and output quantization")
+    pad_value = out.zero_point  # real 0
+    return lambda: kernels.pad_s8(x4, out4, before, pad_value)
+
+
+def RESHAPE(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    out = graph.tensors[op.outputs[0]] if op.outputs else None
+    _require(out is not None, graph, op, "missing output tensor")
+    _require(x.size == out.size, graph, op, f"cannot reshape {x.shape} ({x.size} values) to {out.shape}")
+    _require(x.dtype == out.dtype, graph, op, f"input type {x.type_name} != output type {out.type_name}")
+    if x.data is None and out.index not in graph.buffers:
+        graph.buffers[out.index] = x_value.reshape(out.shape)  # a view: reshape costs nothing at run time
+        return lambda: None
+    out_buffer = graph._allocate(out.index, "output")
+    return lambda: np.copyto(out_buffer, x_value.reshape(out.shape))
+
+
+def SOFTMAX(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    out, out_buffer = _output(graph, op)
+    _same_shape(x.shape, out.shape, graph, op, "output")
+    _require(len(x.shape) >= 1 and x.shape[-1] > 0, graph, op, f"input shape {x.shape} has no last axis")
+    depth = x.shape[-1]
+    rows = x.size // depth
+    x_rows, out_rows = x_value.reshape(rows, depth), out_buffer.reshape(rows, depth)
+    beta = op.options["beta"]
+    if x.dtype == np.float32:
+        def step():
+            exps = np.exp((x_rows - x_rows.max(axis=1, keepdims=True)) * np.float32(beta))
+            out_rows[...] = exps / exps.sum(axis=1, keepdims=True, dtype=np.float32)
+        return step
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    _require(out.zero_point == -128 and abs(out.scale - 1 / 256) <= 0.001 / 256, graph, op,
+             f"int8 output must have scale 1/256 and zero point -128, got {out.scale} and {out.zero_point}")
+    multiplier, left_shift, diff_min = softmax_params(x.scale, beta)
+    return lambda: kernels.softmax_s8(x_rows, out_rows, multiplier, left_shift, diff_min)
+
+
+def QUANTIZE(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    out, out_buffer = _output(graph, op)
+    _same_shape(x.shape, out.shape, graph, op, "output")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(out, graph, op, "output")
+    _require(out.scales.size == 1, graph, op, "per-channel QUANTIZE output is not supported")
+    x_flat, out_flat = x_value.reshape(-1), out_buffer.reshape(-1)
+    if x.dtype == np.float32:
+        scale, zp = out.scale, out.zero_point
+        return lambda: kernels.quantize_f32_to_s8(x_flat, out_flat, scale, zp)
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_quantized(x, graph, op, "input")
+    multiplier, shift = quantize_multiplier(float(np.float32(x.scale)) / float(np.float32(out.scale)))
+    zp_in, zp_out = x.zero_point, out.zero_point
+    return lambda: kernels.requantize_s8(x_flat, out_flat, zp_in, zp_out, multiplier, shift)
+
+
+def DEQUANTIZE(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    out, out_buffer = _output(graph, op)
+    _same_shape(x.shape, out.shape, graph, op, "output")
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(out, [np.float32], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require(x.scales.size == 1, graph, op, "per-channel DEQUANTIZE is not supported")
+    x_flat, out_flat = x_value.reshape(-1), out_buffer.reshape(-1)
+    scale, zp = x.scale, x.zero_point
+    return lambda: kernels.dequantize_s8(x_flat, out_flat, scale, zp)
+
+
+OP_HANDLERS: dict[str, Callable[[Graph, Operator], Step]] = {
+    "CONV_2D": CONV_2D,
+    "DEPTHWISE_CONV_2D": DEPTHWISE_CONV_2D,
+    "FULLY_CONNECTED": FULLY_CONNECTED,
+    "AVERAGE_POOL_2D": AVERAGE_POOL_2D,
+    "MAX_POOL_2D": MAX_POOL_2D,
+    "MEAN": MEAN,
+    "ADD": ADD,
+    "PAD": PAD,
+    "RESHAPE": RESHAPE,
+    "SOFTMAX": SOFTMAX,
+    "QUANTIZE": QUANTIZE,
+    "DEQUANTIZE": DEQUANTIZE,
+}
+
+__all__ = ["Graph", "Tensor", "Operator", "OP_HANDLERS"]
