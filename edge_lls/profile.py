@@ -468,7 +468,8 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
     head_bufs = rule_obj.head_buffers(model, batch) if mode == "local" else None
 
     # ---- buffers and the layout, exactly as Model.arena builds them
-    stages = [b.buffers(s[0], backprop=backprop) for b, s in zip(model.blocks, shapes)]
+    pooled = rule_obj.pooled_grad or [False] * len(model.blocks)
+    stages = [b.buffers(s[0], backprop=backprop, pooled_grad=pg) for b, s, pg in zip(model.blocks, shapes, pooled)]
     stages.append(model.classifier_buffers(batch, backprop=backprop))
     if head_bufs:
         for i, bufs in enumerate(head_bufs):

@@ -37,7 +37,7 @@ class Trainer:
         if arena is None:
             if len(self._arenas) >= 2:      # a full batch and a last partial one at most
                 self._arenas.pop(next(iter(self._arenas)))
-            arena = self.model.arena(batch, self.rule.mode, self.rule.head_buffers(self.model, batch))
+            arena = self.rule.arena(self.model, batch)
             self._arenas[batch] = arena
         return arena
 

@@ -363,7 +363,7 @@ def test_local_rule_step_gradients_match_finite_differences(rule_cls, rng):
     n = 4
     x = rng.standard_normal((n, 5, 5, 2)).astype(f32)
     labels = np.array([0, 1, 2, 1])
-    arena = model.arena(n, "local", rule.head_buffers(model, n))
+    arena = rule.arena(model, n)
     stats = rule.train_step(model, arena, x, labels, opts)
 
     conv, bn = model.blocks[0].units[0].op, model.blocks[0].units[0].bn

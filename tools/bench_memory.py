@@ -58,7 +58,9 @@ def what_if(model, rule, batch, *, drop_z=False, drop_local_grad=False, share_gr
     trainer = Trainer(model, rule=rule)
     mode = trainer.rule.mode
     shapes, _ = model.stage_shapes(batch)
-    stages = [b.buffers(s[0], backprop=mode == "global") for b, s in zip(model.blocks, shapes)]
+    pooled = trainer.rule.pooled_grad or [False] * len(model.blocks)
+    stages = [b.buffers(s[0], backprop=mode == "global", pooled_grad=pg)
+              for b, s, pg in zip(model.blocks, shapes, pooled)]
     stages.append(model.classifier_buffers(batch, backprop=mode == "global"))
     if mode == "local":
         for i, bufs in enumerate(trainer.rule.head_buffers(model, batch)):

@@ -273,3 +273,66 @@ def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None)
             _col2im_add(dcol, dx, r0, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
                         win.out_h, win.out_w, g * cg, cg)
     return dx
+
+
+# ------------------------------------------------ weight gradient from streamed dL/dy rows
+def conv2d_rows_per_slice(x_shape, w_shape, win: Window) -> int:
+    """Rows of dL/dy a streamed weight gradient produces per slice."""
+    cin, cout = x_shape[3], w_shape[0]
+    if _is_pointwise(win, 1):
+        return max(1, min(x_shape[0] * win.out_h * win.out_w, COL_CHUNK_FLOATS // max(cin, cout)))
+    return min(x_shape[0] * win.out_h * win.out_w, _rows_per_chunk(win.kh * win.kw * cin))
+
+
+def conv2d_streamed_scratch_floats(x_shape, w_shape, win: Window) -> int:
+    cin, cout = x_shape[3], w_shape[0]
+    k = win.kh * win.kw * cin
+    cols = 0 if _is_pointwise(win, 1) else conv2d_rows_per_slice(x_shape, w_shape, win) * k
+    return cols + cout * k
+
+
+def conv2d_grad_weight_streamed_f32(x, fill_dy_rows, dy_rows, dw, db, win: Window, scratch, db_acc, on_rows=None):
+    """dw, db of a groups=1 conv when dL/dy is produced slice by slice, never whole.
+
+    fill_dy_rows(r0, out) writes rows r0 .. r0+len(out) of dL/dy (N*OH*OW, Cout) into out.
+    dy_rows: (conv2d_rows_per_slice, Cout) float32.  scratch: conv2d_streamed_scratch_floats.
+    db_acc: (Cout,) float64 accumulator.  on_rows(r0, rows) is called with each slice
+    (a dwsep block turns it into the depthwise unit's gradient).
+    """
+    N, _, _, cin = x.shape
+    cout = dw.shape[0]
+    rows = N * win.out_h * win.out_w
+    k = win.kh * win.kw * cin
+    step = dy_rows.shape[0]
+    dw2d = dw.reshape(cout, k)
+    partial = scratch[scratch.size - cout * k:scratch.size].reshape(cout, k)
+    pointwise = _is_pointwise(win, 1)
+    x2d = x.reshape(rows, cin) if pointwise else None
+    db_acc[...] = 0.0
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        g = dy_rows[:r1 - r0]
+        fill_dy_rows(r0, g)
+        if pointwise:
+            col = x2d[r0:r1]
+        else:
+            col = scratch[:(r1 - r0) * k].reshape(r1 - r0, k)
+            _im2col(x, col, r0, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
+                    win.out_h, win.out_w, 0, cin)
+        np.matmul(g.T, col, out=dw2d if r0 == 0 else partial)
+        if r0 != 0:
+            dw2d += partial
+        if db is not None:
+            _add_column_sums(g, db_acc)
+        if on_rows is not None:
+            on_rows(r0, g)
+    if db is not None:
+        db[...] = db_acc
+
+
+@njit(cache=True)
+def _add_column_sums(g, acc):
+    # Serial and in row order: slices arrive in order, so db is deterministic.
+    for r in range(g.shape[0]):
+        for c in range(g.shape[1]):
+            acc[c] += g[r, c]

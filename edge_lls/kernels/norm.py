@@ -145,3 +145,90 @@ def batchnorm_grad_f32(dy, y, x, mean, inv_std, gamma, dgamma, dbeta, dx,
     if dx is not None:
         _grad_input(dy2d, y2d, x2d, mean, inv_std, gamma, dgamma, dbeta, _as2d(dx), act, np.float32(slope))
     return dx
+
+
+# ---------------------------------------------------------------------------------------
+# Backward from a POOLED gradient. When a block's learning signal is computed on its
+# adaptive-average-pooled output, dL/dy is constant over each pooling window:
+#     dL/dy[n,h,w,c] = sum over windows (i,j) containing (h,w) of dv[n,i,j,c] / area(i,j)
+# so the full-size dL/dy is never stored: the batch-norm sums read dv directly, and
+# dL/dx is produced one slice of rows at a time, straight into the consumer's GEMM.
+# dv_area: (N, P, Q, C) float32, the pooled gradient already divided by window areas.
+
+@njit(inline="always")
+def _window_span(h, size_in, size_out):
+    # The adaptive windows i that contain input index h: [first, last], at most two.
+    first = (h * size_out) // size_in
+    while first > 0 and -((-first * size_in) // size_out) > h:   # ceil(first*in/out) > h
+        first -= 1
+    while -((-(first + 1) * size_in) // size_out) <= h:          # window first ends at or before h
+        first += 1
+    last = first
+    while last + 1 < size_out and ((last + 1) * size_in) // size_out <= h:
+        last += 1
+    return first, last
+
+
+@njit(inline="always")
+def _pooled_dy(dv_area, n, h, w, c, H, W):
+    P, Q = dv_area.shape[1], dv_area.shape[2]
+    i0, i1 = _window_span(h, H, P)
+    j0, j1 = _window_span(w, W, Q)
+    g = 0.0
+    for i in range(i0, i1 + 1):
+        for j in range(j0, j1 + 1):
+            g += dv_area[n, i, j, c]
+    return g
+
+
+@njit(parallel=True, cache=True)
+def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
+    N, H, W, C = x.shape
+    rows = N * H
+    sg = np.zeros((SLICES, C), np.float64)
+    sgx = np.zeros((SLICES, C), np.float64)
+    for s in prange(SLICES):
+        for nh in range(s * rows // SLICES, (s + 1) * rows // SLICES):
+            n = nh // H
+            h = nh % H
+            for w in range(W):
+                for c in range(C):
+                    g = act_grad(np.float32(_pooled_dy(dv_area, n, h, w, c, H, W)), y[n, h, w, c], act, slope)
+                    sg[s, c] += g
+                    sgx[s, c] += g * (x[n, h, w, c] - mean[c]) * inv_std[c]
+    for c in range(C):
+        a = 0.0
+        b = 0.0
+        for s in range(SLICES):
+            a += sg[s, c]
+            b += sgx[s, c]
+        dbeta[c] = a
+        dgamma[c] = b
+
+
+@njit(parallel=True, cache=True)
+def _pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+    # dx_rows (R, C): dL/dx for flattened rows r0 .. r0+R of (N*H*W, C).
+    N, H, W, C = x.shape
+    M = N * H * W
+    for r in prange(dx_rows.shape[0]):
+        m = r0 + r
+        n = m // (H * W)
+        h = (m // W) % H
+        w = m % W
+        for c in range(C):
+            g = act_grad(np.float32(_pooled_dy(dv_area, n, h, w, c, H, W)), y[n, h, w, c], act, slope)
+            xhat = (x[n, h, w, c] - mean[c]) * inv_std[c]
+            dx_rows[r, c] = gamma[c] * inv_std[c] * (g - (dbeta[c] + xhat * dgamma[c]) / M)
+
+
+def batchnorm_grad_sums_pooled_f32(dv_area, y, x, mean, inv_std, dgamma, dbeta, act=ACT_NONE, slope=LEAKY_SLOPE):
+    """dgamma, dbeta (C,) of a training batch norm (+ fused activation) whose output
+    gradient is the adaptive-pool upsampling of dv_area (N,P,Q,C). y, x: (N,H,W,C)."""
+    _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, np.float32(slope))
+
+
+def batchnorm_grad_input_pooled_rows_f32(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows,
+                                         act=ACT_NONE, slope=LEAKY_SLOPE):
+    """Rows r0 .. r0+len(dx_rows) of dL/dx (flattened (N*H*W, C)); call after the sums."""
+    _pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, np.float32(slope))

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.norm import batchnorm_grad_input_pooled_rows_f32, batchnorm_grad_sums_pooled_f32
 from .arena import Buf
-from .layers import BatchNorm
+from .layers import BatchNorm, Conv2d
 
 
 class Unit:
@@ -48,7 +49,16 @@ class Block:
             s = p.out_shape(s)
         return unit_shapes, a_shape, s
 
-    def buffers(self, in_shape, *, backprop: bool) -> list[Buf]:
+    def accepts_pooled_grad(self) -> bool:
+        """Can backward take dL/da as an adaptive-pooled gradient (never materialising
+        the full-size dL/da)? Needs a conv last unit whose input gradient, if another
+        unit precedes it, is a plain GEMM (pointwise)."""
+        last = self.units[-1].op
+        return isinstance(last, Conv2d) and last.groups == 1 and (len(self.units) == 1 or last.is_pointwise())
+
+    def buffers(self, in_shape, *, backprop: bool, pooled_grad: bool = False) -> list[Buf]:
+        """pooled_grad: dL/da arrives pooled (see backward_pooled), so the last unit has
+        no full-size gradient buffer, only a slice of rows 'dzr' in scratch."""
         unit_shapes, _, _ = self.shapes(in_shape)
         last = len(self.units) - 1
         bufs, shape = [], tuple(in_shape)
@@ -58,7 +68,11 @@ class Block:
             bufs.append(Buf(f"z{k}", out_shape, "keep"))
             y_role = "out" if (k == last and not self.post) else "keep"
             bufs.append(Buf(f"y{k}", out_shape, y_role))
-            bufs.append(Buf(f"g{k}", out_shape, "grad"))
+            if k == last and pooled_grad:
+                scratch = max(scratch, u.op.streamed_scratch_floats(shape))
+                bufs.append(Buf("dzr", (u.op.rows_per_slice(shape), out_shape[-1]), "tmp"))
+            else:
+                bufs.append(Buf(f"g{k}", out_shape, "grad"))
             shape = out_shape
         bufs.append(Buf("s", (scratch,), "tmp"))
         for j, p in enumerate(self.post):
@@ -95,7 +109,10 @@ class Block:
         Gradients stay inside the block: through each activation and batch norm, through
         the ops, but out of the block's input only when dx is given (backprop baseline).
         """
-        for k in range(len(self.units) - 1, -1, -1):
+        self._backward_units(x, V, len(self.units) - 1, dx)
+
+    def _backward_units(self, x, V, top: int, dx):
+        for k in range(top, -1, -1):
             u, g = self.units[k], V[f"g{k}"]
             u.bn.backward(g, V[f"y{k}"], V[f"z{k}"], g)           # g: dL/dy -> dL/dz in place
             inp = x if k == 0 else V[f"y{k - 1}"]
@@ -104,6 +121,32 @@ class Block:
                 u.op.grad_input(g, V[f"g{k - 1}"], V["s"])
             elif dx is not None:
                 u.op.grad_input(g, dx, V["s"])
+
+    def backward_pooled(self, x, V, dv_area):
+        """Parameter gradients when dL/da is the adaptive-pool upsampling of dv_area
+        (N, P, Q, C) (the pooled gradient divided by window areas). Batch norm reads
+        dv_area directly and dL/dz of the last unit exists one slice of rows at a time,
+        fed straight into the weight-gradient GEMM: no full-size dL/da or dL/dz."""
+        last = len(self.units) - 1
+        u = self.units[last]
+        bn, z, y = u.bn, V[f"z{last}"], V[f"y{last}"]
+        batchnorm_grad_sums_pooled_f32(dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.grad, bn.beta.grad, bn.act)
+
+        def fill(r0, rows):
+            batchnorm_grad_input_pooled_rows_f32(dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.value,
+                                                 bn.gamma.grad, bn.beta.grad, r0, rows, bn.act)
+
+        on_rows = None
+        if last > 0:                      # pointwise: dL/d(previous output) = dL/dz @ W, row by row
+            g_prev = V[f"g{last - 1}"].reshape(-1, u.op.cin)
+            w2d = u.op.w.value.reshape(u.op.cout, u.op.cin)
+
+            def on_rows(r0, rows):
+                np.matmul(rows, w2d, out=g_prev[r0:r0 + len(rows)])
+
+        inp = x if last == 0 else V[f"y{last - 1}"]
+        u.op.grad_weight_streamed(inp, fill, V["dzr"], V["s"], on_rows)
+        self._backward_units(x, V, last - 1, None)
 
     def post_backward(self, V):
         """dL/dh (in V['dh']) back through the pooling to dL/da in V[g{last}]."""

@@ -29,6 +29,7 @@ class Conv2d:
         rng = rng or np.random.default_rng(0)
         self.w = Param(f"{name}.w", uniform_fan_in(rng, (cout, kh, kw, cin // groups), fan_in))
         self.b = Param(f"{name}.b", uniform_fan_in(rng, (cout,), fan_in)) if bias else None
+        self._db_acc = None    # (Cout,) float64, for the streamed bias gradient
 
     @property
     def params(self):
@@ -54,6 +55,24 @@ class Conv2d:
 
     def grad_input(self, dy, dx, scratch):
         kconv.conv2d_grad_input_f32(dy, self.w.value, dx, self.window(dx.shape), self.groups, scratch)
+
+    # Weight gradient from dL/dy produced slice by slice (see Block.backward_pooled).
+    def is_pointwise(self):
+        return self.groups == 1 and self.kernel == (1, 1) and self.stride in (1, (1, 1)) \
+            and not resolve_window((1, 1), 1, 1, self.padding).padded
+
+    def rows_per_slice(self, in_shape):
+        return kconv.conv2d_rows_per_slice(in_shape, self.w.value.shape, self.window(in_shape))
+
+    def streamed_scratch_floats(self, in_shape):
+        return kconv.conv2d_streamed_scratch_floats(in_shape, self.w.value.shape, self.window(in_shape))
+
+    def grad_weight_streamed(self, x, fill_dy_rows, dy_rows, scratch, on_rows=None):
+        if self._db_acc is None:
+            self._db_acc = np.zeros(self.cout, np.float64)
+        kconv.conv2d_grad_weight_streamed_f32(
+            x, fill_dy_rows, dy_rows, self.w.grad, None if self.b is None else self.b.grad,
+            self.window(x.shape), scratch, self._db_acc, on_rows)
 
     def macs(self, in_shape):
         n, oh, ow, _ = self.out_shape(in_shape)

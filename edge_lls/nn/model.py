@@ -92,11 +92,15 @@ class Model:
         return [Buf("logits", (batch, self.num_classes), "keep"),
                 Buf("dlogits", (batch, self.num_classes), "grad")]
 
-    def arena(self, batch: int, mode: str, extra: list[list[Buf]] | None = None) -> Arena:
-        """extra[i]: buffers a learning rule adds to stage i (its head)."""
+    def arena(self, batch: int, mode: str, extra: list[list[Buf]] | None = None,
+              pooled_grad: list[bool] | None = None) -> Arena:
+        """extra[i]: buffers a learning rule adds to stage i (its head); pooled_grad[i]:
+        block i's gradient arrives pooled (see Block.backward_pooled)."""
         shapes, _ = self.stage_shapes(batch)
         backprop = mode == "global"
-        stages = [b.buffers(s[0], backprop=backprop) for b, s in zip(self.blocks, shapes)]
+        pooled = pooled_grad or [False] * len(self.blocks)
+        stages = [b.buffers(s[0], backprop=backprop, pooled_grad=pg)
+                  for b, s, pg in zip(self.blocks, shapes, pooled)]
         stages.append(self.classifier_buffers(batch, backprop=backprop))
         if extra:
             for i, bufs in enumerate(extra):

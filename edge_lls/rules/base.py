@@ -30,6 +30,12 @@ class Rule:
     def head_buffers(self, model, batch: int):
         return None
 
+    pooled_grad = None      # per block: gradient arrives pooled (local rules with 2-D heads)
+
+    def arena(self, model, batch: int):
+        """The memory of one training step of this rule at this batch size."""
+        return model.arena(batch, self.mode, self.head_buffers(model, batch), self.pooled_grad)
+
     def config(self) -> dict:
         return {"rule": self.name}
 

@@ -31,10 +31,10 @@ def pooled_shape(a_shape, pool: int) -> tuple:
 
 
 def project(v2d, labels, basis, *, normalize, temperature, label_smoothing=0.0,
-            modulation=None, modulation_kind=None, work=None):
+            modulation=None, modulation_kind=None, work=None, want_dbasis=False):
     """The head's math on pooled vectors. v2d (N, D); basis (R, D) in v2d's column order.
 
-    Returns (loss, dv (N, D), dmodulation or None, dbasis (R, D), logits (N, K)).
+    Returns (loss, dv (N, D), dmodulation or None, dbasis (R, D) or None, logits (N, K)).
     work: optional dict of preallocated (N, D) buffers 'z' and 'dz' (dv is written to dz).
     """
     n, d = v2d.shape
@@ -63,7 +63,7 @@ def project(v2d, labels, basis, *, normalize, temperature, label_smoothing=0.0,
         ds = dy @ modulation.T
     else:
         ds = dy
-    dbasis = ds.T @ z                                                  # (R, D), for learned bases
+    dbasis = ds.T @ z if want_dbasis else None                         # (R, D), learned bases only
     np.matmul(ds, basis, out=dz)
     if normalize:
         # d(v/|v|)/dv = (I - z z^T)/|v| while |v| > eps; below the clamp it is I/eps.
@@ -90,6 +90,7 @@ class ProjectionHead:
         self.modulation_kind = modulation_kind
         self._perm = nhwc_to_channel_major(self.pshape)
         self._identity_pool = len(a_shape) == 1 and pool == a_shape[0]
+        self._inv_area = self._area_inverse() if len(a_shape) == 3 else None
         rows = reduced_rows or num_classes
         self.params: list[Param] = []
         self.learned = None
@@ -127,8 +128,39 @@ class ProjectionHead:
             bufs.append(Buf("hv", (batch, *self.pshape), "keep"))
         return bufs
 
+    @property
+    def pools_2d(self) -> bool:
+        return len(self.a_shape) == 3
+
+    def _area_inverse(self) -> np.ndarray:
+        """(P, Q, 1) 1 / area of each adaptive window over the block's (H, W)."""
+        (h, w, _), p = self.a_shape, self.pool
+        rows = [(-(-(i + 1) * h // p)) - (i * h) // p for i in range(p)]
+        cols = [(-(-(j + 1) * w // p)) - (j * w) // p for j in range(p)]
+        return (1.0 / np.outer(rows, cols)).astype(np.float32)[:, :, None]
+
+    def pooled_gradient(self, a, labels, V):
+        """Loss of a conv block output a and dL/dv divided by window areas, (N, P, Q, C):
+        the full-size dL/da is its adaptive-pool upsampling (Block.backward_pooled)."""
+        loss, dv = self._signal(a, labels, V)
+        dv_area = dv.reshape(a.shape[0], *self.pshape)
+        dv_area *= self._inv_area
+        return loss, dv_area
+
     def __call__(self, a, labels, V, da):
         """Loss of block output a; writes dL/da into da and the head's own param grads."""
+        loss, dv = self._signal(a, labels, V)
+        n = a.shape[0]
+        if self._identity_pool:
+            da[...] = dv.reshape(da.shape)
+        elif len(self.a_shape) == 3:
+            kpool.adaptive_avg_pool2d_grad_f32(dv.reshape(n, *self.pshape), da)
+        else:
+            kpool.adaptive_avg_pool1d_grad_f32(dv.reshape(n, self.dim), da)
+        return loss
+
+    def _signal(self, a, labels, V):
+        """Loss and dL/dv (N, D) in V['hdz']; sets the head's own parameter gradients."""
         n = a.shape[0]
         if self._identity_pool:
             v = a
@@ -144,17 +176,12 @@ class ProjectionHead:
             v.reshape(n, self.dim), labels, self.basis, normalize=self.normalize,
             temperature=self.temperature, label_smoothing=self.label_smoothing,
             modulation=None if self.modulation is None else self.modulation.value,
-            modulation_kind=self.modulation_kind, work={"z": V["hz"], "dz": V["hdz"]})
+            modulation_kind=self.modulation_kind, work={"z": V["hz"], "dz": V["hdz"]},
+            want_dbasis=self.learned is not None)
         if self.modulation is not None:
             self.modulation.grad[...] = dmod
         if self.learned is not None:
             dcm = np.empty_like(dbasis)
             dcm[:, self._perm] = dbasis
             self.learned.grad[...] = pool_columns_grad(dcm, self.learned.value.shape[1])
-        if self._identity_pool:
-            da[...] = dv.reshape(da.shape)
-        elif len(self.a_shape) == 3:
-            kpool.adaptive_avg_pool2d_grad_f32(dv.reshape(n, *self.pshape), da)
-        else:
-            kpool.adaptive_avg_pool1d_grad_f32(dv.reshape(n, self.dim), da)
-        return loss
+        return loss, dv

@@ -43,6 +43,10 @@ class LocalRule(Rule):
                            label_smoothing=self.label_smoothing, rng=rng)
             for block, (_, a_shape, _) in zip(model.blocks, shapes)]
 
+        # Conv blocks take their signal pooled: their full-size dL/da is never stored.
+        self.pooled_grad = [head.pools_2d and block.accepts_pooled_grad()
+                            for head, block in zip(self.heads, model.blocks)]
+
     def block_params(self, index):
         return self.heads[index].params
 
@@ -54,9 +58,13 @@ class LocalRule(Rule):
         for i, block in enumerate(model.blocks):
             V = arena.views[i]
             a, h_next = block.forward(h, V, training=True)
-            da = V[f"g{len(block.units) - 1}"]
-            losses.append(self.heads[i](a, labels, V, da))
-            block.backward(h, V)
+            if self.pooled_grad[i]:
+                loss, dv_area = self.heads[i].pooled_gradient(a, labels, V)
+                block.backward_pooled(h, V, dv_area)
+            else:
+                loss = self.heads[i](a, labels, V, V[f"g{len(block.units) - 1}"])
+                block.backward(h, V)
+            losses.append(loss)
             optimizers[i].step()
             h = h_next
         loss, correct, _ = classifier_step(model, arena.views[-1], h, labels, optimizers[-1])
