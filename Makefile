@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-fast bench clean
+.PHONY: install train test test-fast bench clean clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,10 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) tools/bench_train.py
 
-clean:
+## Numba caches compiled kernels next to the sources and checks only each kernel's own
+## file: after editing a kernel that others inline, drop the caches.
+clean-cache:
+	find edge_lls -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
 	rm -rf $(VENV) build *.egg-info .pytest_cache

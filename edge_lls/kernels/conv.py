@@ -7,21 +7,31 @@ Layouts (the TFLite / CMSIS-NN ones, so imported int8 weights need no transpose)
     out (N, OH, OW, Cout)          float32
 Depthwise is the same op with groups == Cin (w is (Cin*mult, KH, KW, 1)).
 
-Dense convolutions lower to GEMM: im2col of a slice of output rows into a scratch
-buffer of at most COL_CHUNK_FLOATS, then one BLAS sgemm per slice. The slice keeps the
-column buffer cache-resident and bounds scratch memory whatever the batch size; the
-weight gradient re-runs im2col slice by slice instead of keeping the columns.
-Depthwise convolutions run as direct Numba loops (their GEMMs would have K = 9).
+Dense convolutions lower to GEMM in *tasks*: each Numba thread takes slices of output
+rows, builds their im2col columns in its own L2-sized buffer (TASK_FLOATS) and calls a
+single-threaded sgemm on them right away (kernels/blas.py). Columns never leave the
+core that built them and no work crosses between thread pools. The weight gradient
+re-runs im2col task by task instead of keeping columns; each thread accumulates its own
+dW with beta = 1 and the per-thread partials are added in thread order (deterministic
+for a given thread count). Pointwise 1x1 convolutions need no columns and go straight
+to NumPy's multi-threaded sgemm; depthwise ones run as direct Numba loops (their GEMMs
+would have K = 9); the input gradient (backprop only) uses slices of COL_CHUNK_FLOATS.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
+import numba
+
+from .blas import SLOTS, gemm_ab, gemm_abt, gemm_atb
 from .geometry import Window
+from .activation import LEAKY_SLOPE
+from .norm import batchnorm_grad_sums_pooled_f32, pooled_grad_input_rows
 from .reduce import column_sums
 
-COL_CHUNK_FLOATS = 1 << 19  # 2 MiB of im2col columns per GEMM slice
+COL_CHUNK_FLOATS = 1 << 19  # input gradient: 2 MiB of columns per BLAS call
+TASK_FLOATS = 1 << 17       # per thread: 512 KiB of columns, resident in a core's L2
 
 
 # ----------------------------------------------------------------------------- im2col
@@ -48,6 +58,115 @@ def _im2col(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
                 else:
                     col[r, k:k + cg] = 0.0
                 k += cg
+
+
+@njit(cache=True)
+def _fill_cols(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
+    # Serial im2col of rows row0 .. row0+len(col), for one task inside a parallel loop.
+    _, H, W, _ = x.shape
+    plane = oh_n * ow_n
+    for r in range(col.shape[0]):
+        g = row0 + r
+        n = g // plane
+        oh = (g % plane) // ow_n
+        ow = g % ow_n
+        k = 0
+        for i in range(kh):
+            ih = oh * sh - pt + i
+            for j in range(kw):
+                iw = ow * sw - pl + j
+                if 0 <= ih < H and 0 <= iw < W:
+                    col[r, k:k + cg] = x[n, ih, iw, c0:c0 + cg]
+                else:
+                    col[r, k:k + cg] = 0.0
+                k += cg
+
+
+@njit(parallel=True, cache=True)
+def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, rpt, cols,
+                   ints, floats, chars):
+    # out2d[:, co0:co0+cog] = im2col(x) @ w2d.T (+ b), task by task.
+    rows = out2d.shape[0]
+    cog = w2d.shape[0]
+    tasks = (rows + rpt - 1) // rpt
+    threads = cols.shape[0]
+    for t in prange(threads):
+        for task in range(t, tasks, threads):
+            r0 = task * rpt
+            r1 = min(rows, r0 + rpt)
+            col = cols[t, :r1 - r0]
+            _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            dst = out2d[r0:r1, co0:co0 + cog]
+            gemm_abt(col, w2d, dst, 0.0, ints[t], floats[t], chars[t])
+            if has_bias:
+                for r in range(r1 - r0):
+                    dst[r] += b
+
+
+@njit(parallel=True, cache=True)
+def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, rpt, cols,
+                       ints, floats, chars):
+    # dw2d (cog, K) = sum over rows of dy2d[:, co0:co0+cog].T @ im2col(x); thread t > 0
+    # accumulates into partial[t-1], then the partials are added in thread order.
+    rows = dy2d.shape[0]
+    cog = dw2d.shape[0]
+    tasks = (rows + rpt - 1) // rpt
+    threads = cols.shape[0]
+    for t in prange(threads):
+        target = dw2d if t == 0 else partial[t - 1]
+        beta = 0.0
+        for task in range(t, tasks, threads):
+            r0 = task * rpt
+            r1 = min(rows, r0 + rpt)
+            col = cols[t, :r1 - r0]
+            _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            gemm_atb(dy2d[r0:r1, co0:co0 + cog], col, target, beta, ints[t], floats[t], chars[t])
+            beta = 1.0
+        if beta == 0.0:
+            target[:, :] = 0.0
+    for t in range(1, threads):
+        dw2d += partial[t - 1]
+
+
+@njit(parallel=True, cache=True)
+def _pooled_bn_grad_weight_tasks(x, dv_area, y, z, mean, inv_std, gamma, dgamma, dbeta, act, slope,
+                                 dw2d, partial, db_part, w2d, gprev2d, want_gprev, pointwise,
+                                 kh, kw, sh, sw, pt, pl, oh_n, ow_n, rpt, cols, dzs, ints, floats, chars):
+    # The weight gradient of conv -> batch norm -> activation when dL/dy arrives pooled:
+    # each task computes its rows of dL/dz from the pooled gradient, then
+    # dW += dz^T im2col(x), db += colsum(dz) and, for a pointwise conv that follows
+    # another unit, gprev rows = dz @ W. dL/dz never exists beyond one task's rows.
+    N = x.shape[0]
+    rows = N * oh_n * ow_n
+    cin = x.shape[3]
+    cout = dw2d.shape[0]
+    tasks = (rows + rpt - 1) // rpt
+    threads = dzs.shape[0]
+    for t in prange(threads):
+        target = dw2d if t == 0 else partial[t - 1]
+        beta = 0.0
+        db_part[t, :] = 0.0
+        for task in range(t, tasks, threads):
+            r0 = task * rpt
+            r1 = min(rows, r0 + rpt)
+            dz = dzs[t, :r1 - r0]
+            pooled_grad_input_rows(dv_area, y, z, mean, inv_std, gamma, dgamma, dbeta, r0, dz, act, slope)
+            if pointwise:
+                col = x.reshape(rows, cin)[r0:r1]
+            else:
+                col = cols[t, :r1 - r0]
+                _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
+            gemm_atb(dz, col, target, beta, ints[t], floats[t], chars[t])
+            beta = 1.0
+            for r in range(r1 - r0):
+                for c in range(cout):
+                    db_part[t, c] += dz[r, c]
+            if want_gprev:
+                gemm_ab(dz, w2d, gprev2d[r0:r1], 0.0, ints[t], floats[t], chars[t])
+        if beta == 0.0:
+            target[:, :] = 0.0
+    for t in range(1, threads):
+        dw2d += partial[t - 1]
 
 
 @njit(parallel=True, cache=True)
@@ -161,15 +280,34 @@ def _is_pointwise(win: Window, groups: int) -> bool:
     return groups == 1 and win.kh == win.kw == win.sh == win.sw == 1 and not win.padded
 
 
-def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1) -> int:
-    """float32 elements of scratch the conv kernels need for these shapes (0 if none)."""
+def _threads() -> int:
+    return numba.get_num_threads()
+
+
+def _rows_per_task(k: int, rows: int, threads: int) -> int:
+    # An L2-sized slice, but no larger than an even share of the rows: small layers
+    # still give every thread work.
+    return max(1, min(max(8, TASK_FLOATS // k), -(-rows // threads)))
+
+
+def _task_floats(rows: int, k: int, cout_g: int) -> int:
+    """Scratch of the task kernels at the largest thread count: columns + dW partials."""
+    pool = numba.config.NUMBA_NUM_THREADS
+    return pool * _rows_per_task(k, rows, 1) * k + (pool - 1) * cout_g * k
+
+
+def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_grad: bool = False) -> int:
+    """float32 elements of scratch the conv kernels need for these shapes (0 if none).
+    input_grad: also the input gradient (backprop), which slices COL_CHUNK_FLOATS."""
     cin = x_shape[3]
     if is_depthwise(w_shape, cin, groups) or _is_pointwise(win, groups):
         return 0
     k = win.kh * win.kw * (cin // groups)
     rows = x_shape[0] * win.out_h * win.out_w
-    cout_g = w_shape[0] // groups
-    return min(rows, _rows_per_chunk(k)) * k + cout_g * k  # columns + one dW partial
+    need = _task_floats(rows, k, w_shape[0] // groups)
+    if input_grad:
+        need = max(need, min(rows, _rows_per_chunk(k)) * k)
+    return need
 
 
 def _rows_per_chunk(k: int) -> int:
@@ -190,31 +328,40 @@ def _scratch(scratch, n):
     return scratch
 
 
+def _task_views(buf, rows, k, cout_g):
+    """(threads, rows_per_task, K) column buffers and (threads-1, cout_g, K) partials."""
+    threads = _threads()
+    rpt = _rows_per_task(k, rows, threads)
+    cols = buf[:threads * rpt * k].reshape(threads, rpt, k)
+    start = threads * rpt * k
+    partial = buf[start:start + (threads - 1) * cout_g * k].reshape(threads - 1, cout_g, k)
+    return rpt, cols, partial
+
+
 def conv2d_f32(x, w, b, out, win: Window, groups: int = 1, scratch=None):
     """out = conv(x, w) + b.  scratch: float32 buffer of conv2d_scratch_floats(...) or None."""
     N, _, _, cin = x.shape
     cout = w.shape[0]
-    bias = b if b is not None else np.zeros(cout, np.float32)
     if is_depthwise(w.shape, cin, groups):
+        bias = b if b is not None else np.zeros(cout, np.float32)
         _depthwise_forward(x, w, bias, out, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
         return out
     rows = N * win.out_h * win.out_w
     out2d = out.reshape(rows, cout)
     if _is_pointwise(win, groups):
         np.matmul(x.reshape(rows, cin), w.reshape(cout, cin).T, out=out2d)
-    else:
-        cg, cog = cin // groups, cout // groups
-        k = win.kh * win.kw * cg
-        buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups))
-        for g in range(groups):
-            w2d = w[g * cog:(g + 1) * cog].reshape(cog, k)
-            for r0, r1 in _chunks(rows, k):
-                col = buf[:(r1 - r0) * k].reshape(r1 - r0, k)
-                _im2col(x, col, r0, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
-                        win.out_h, win.out_w, g * cg, cg)
-                np.matmul(col, w2d.T, out=out2d[r0:r1, g * cog:(g + 1) * cog])
-    if b is not None:
-        out2d += b
+        if b is not None:
+            out2d += b
+        return out
+    cg, cog = cin // groups, cout // groups
+    k = win.kh * win.kw * cg
+    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups))
+    rpt, cols, _ = _task_views(buf, rows, k, cog)
+    bias = b if b is not None else np.zeros(cout, np.float32)
+    for g in range(groups):
+        _forward_tasks(x, w[g * cog:(g + 1) * cog].reshape(cog, k), bias[g * cog:(g + 1) * cog], b is not None,
+                       out2d, g * cog, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
+                       win.out_h, win.out_w, g * cg, cg, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
     return out
 
 
@@ -235,18 +382,11 @@ def conv2d_grad_weight_f32(x, dy, dw, db, win: Window, groups: int = 1, scratch=
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
     buf = _scratch(scratch, conv2d_scratch_floats(x.shape, dw.shape, win, groups))
-    partial = buf[buf.size - cog * k:buf.size].reshape(cog, k)
-    col_area = buf[:buf.size - cog * k]
+    rpt, cols, partial = _task_views(buf, rows, k, cog)
     for g in range(groups):
-        dw2d = dw[g * cog:(g + 1) * cog].reshape(cog, k)
-        for r0, r1 in _chunks(rows, k):
-            col = col_area[:(r1 - r0) * k].reshape(r1 - r0, k)
-            _im2col(x, col, r0, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
-                    win.out_h, win.out_w, g * cg, cg)
-            target = dw2d if r0 == 0 else partial
-            np.matmul(dy2d[r0:r1, g * cog:(g + 1) * cog].T, col, out=target)
-            if r0 != 0:
-                dw2d += partial
+        _grad_weight_tasks(x, dy2d, g * cog, dw[g * cog:(g + 1) * cog].reshape(cog, k), partial,
+                           win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,
+                           g * cg, cg, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
 
 
 def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None):
@@ -263,7 +403,7 @@ def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None)
         return dx
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
-    buf = _scratch(scratch, conv2d_scratch_floats(dx.shape, w.shape, win, groups))
+    buf = _scratch(scratch, min(rows, _rows_per_chunk(k)) * k)
     dx[...] = 0.0
     for g in range(groups):
         w2d = w[g * cog:(g + 1) * cog].reshape(cog, k)
@@ -275,64 +415,56 @@ def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None)
     return dx
 
 
-# ------------------------------------------------ weight gradient from streamed dL/dy rows
-def conv2d_rows_per_slice(x_shape, w_shape, win: Window) -> int:
-    """Rows of dL/dy a streamed weight gradient produces per slice."""
-    cin, cout = x_shape[3], w_shape[0]
-    if _is_pointwise(win, 1):
-        return max(1, min(x_shape[0] * win.out_h * win.out_w, COL_CHUNK_FLOATS // max(cin, cout)))
-    return min(x_shape[0] * win.out_h * win.out_w, _rows_per_chunk(win.kh * win.kw * cin))
+# ------------------------------------------- conv -> BN -> act backward from a pooled dL/dy
+def _pooled_rows_per_task(k, cout, rows, threads):
+    return _rows_per_task(max(k, cout), rows, threads)
 
 
-def conv2d_streamed_scratch_floats(x_shape, w_shape, win: Window) -> int:
+def pooled_bn_scratch(x_shape, w_shape, win: Window) -> tuple[int, int]:
+    """(scratch floats, dz floats) conv2d_bn_grad_weight_pooled_f32 needs (groups 1)."""
+    rows = x_shape[0] * win.out_h * win.out_w
     cin, cout = x_shape[3], w_shape[0]
     k = win.kh * win.kw * cin
-    cols = 0 if _is_pointwise(win, 1) else conv2d_rows_per_slice(x_shape, w_shape, win) * k
-    return cols + cout * k
+    pool = numba.config.NUMBA_NUM_THREADS
+    rpt = _pooled_rows_per_task(k, cout, rows, 1)
+    cols = 0 if _is_pointwise(win, 1) else pool * rpt * k
+    return cols + (pool - 1) * cout * k, pool * rpt * cout
 
 
-def conv2d_grad_weight_streamed_f32(x, fill_dy_rows, dy_rows, dw, db, win: Window, scratch, db_acc, on_rows=None):
-    """dw, db of a groups=1 conv when dL/dy is produced slice by slice, never whole.
+_EMPTY2D = np.zeros((0, 0), np.float32)
+_EMPTY3D = np.zeros((1, 0, 0), np.float32)
 
-    fill_dy_rows(r0, out) writes rows r0 .. r0+len(out) of dL/dy (N*OH*OW, Cout) into out.
-    dy_rows: (conv2d_rows_per_slice, Cout) float32.  scratch: conv2d_streamed_scratch_floats.
-    db_acc: (Cout,) float64 accumulator.  on_rows(r0, rows) is called with each slice
-    (a dwsep block turns it into the depthwise unit's gradient).
+
+def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, y, z, bn, dw, db, win: Window, scratch, dz_scratch,
+                                     db_part, gprev=None):
+    """Gradients of conv (groups 1) -> batch norm -> activation from a pooled gradient.
+
+    x (N,H,W,Cin) conv input; w (Cout,KH,KW,Cin) its weights; z (N,OH,OW,C) conv output;
+    y the unit's output; dv_area (N,P,Q,C) pooled dL/dy divided by window areas;
+    bn the unit's BatchNorm (its gamma/beta gradients are written here); dw, db (db may
+    be None) overwritten; gprev (N,H,W,Cin) receives dL/dx (pointwise convs only);
+    scratch, dz_scratch: pooled_bn_scratch(...) floats; db_part (pool, Cout) float64.
     """
+    batchnorm_grad_sums_pooled_f32(dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.grad, bn.beta.grad, bn.act)
     N, _, _, cin = x.shape
     cout = dw.shape[0]
     rows = N * win.out_h * win.out_w
     k = win.kh * win.kw * cin
-    step = dy_rows.shape[0]
-    dw2d = dw.reshape(cout, k)
-    partial = scratch[scratch.size - cout * k:scratch.size].reshape(cout, k)
+    threads = _threads()
+    rpt = _pooled_rows_per_task(k, cout, rows, threads)
     pointwise = _is_pointwise(win, 1)
-    x2d = x.reshape(rows, cin) if pointwise else None
-    db_acc[...] = 0.0
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        g = dy_rows[:r1 - r0]
-        fill_dy_rows(r0, g)
-        if pointwise:
-            col = x2d[r0:r1]
-        else:
-            col = scratch[:(r1 - r0) * k].reshape(r1 - r0, k)
-            _im2col(x, col, r0, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
-                    win.out_h, win.out_w, 0, cin)
-        np.matmul(g.T, col, out=dw2d if r0 == 0 else partial)
-        if r0 != 0:
-            dw2d += partial
-        if db is not None:
-            _add_column_sums(g, db_acc)
-        if on_rows is not None:
-            on_rows(r0, g)
+    if gprev is not None and not pointwise:
+        raise ValueError("a pooled backward passes dL/dx on only through pointwise convs")
+    ncol = 0 if pointwise else threads * rpt * k
+    cols = _EMPTY3D if pointwise else scratch[:ncol].reshape(threads, rpt, k)
+    partial = scratch[ncol:ncol + (threads - 1) * cout * k].reshape(threads - 1, cout, k)
+    dzs = dz_scratch[:threads * rpt * cout].reshape(threads, rpt, cout)
+    want_gprev = gprev is not None
+    _pooled_bn_grad_weight_tasks(
+        x, dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.value, bn.gamma.grad, bn.beta.grad, bn.act,
+        np.float32(LEAKY_SLOPE), dw.reshape(cout, k), partial, db_part, w.reshape(cout, k),
+        gprev.reshape(-1, cin) if want_gprev else _EMPTY2D, want_gprev, pointwise,
+        win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,
+        rpt, cols, dzs, SLOTS.ints, SLOTS.floats, SLOTS.chars)
     if db is not None:
-        db[...] = db_acc
-
-
-@njit(cache=True)
-def _add_column_sums(g, acc):
-    # Serial and in row order: slices arrive in order, so db is deterministic.
-    for r in range(g.shape[0]):
-        for c in range(g.shape[1]):
-            acc[c] += g[r, c]
+        db[...] = db_part[:threads].sum(axis=0)     # per-thread float64 sums, in thread order

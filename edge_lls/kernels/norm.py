@@ -170,32 +170,44 @@ def _window_span(h, size_in, size_out):
 
 
 @njit(inline="always")
-def _pooled_dy(dv_area, n, h, w, c, H, W):
-    P, Q = dv_area.shape[1], dv_area.shape[2]
-    i0, i1 = _window_span(h, H, P)
-    j0, j1 = _window_span(w, W, Q)
-    g = 0.0
+def _pooled_row(dv_area, n, i0, i1, j0, j1, acc):
+    # dL/dy of one pixel over all channels: one pooled cell in the common case, the sum
+    # of the (at most 2 x 2) overlapping cells otherwise, accumulated into acc.
+    if i0 == i1 and j0 == j1:
+        return dv_area[n, i0, j0]
+    acc[:] = 0.0
     for i in range(i0, i1 + 1):
         for j in range(j0, j1 + 1):
-            g += dv_area[n, i, j, c]
-    return g
+            cell = dv_area[n, i, j]
+            for c in range(acc.shape[0]):
+                acc[c] += cell[c]
+    return acc
 
 
 @njit(parallel=True, cache=True)
 def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
     N, H, W, C = x.shape
+    P, Q = dv_area.shape[1], dv_area.shape[2]
     rows = N * H
     sg = np.zeros((SLICES, C), np.float64)
     sgx = np.zeros((SLICES, C), np.float64)
     for s in prange(SLICES):
+        acc = np.empty(C, np.float32)
+        a1 = sg[s]
+        a2 = sgx[s]
         for nh in range(s * rows // SLICES, (s + 1) * rows // SLICES):
             n = nh // H
             h = nh % H
+            i0, i1 = _window_span(h, H, P)
             for w in range(W):
+                j0, j1 = _window_span(w, W, Q)
+                d = _pooled_row(dv_area, n, i0, i1, j0, j1, acc)
+                yr = y[n, h, w]
+                xr = x[n, h, w]
                 for c in range(C):
-                    g = act_grad(np.float32(_pooled_dy(dv_area, n, h, w, c, H, W)), y[n, h, w, c], act, slope)
-                    sg[s, c] += g
-                    sgx[s, c] += g * (x[n, h, w, c] - mean[c]) * inv_std[c]
+                    g = act_grad(d[c], yr[c], act, slope)
+                    a1[c] += g
+                    a2[c] += g * (xr[c] - mean[c]) * inv_std[c]
     for c in range(C):
         a = 0.0
         b = 0.0
@@ -206,20 +218,45 @@ def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
         dgamma[c] = b
 
 
-@njit(parallel=True, cache=True)
-def _pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
-    # dx_rows (R, C): dL/dx for flattened rows r0 .. r0+R of (N*H*W, C).
+@njit(cache=True)
+def pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+    # Serial: dL/dx for flattened rows r0 .. r0+R of (N*H*W, C) into dx_rows (R, C).
+    # Called per task from inside parallel loops (the conv weight-gradient kernels).
     N, H, W, C = x.shape
+    P, Q = dv_area.shape[1], dv_area.shape[2]
     M = N * H * W
-    for r in prange(dx_rows.shape[0]):
+    acc = np.empty(C, np.float32)
+    scale = np.empty(C, np.float32)     # gamma * inv_std
+    offset = np.empty(C, np.float32)    # dbeta / M, and the xhat coefficient dgamma / M
+    coef = np.empty(C, np.float32)
+    for c in range(C):
+        scale[c] = gamma[c] * inv_std[c]
+        offset[c] = dbeta[c] / M
+        coef[c] = dgamma[c] / M
+    for r in range(dx_rows.shape[0]):
         m = r0 + r
         n = m // (H * W)
         h = (m // W) % H
         w = m % W
+        i0, i1 = _window_span(h, H, P)
+        j0, j1 = _window_span(w, W, Q)
+        d = _pooled_row(dv_area, n, i0, i1, j0, j1, acc)
+        yr = y[n, h, w]
+        xr = x[n, h, w]
+        out = dx_rows[r]
         for c in range(C):
-            g = act_grad(np.float32(_pooled_dy(dv_area, n, h, w, c, H, W)), y[n, h, w, c], act, slope)
-            xhat = (x[n, h, w, c] - mean[c]) * inv_std[c]
-            dx_rows[r, c] = gamma[c] * inv_std[c] * (g - (dbeta[c] + xhat * dgamma[c]) / M)
+            g = act_grad(d[c], yr[c], act, slope)
+            xhat = (xr[c] - mean[c]) * inv_std[c]
+            out[c] = scale[c] * (g - offset[c] - xhat * coef[c])
+
+
+@njit(parallel=True, cache=True)
+def _pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+    rows = dx_rows.shape[0]
+    for s in prange(SLICES):
+        lo, hi = s * rows // SLICES, (s + 1) * rows // SLICES
+        pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0 + lo, dx_rows[lo:hi],
+                               act, slope)
 
 
 def batchnorm_grad_sums_pooled_f32(dv_area, y, x, mean, inv_std, dgamma, dbeta, act=ACT_NONE, slope=LEAKY_SLOPE):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.norm import batchnorm_grad_input_pooled_rows_f32, batchnorm_grad_sums_pooled_f32
 from .arena import Buf
 from .layers import BatchNorm, Conv2d
 
@@ -64,13 +63,14 @@ class Block:
         bufs, shape = [], tuple(in_shape)
         scratch = 1
         for k, (u, out_shape) in enumerate(zip(self.units, unit_shapes)):
-            scratch = max(scratch, u.op.scratch_floats(shape))
+            scratch = max(scratch, u.op.scratch_floats(shape, input_grad=backprop))
             bufs.append(Buf(f"z{k}", out_shape, "keep"))
             y_role = "out" if (k == last and not self.post) else "keep"
             bufs.append(Buf(f"y{k}", out_shape, y_role))
             if k == last and pooled_grad:
-                scratch = max(scratch, u.op.streamed_scratch_floats(shape))
-                bufs.append(Buf("dzr", (u.op.rows_per_slice(shape), out_shape[-1]), "tmp"))
+                cols, dz = u.op.pooled_scratch(shape)
+                scratch = max(scratch, cols)
+                bufs.append(Buf("dzr", (max(dz, 1),), "tmp"))
             else:
                 bufs.append(Buf(f"g{k}", out_shape, "grad"))
             shape = out_shape
@@ -125,27 +125,13 @@ class Block:
     def backward_pooled(self, x, V, dv_area):
         """Parameter gradients when dL/da is the adaptive-pool upsampling of dv_area
         (N, P, Q, C) (the pooled gradient divided by window areas). Batch norm reads
-        dv_area directly and dL/dz of the last unit exists one slice of rows at a time,
-        fed straight into the weight-gradient GEMM: no full-size dL/da or dL/dz."""
+        dv_area directly and dL/dz of the last unit exists one task of rows at a time,
+        inside the weight-gradient kernel: no full-size dL/da or dL/dz."""
         last = len(self.units) - 1
         u = self.units[last]
-        bn, z, y = u.bn, V[f"z{last}"], V[f"y{last}"]
-        batchnorm_grad_sums_pooled_f32(dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.grad, bn.beta.grad, bn.act)
-
-        def fill(r0, rows):
-            batchnorm_grad_input_pooled_rows_f32(dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.value,
-                                                 bn.gamma.grad, bn.beta.grad, r0, rows, bn.act)
-
-        on_rows = None
-        if last > 0:                      # pointwise: dL/d(previous output) = dL/dz @ W, row by row
-            g_prev = V[f"g{last - 1}"].reshape(-1, u.op.cin)
-            w2d = u.op.w.value.reshape(u.op.cout, u.op.cin)
-
-            def on_rows(r0, rows):
-                np.matmul(rows, w2d, out=g_prev[r0:r0 + len(rows)])
-
         inp = x if last == 0 else V[f"y{last - 1}"]
-        u.op.grad_weight_streamed(inp, fill, V["dzr"], V["s"], on_rows)
+        gprev = V[f"g{last - 1}"] if last > 0 else None
+        u.op.grad_weight_pooled(inp, dv_area, V[f"y{last}"], V[f"z{last}"], u.bn, V["s"], V["dzr"], gprev)
         self._backward_units(x, V, last - 1, None)
 
     def post_backward(self, V):

@@ -5,6 +5,7 @@ views from the step's Arena (see arena.py).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..kernels import conv as kconv
@@ -29,7 +30,7 @@ class Conv2d:
         rng = rng or np.random.default_rng(0)
         self.w = Param(f"{name}.w", uniform_fan_in(rng, (cout, kh, kw, cin // groups), fan_in))
         self.b = Param(f"{name}.b", uniform_fan_in(rng, (cout,), fan_in)) if bias else None
-        self._db_acc = None    # (Cout,) float64, for the streamed bias gradient
+        self._db_part = None   # (threads, Cout) float64 bias-gradient partials (pooled backward)
 
     @property
     def params(self):
@@ -42,8 +43,9 @@ class Conv2d:
         win = self.window(in_shape)
         return (in_shape[0], win.out_h, win.out_w, self.cout)
 
-    def scratch_floats(self, in_shape):
-        return kconv.conv2d_scratch_floats(in_shape, self.w.value.shape, self.window(in_shape), self.groups)
+    def scratch_floats(self, in_shape, input_grad=False):
+        return kconv.conv2d_scratch_floats(in_shape, self.w.value.shape, self.window(in_shape), self.groups,
+                                           input_grad)
 
     def forward(self, x, out, scratch):
         kconv.conv2d_f32(x, self.w.value, None if self.b is None else self.b.value, out,
@@ -56,23 +58,21 @@ class Conv2d:
     def grad_input(self, dy, dx, scratch):
         kconv.conv2d_grad_input_f32(dy, self.w.value, dx, self.window(dx.shape), self.groups, scratch)
 
-    # Weight gradient from dL/dy produced slice by slice (see Block.backward_pooled).
+    # Weight gradient when the unit's output gradient arrives pooled (Block.backward_pooled).
     def is_pointwise(self):
         return self.groups == 1 and self.kernel == (1, 1) and self.stride in (1, (1, 1)) \
             and not resolve_window((1, 1), 1, 1, self.padding).padded
 
-    def rows_per_slice(self, in_shape):
-        return kconv.conv2d_rows_per_slice(in_shape, self.w.value.shape, self.window(in_shape))
+    def pooled_scratch(self, in_shape):
+        """(scratch floats, dz floats) of grad_weight_pooled for this input shape."""
+        return kconv.pooled_bn_scratch(in_shape, self.w.value.shape, self.window(in_shape))
 
-    def streamed_scratch_floats(self, in_shape):
-        return kconv.conv2d_streamed_scratch_floats(in_shape, self.w.value.shape, self.window(in_shape))
-
-    def grad_weight_streamed(self, x, fill_dy_rows, dy_rows, scratch, on_rows=None):
-        if self._db_acc is None:
-            self._db_acc = np.zeros(self.cout, np.float64)
-        kconv.conv2d_grad_weight_streamed_f32(
-            x, fill_dy_rows, dy_rows, self.w.grad, None if self.b is None else self.b.grad,
-            self.window(x.shape), scratch, self._db_acc, on_rows)
+    def grad_weight_pooled(self, x, dv_area, y, z, bn, scratch, dz_scratch, gprev=None):
+        if self._db_part is None:
+            self._db_part = np.zeros((numba.config.NUMBA_NUM_THREADS, self.cout), np.float64)
+        kconv.conv2d_bn_grad_weight_pooled_f32(
+            x, self.w.value, dv_area, y, z, bn, self.w.grad, None if self.b is None else self.b.grad,
+            self.window(x.shape), scratch, dz_scratch, self._db_part, gprev)
 
     def macs(self, in_shape):
         n, oh, ow, _ = self.out_shape(in_shape)
@@ -95,7 +95,7 @@ class Dense:
     def out_shape(self, in_shape):
         return (in_shape[0], self.fout)
 
-    def scratch_floats(self, in_shape):
+    def scratch_floats(self, in_shape, input_grad=False):
         return 0
 
     @staticmethod
