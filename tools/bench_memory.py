@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         holders = sorted(bp.blocks, key=lambda b: -b.own_bytes)[:3]
         print("  BP holds every block at once; largest: "
               + ", ".join(f"{b.name} {format_bytes(b.own_bytes)}" for b in holders)
-              + f" (each block's z, y, argmax, pooled output, and its gradients)")
+              + " (each block's z, y, argmax, pooled output, and its gradients)")
         lo_l = lls.persistent_bytes + lls.min_activation_bytes + lls.transient_bytes + lls.input_bytes
         lo_b = bp.persistent_bytes + bp.min_activation_bytes + bp.transient_bytes + bp.input_bytes
         print(f"  with a liveness-optimal allocator for each schedule (largest live set instead of the "

@@ -7,8 +7,6 @@ block l+1, which is why training memory is that of the largest block.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import ConfigError
 from .base import Rule, StepStats, classifier_step
 from .heads import ProjectionHead

@@ -13,7 +13,7 @@ def _pad(x, win):
 
 
 def conv2d(x, w, b, win, groups=1):
-    N, cin = x.shape[0], x.shape[3]
+    N = x.shape[0]
     cout, cg = w.shape[0], w.shape[3]
     cog = cout // groups
     xp = _pad(x, win)
