@@ -1,9 +1,8 @@
 """Thread control: one call sets both thread pools a training step uses.
 
-A step runs Numba parallel loops (our kernels, the optimizers) and BLAS GEMMs: NumPy's
-OpenBLAS for whole-matrix products (dense layers, pointwise convs), and SciPy's OpenBLAS
-called from inside Numba's threads (kernels/blas.py), which must stay single-threaded.
-set_threads(n) sets Numba and NumPy's BLAS to n threads and keeps SciPy's at one.
+Every parallel loop of a step, GEMMs included, runs in Numba's thread pool: the
+convolution GEMMs are called from inside Numba's threads (kernels/blas.py). So
+set_threads(n) sets Numba's pool to n and keeps every BLAS library at one thread.
 """
 from __future__ import annotations
 
@@ -43,11 +42,8 @@ def set_threads(n: int) -> int:
 
     effective = min(n, max_threads())
     numba.set_num_threads(effective)
-    if _blas_limits is not None:
-        _blas_limits.restore_original_limits()
-    controller = ThreadpoolController()
-    _blas_limits = controller.limit(limits=effective)
-    controller.select(prefix="libscipy_openblas").limit(limits=1)   # runs inside Numba's threads
+    if _blas_limits is None:
+        _blas_limits = ThreadpoolController().limit(limits=1, user_api="blas")
     return effective
 
 

@@ -179,7 +179,7 @@ def test_conv2d_gradients_match_finite_differences(case, rng):
 
 def test_conv2d_chunked_gradients_match_finite_differences(rng, monkeypatch):
     # Tiny im2col slices (a seam inside an image) must not change the gradients.
-    monkeypatch.setattr(kconv, "COL_CHUNK_FLOATS", 5 * 18)
+    monkeypatch.setattr(kconv, "TASK_FLOATS", 5 * 18)
     win = resolve_window((5, 5), 3, 1, "same")
     x = rng.standard_normal((2, 5, 5, 2), dtype=f32)
     w = rng.standard_normal((3, 3, 3, 2), dtype=f32)

@@ -55,16 +55,16 @@ def test_conv2d_matches_reference(case, rng):
     np.testing.assert_allclose(dx, rconv.conv2d_grad_input(dy, w, x.shape, win, groups), **TOL)
 
 
-def test_conv2d_chunked_gemm_matches_reference(rng, monkeypatch):
-    # Force many im2col slices, one ending mid-image, to exercise the chunk seams.
-    monkeypatch.setattr(conv, "COL_CHUNK_FLOATS", 7 * 27)
+def test_conv2d_small_tasks_match_reference(rng, monkeypatch):
+    # Force many tiny tasks (8 rows, ending mid-image) to exercise their seams.
+    monkeypatch.setattr(conv, "TASK_FLOATS", 7 * 27)
     N, H, W, cin, cout = 3, 5, 6, 3, 4
     win = resolve_window((H, W), 3, 1, "same")
     x = rng.standard_normal((N, H, W, cin), dtype=np.float32)
     w = rng.standard_normal((cout, 3, 3, cin), dtype=np.float32)
     dy = rng.standard_normal((N, H, W, cout), dtype=np.float32)
     out = np.empty((N, H, W, cout), np.float32)
-    scratch = np.empty(conv.conv2d_scratch_floats(x.shape, w.shape, win), np.float32)
+    scratch = np.empty(conv.conv2d_scratch_floats(x.shape, w.shape, win, input_grad=True), np.float32)
     conv.conv2d_f32(x, w, None, out, win, scratch=scratch)
     np.testing.assert_allclose(out, rconv.conv2d(x, w, None, win), **TOL)
     dw = np.empty_like(w)

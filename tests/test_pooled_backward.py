@@ -29,7 +29,7 @@ BLOCKS = [
 @pytest.mark.parametrize("block_spec", BLOCKS)
 def test_pooled_backward_equals_materialised_backward(block_spec, chunk, rng, monkeypatch):
     if chunk:
-        monkeypatch.setattr(kconv, "COL_CHUNK_FLOATS", chunk)   # many row slices
+        monkeypatch.setattr(kconv, "TASK_FLOATS", chunk)   # many small tasks
     x = rng.standard_normal((6, 9, 9, 3), dtype=np.float32)
     labels = rng.integers(0, 5, 6)
     grads = []

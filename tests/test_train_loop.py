@@ -219,13 +219,17 @@ def test_a_run_on_a_device_over_its_budget_writes_nothing(tmp_path, npz, monkeyp
 
 
 # ---------------------------------------------------------------------------- threads
-def test_set_threads_limits_numba_and_blas():
+def test_set_threads_sets_numba_and_keeps_every_blas_single_threaded():
+    # All parallel work runs in Numba's pool (GEMMs included, kernels/blas.py), so the
+    # BLAS libraries must stay at one thread whatever n is.
     import numba
     from threadpoolctl import threadpool_info
     try:
-        assert runtime.set_threads(1) == 1
-        assert numba.get_num_threads() == 1
-        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        for n in (1, runtime.max_threads()):
+            assert runtime.set_threads(n) == n
+            assert numba.get_num_threads() == n
+            blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+            assert blas and all(pool["num_threads"] == 1 for pool in blas), blas
         assert runtime.set_threads(10_000) == runtime.max_threads()      # capped, not an error
     finally:
         runtime.set_threads(runtime.max_threads())

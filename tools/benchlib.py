@@ -118,19 +118,18 @@ def command_line() -> str:
 
 @contextmanager
 def threads(n: int, torch=None):
-    """Run with n threads everywhere: Numba, the BLAS/OpenMP pools, and torch."""
-    import numba
-    from threadpoolctl import threadpool_limits
-    old_numba = numba.get_num_threads()
+    """Run with n threads: edge-lls as its users set it (runtime.set_threads: Numba and
+    NumPy's BLAS at n, the BLAS called inside Numba threads at 1), and torch at n."""
+    from edge_lls.runtime import get_threads, set_threads
+    old = get_threads()
     old_torch = torch.get_num_threads() if torch is not None else None
-    numba.set_num_threads(n)
+    set_threads(n)
     if torch is not None:
         torch.set_num_threads(n)
     try:
-        with threadpool_limits(n):
-            yield
+        yield
     finally:
-        numba.set_num_threads(old_numba)
+        set_threads(old)
         if torch is not None:
             torch.set_num_threads(old_torch)
 

@@ -27,12 +27,13 @@ _sgemm = types.ExternalFunction("el_sgemm_f77", types.void(*([types.voidptr] * 1
 
 _N, _T = 78, 84  # 'N', 'T'
 
-# The BLAS behind these calls runs inside Numba's parallel loops: one thread each.
-# (NumPy's own OpenBLAS, used by plain np.matmul elsewhere, is a different library
-# and keeps its threads.)
+# Every parallel GEMM of a step runs inside Numba's pool (this module's sgemm, one call
+# per thread), so both BLAS libraries run single-threaded: SciPy's, which these calls
+# reach, and NumPy's, left with the small products (LLS heads, dense layers). A second
+# pool of BLAS workers spinning next to Numba's was measured to cost 25-40 % of a step.
 from threadpoolctl import ThreadpoolController  # noqa: E402
 
-ThreadpoolController().select(prefix="libscipy_openblas").limit(limits=1)
+ThreadpoolController().limit(limits=1, user_api="blas")
 
 
 class ArgSlots:

@@ -13,9 +13,10 @@ single-threaded sgemm on them right away (kernels/blas.py). Columns never leave 
 core that built them and no work crosses between thread pools. The weight gradient
 re-runs im2col task by task instead of keeping columns; each thread accumulates its own
 dW with beta = 1 and the per-thread partials are added in thread order (deterministic
-for a given thread count). Pointwise 1x1 convolutions need no columns and go straight
-to NumPy's multi-threaded sgemm; depthwise ones run as direct Numba loops (their GEMMs
-would have K = 9); the input gradient (backprop only) uses slices of COL_CHUNK_FLOATS.
+for a given thread count). Pointwise 1x1 convolutions use x's rows as their columns;
+depthwise ones run as direct Numba loops (their GEMMs
+would have K = 9). The input gradient (backprop only) runs one image per task, so its
+col2im scatters never meet.
 """
 from __future__ import annotations
 
@@ -30,39 +31,15 @@ from .activation import LEAKY_SLOPE
 from .norm import batchnorm_grad_sums_pooled_f32, pooled_grad_input_rows
 from .reduce import column_sums
 
-COL_CHUNK_FLOATS = 1 << 19  # input gradient: 2 MiB of columns per BLAS call
 TASK_FLOATS = 1 << 17       # per thread: 512 KiB of columns, resident in a core's L2
 
 
 # ----------------------------------------------------------------------------- im2col
-@njit(parallel=True, cache=True)
-def _im2col(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
-    # col (rows, KH*KW*cg): row r is output pixel row0 + r in (n, oh, ow) order;
-    # column (i*KW + j)*cg + c holds x[n, oh*sh - pt + i, ow*sw - pl + j, c0 + c] or 0.
-    _, H, W, _ = x.shape
-    plane = oh_n * ow_n
-    for r in prange(col.shape[0]):
-        g = row0 + r
-        n = g // plane
-        oh = (g % plane) // ow_n
-        ow = g % ow_n
-        k = 0
-        for i in range(kh):
-            ih = oh * sh - pt + i
-            for j in range(kw):
-                iw = ow * sw - pl + j
-                # Slice copies compile to vectorised moves; an element loop here did
-                # not vectorise and ran 2.2x slower.
-                if 0 <= ih < H and 0 <= iw < W:
-                    col[r, k:k + cg] = x[n, ih, iw, c0:c0 + cg]
-                else:
-                    col[r, k:k + cg] = 0.0
-                k += cg
-
-
 @njit(cache=True)
 def _fill_cols(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
     # Serial im2col of rows row0 .. row0+len(col), for one task inside a parallel loop.
+    # Channel runs of 8+ floats copy as slices (vector moves); shorter runs (a stem conv
+    # on 1-3 channels) element by element, where a slice's setup costs more than the copy.
     _, H, W, _ = x.shape
     plane = oh_n * ow_n
     for r in range(col.shape[0]):
@@ -75,17 +52,23 @@ def _fill_cols(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
             ih = oh * sh - pt + i
             for j in range(kw):
                 iw = ow * sw - pl + j
-                if 0 <= ih < H and 0 <= iw < W:
-                    col[r, k:k + cg] = x[n, ih, iw, c0:c0 + cg]
+                inside = 0 <= ih < H and 0 <= iw < W
+                if cg >= 8:
+                    if inside:
+                        col[r, k:k + cg] = x[n, ih, iw, c0:c0 + cg]
+                    else:
+                        col[r, k:k + cg] = 0.0
                 else:
-                    col[r, k:k + cg] = 0.0
+                    for c in range(cg):
+                        col[r, k + c] = x[n, ih, iw, c0 + c] if inside else 0.0
                 k += cg
 
 
 @njit(parallel=True, cache=True)
-def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, rpt, cols,
-                   ints, floats, chars):
-    # out2d[:, co0:co0+cog] = im2col(x) @ w2d.T (+ b), task by task.
+def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, pointwise,
+                   rpt, cols, ints, floats, chars):
+    # out2d[:, co0:co0+cog] = im2col(x) @ w2d.T (+ b), task by task. A pointwise conv's
+    # columns are x's own rows.
     rows = out2d.shape[0]
     cog = w2d.shape[0]
     tasks = (rows + rpt - 1) // rpt
@@ -94,8 +77,11 @@ def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n
         for task in range(t, tasks, threads):
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
-            col = cols[t, :r1 - r0]
-            _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            if pointwise:
+                col = x.reshape(rows, x.shape[3])[r0:r1]
+            else:
+                col = cols[t, :r1 - r0]
+                _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
             dst = out2d[r0:r1, co0:co0 + cog]
             gemm_abt(col, w2d, dst, 0.0, ints[t], floats[t], chars[t])
             if has_bias:
@@ -104,8 +90,8 @@ def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n
 
 
 @njit(parallel=True, cache=True)
-def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, rpt, cols,
-                       ints, floats, chars):
+def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, pointwise,
+                       rpt, cols, ints, floats, chars):
     # dw2d (cog, K) = sum over rows of dy2d[:, co0:co0+cog].T @ im2col(x); thread t > 0
     # accumulates into partial[t-1], then the partials are added in thread order.
     rows = dy2d.shape[0]
@@ -118,8 +104,11 @@ def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n
         for task in range(t, tasks, threads):
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
-            col = cols[t, :r1 - r0]
-            _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            if pointwise:
+                col = x.reshape(rows, x.shape[3])[r0:r1]
+            else:
+                col = cols[t, :r1 - r0]
+                _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
             gemm_atb(dy2d[r0:r1, co0:co0 + cog], col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
         if beta == 0.0:
@@ -170,29 +159,36 @@ def _pooled_bn_grad_weight_tasks(x, dv_area, y, z, mean, inv_std, gamma, dgamma,
 
 
 @njit(parallel=True, cache=True)
-def _col2im_add(col, dx, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
-    # Scatter-add of im2col columns back into dx. One thread per image, rows in order:
-    # no two threads touch the same dx element, and the summation order is fixed.
-    _, H, W, _ = dx.shape
+def _grad_input_tasks(dy2d, w2d, co0, dx, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, pointwise, cols,
+                      ints, floats, chars):
+    # dx[..., c0:c0+cg] = col2im(dy2d[:, co0:co0+cog] @ w2d), one image per task: an
+    # image's columns scatter only into that image, so no two threads touch one element.
+    N, H, W, _ = dx.shape
     plane = oh_n * ow_n
-    rows = col.shape[0]
-    n_first = row0 // plane
-    n_last = (row0 + rows - 1) // plane
-    for n in prange(n_first, n_last + 1):
-        r_lo = max(n * plane - row0, 0)
-        r_hi = min((n + 1) * plane - row0, rows)
-        for r in range(r_lo, r_hi):
-            g = row0 + r
-            oh = (g % plane) // ow_n
-            ow = g % ow_n
-            k = 0
-            for i in range(kh):
-                ih = oh * sh - pt + i
-                for j in range(kw):
-                    iw = ow * sw - pl + j
-                    if 0 <= ih < H and 0 <= iw < W:
-                        dx[n, ih, iw, c0:c0 + cg] += col[r, k:k + cg]
-                    k += cg
+    cog = w2d.shape[0]
+    threads = cols.shape[0]
+    for t in prange(threads):
+        for n in range(t, N, threads):
+            g = dy2d[n * plane:(n + 1) * plane, co0:co0 + cog]
+            if pointwise:
+                gemm_ab(g, w2d, dx.reshape(N * H * W, dx.shape[3])[n * plane:(n + 1) * plane, c0:c0 + cg],
+                        0.0, ints[t], floats[t], chars[t])
+                continue
+            dcol = cols[t]
+            gemm_ab(g, w2d, dcol, 0.0, ints[t], floats[t], chars[t])
+            dx[n, :, :, c0:c0 + cg] = 0.0
+            for r in range(plane):
+                oh = r // ow_n
+                ow = r % ow_n
+                k = 0
+                for i in range(kh):
+                    ih = oh * sh - pt + i
+                    for j in range(kw):
+                        iw = ow * sw - pl + j
+                        if 0 <= ih < H and 0 <= iw < W:
+                            for c in range(cg):
+                                dx[n, ih, iw, c0 + c] += dcol[r, k + c]
+                        k += cg
 
 
 # -------------------------------------------------------------------------- depthwise
@@ -290,51 +286,41 @@ def _rows_per_task(k: int, rows: int, threads: int) -> int:
     return max(1, min(max(8, TASK_FLOATS // k), -(-rows // threads)))
 
 
-def _task_floats(rows: int, k: int, cout_g: int) -> int:
-    """Scratch of the task kernels at the largest thread count: columns + dW partials."""
-    pool = numba.config.NUMBA_NUM_THREADS
-    return pool * _rows_per_task(k, rows, 1) * k + (pool - 1) * cout_g * k
-
-
 def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_grad: bool = False) -> int:
-    """float32 elements of scratch the conv kernels need for these shapes (0 if none).
-    input_grad: also the input gradient (backprop), which slices COL_CHUNK_FLOATS."""
+    """float32 elements of scratch the conv kernels need for these shapes, at the largest
+    thread count: column slices + per-thread dW partials; with input_grad, also one
+    image's columns per thread for the input gradient (backprop)."""
     cin = x_shape[3]
-    if is_depthwise(w_shape, cin, groups) or _is_pointwise(win, groups):
+    if is_depthwise(w_shape, cin, groups):
         return 0
+    pool = numba.config.NUMBA_NUM_THREADS
     k = win.kh * win.kw * (cin // groups)
     rows = x_shape[0] * win.out_h * win.out_w
-    need = _task_floats(rows, k, w_shape[0] // groups)
-    if input_grad:
-        need = max(need, min(rows, _rows_per_chunk(k)) * k)
+    cols = 0 if _is_pointwise(win, groups) else pool * _rows_per_task(k, rows, 1) * k
+    need = cols + (pool - 1) * (w_shape[0] // groups) * k
+    if input_grad and not _is_pointwise(win, groups):
+        need = max(need, pool * win.out_h * win.out_w * k)
     return need
-
-
-def _rows_per_chunk(k: int) -> int:
-    return max(1, COL_CHUNK_FLOATS // k)
-
-
-def _chunks(rows: int, k: int):
-    step = _rows_per_chunk(k)
-    for r0 in range(0, rows, step):
-        yield r0, min(rows, r0 + step)
 
 
 def _scratch(scratch, n):
     if scratch is None:
-        return np.empty(n, np.float32)
+        return np.empty(max(n, 1), np.float32)
     if scratch.size < n:
         raise ValueError(f"conv scratch has {scratch.size} floats, needs {n}")
     return scratch
 
 
-def _task_views(buf, rows, k, cout_g):
+_EMPTY3D = np.zeros((1, 0, 0), np.float32)
+
+
+def _task_views(buf, rows, k, cout_g, pointwise):
     """(threads, rows_per_task, K) column buffers and (threads-1, cout_g, K) partials."""
     threads = _threads()
     rpt = _rows_per_task(k, rows, threads)
-    cols = buf[:threads * rpt * k].reshape(threads, rpt, k)
-    start = threads * rpt * k
-    partial = buf[start:start + (threads - 1) * cout_g * k].reshape(threads - 1, cout_g, k)
+    ncol = 0 if pointwise else threads * rpt * k
+    cols = _EMPTY3D if pointwise else buf[:ncol].reshape(threads, rpt, k)
+    partial = buf[ncol:ncol + (threads - 1) * cout_g * k].reshape(threads - 1, cout_g, k)
     return rpt, cols, partial
 
 
@@ -342,26 +328,22 @@ def conv2d_f32(x, w, b, out, win: Window, groups: int = 1, scratch=None):
     """out = conv(x, w) + b.  scratch: float32 buffer of conv2d_scratch_floats(...) or None."""
     N, _, _, cin = x.shape
     cout = w.shape[0]
+    bias = b if b is not None else np.zeros(cout, np.float32)
     if is_depthwise(w.shape, cin, groups):
-        bias = b if b is not None else np.zeros(cout, np.float32)
         _depthwise_forward(x, w, bias, out, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
         return out
     rows = N * win.out_h * win.out_w
-    out2d = out.reshape(rows, cout)
-    if _is_pointwise(win, groups):
-        np.matmul(x.reshape(rows, cin), w.reshape(cout, cin).T, out=out2d)
-        if b is not None:
-            out2d += b
-        return out
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
+    pointwise = _is_pointwise(win, groups)
     buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups))
-    rpt, cols, _ = _task_views(buf, rows, k, cog)
-    bias = b if b is not None else np.zeros(cout, np.float32)
+    rpt, cols, _ = _task_views(buf, rows, k, cog, pointwise)
+    out2d = out.reshape(rows, cout)
     for g in range(groups):
         _forward_tasks(x, w[g * cog:(g + 1) * cog].reshape(cog, k), bias[g * cog:(g + 1) * cog], b is not None,
                        out2d, g * cog, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
-                       win.out_h, win.out_w, g * cg, cg, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
+                       win.out_h, win.out_w, g * cg, cg, pointwise, rpt, cols,
+                       SLOTS.ints, SLOTS.floats, SLOTS.chars)
     return out
 
 
@@ -376,17 +358,15 @@ def conv2d_grad_weight_f32(x, dy, dw, db, win: Window, groups: int = 1, scratch=
     if is_depthwise(dw.shape, cin, groups):
         _depthwise_grad_weight(x, dy, dw, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
         return
-    if _is_pointwise(win, groups):
-        np.matmul(dy2d.T, x.reshape(rows, cin), out=dw.reshape(cout, cin))
-        return
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
+    pointwise = _is_pointwise(win, groups)
     buf = _scratch(scratch, conv2d_scratch_floats(x.shape, dw.shape, win, groups))
-    rpt, cols, partial = _task_views(buf, rows, k, cog)
+    rpt, cols, partial = _task_views(buf, rows, k, cog, pointwise)
     for g in range(groups):
         _grad_weight_tasks(x, dy2d, g * cog, dw[g * cog:(g + 1) * cog].reshape(cog, k), partial,
                            win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,
-                           g * cg, cg, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
+                           g * cg, cg, pointwise, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
 
 
 def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None):
@@ -397,21 +377,20 @@ def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None)
         _depthwise_grad_input(dy, w, dx, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
         return dx
     rows = N * win.out_h * win.out_w
-    dy2d = dy.reshape(rows, cout)
-    if _is_pointwise(win, groups):
-        np.matmul(dy2d, w.reshape(cout, cin), out=dx.reshape(rows, cin))
-        return dx
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
-    buf = _scratch(scratch, min(rows, _rows_per_chunk(k)) * k)
-    dx[...] = 0.0
+    pointwise = _is_pointwise(win, groups)
+    threads = _threads()
+    plane = win.out_h * win.out_w
+    if pointwise:
+        cols = _EMPTY3D
+    else:
+        cols = _scratch(scratch, threads * plane * k)[:threads * plane * k].reshape(threads, plane, k)
+    dy2d = dy.reshape(rows, cout)
     for g in range(groups):
-        w2d = w[g * cog:(g + 1) * cog].reshape(cog, k)
-        for r0, r1 in _chunks(rows, k):
-            dcol = buf[:(r1 - r0) * k].reshape(r1 - r0, k)
-            np.matmul(dy2d[r0:r1, g * cog:(g + 1) * cog], w2d, out=dcol)
-            _col2im_add(dcol, dx, r0, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
-                        win.out_h, win.out_w, g * cg, cg)
+        _grad_input_tasks(dy2d, w[g * cog:(g + 1) * cog].reshape(cog, k), g * cog, dx, win.kh, win.kw,
+                          win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w, g * cg, cg,
+                          pointwise, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
     return dx
 
 
@@ -432,7 +411,6 @@ def pooled_bn_scratch(x_shape, w_shape, win: Window) -> tuple[int, int]:
 
 
 _EMPTY2D = np.zeros((0, 0), np.float32)
-_EMPTY3D = np.zeros((1, 0, 0), np.float32)
 
 
 def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, y, z, bn, dw, db, win: Window, scratch, dz_scratch,
