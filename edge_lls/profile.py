@@ -73,7 +73,7 @@ import numpy as np
 
 from .errors import ConfigError, EdgeLLSError
 from .kernels.reduce import SLICES
-from .nn.arena import ALIGN, Arena, Buf
+from .nn.arena import Buf, aligned, plan
 from .nn.layers import AdaptiveAvgPool2d, BatchNorm, Conv2d, Dense, MaxPool2d
 from .nn.model import Model
 
@@ -91,10 +91,6 @@ MEASURE_TOLERANCE = 0.20
 # --------------------------------------------------------------------------- counting
 def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
-
-
-def _aligned(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
 
 
 def op_macs(op, in_shape) -> int:
@@ -192,18 +188,9 @@ def optimizer_ops_per_element(optimizer) -> int:
 
 # ------------------------------------------------------------------------- the layout
 def layout_bytes(stages: list[list[Buf]], mode: str) -> tuple[int, dict[str, int]]:
-    """(total bytes, bytes per region) of an Arena over these stages, without allocating:
-    the placement rules of nn/arena.py, which tests hold equal to Arena(...).nbytes."""
-    regions: dict[str, int] = {}
-    for stage, bufs in enumerate(stages):
-        cursor: dict[str, int] = {}
-        for buf in bufs:
-            if mode == "infer" and buf.role == "grad":
-                continue
-            region = Arena._region(stage, buf.role, mode)
-            cursor[region] = cursor.get(region, 0) + _aligned(buf.nbytes)
-            regions[region] = max(regions.get(region, 0), cursor[region])
-    return sum(regions.values()), regions
+    """(total bytes, bytes per region) of an Arena over these stages, without allocating."""
+    layout = plan(stages, mode)
+    return layout.nbytes, dict(layout.region_bytes)
 
 
 def _retype(bufs: list[Buf], itemsize: int) -> list[Buf]:
@@ -215,7 +202,7 @@ def _retype(bufs: list[Buf], itemsize: int) -> list[Buf]:
 
 
 def _role_bytes(bufs, *roles) -> int:
-    return sum(_aligned(b.nbytes) for b in bufs if b.role in roles)
+    return sum(aligned(b.nbytes) for b in bufs if b.role in roles)
 
 
 # ---------------------------------------------------------------------------- results
@@ -563,7 +550,7 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
     grad = [_role_bytes(b, "grad") for b in stages]
     tmp = [_role_bytes(b, "tmp") for b in stages]
     held = [keep[j] + aligned_out[j] for j in range(len(stages))]
-    out_grad = [sum(_aligned(b.nbytes) for b in stages[j] if b.name == blk.output_grad_name())
+    out_grad = [sum(aligned(b.nbytes) for b in stages[j] if b.name == blk.output_grad_name())
                 for j, blk in enumerate(model.blocks)]
     last = len(stages) - 1
     for i, p in enumerate(profiles):

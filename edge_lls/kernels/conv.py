@@ -64,6 +64,17 @@ def _fill_cols(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
                 k += cg
 
 
+@njit(inline="always")
+def _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
+    # The GEMM operand of output rows r0..r1 for thread t: a pointwise conv's own input
+    # rows, otherwise their im2col columns built in the thread's buffer.
+    if pointwise:
+        return x.reshape(-1, x.shape[3])[r0:r1]
+    col = cols[t, :r1 - r0]
+    _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+    return col
+
+
 @njit(parallel=True, cache=True)
 def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, pointwise,
                    rpt, cols, ints, floats, chars):
@@ -77,11 +88,7 @@ def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n
         for task in range(t, tasks, threads):
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
-            if pointwise:
-                col = x.reshape(rows, x.shape[3])[r0:r1]
-            else:
-                col = cols[t, :r1 - r0]
-                _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
             dst = out2d[r0:r1, co0:co0 + cog]
             gemm_abt(col, w2d, dst, 0.0, ints[t], floats[t], chars[t])
             if has_bias:
@@ -104,11 +111,7 @@ def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n
         for task in range(t, tasks, threads):
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
-            if pointwise:
-                col = x.reshape(rows, x.shape[3])[r0:r1]
-            else:
-                col = cols[t, :r1 - r0]
-                _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
             gemm_atb(dy2d[r0:r1, co0:co0 + cog], col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
         if beta == 0.0:
@@ -140,11 +143,7 @@ def _pooled_bn_grad_weight_tasks(x, dv_area, y, z, mean, inv_std, gamma, dgamma,
             r1 = min(rows, r0 + rpt)
             dz = dzs[t, :r1 - r0]
             pooled_grad_input_rows(dv_area, y, z, mean, inv_std, gamma, dgamma, dbeta, r0, dz, act, slope)
-            if pointwise:
-                col = x.reshape(rows, cin)[r0:r1]
-            else:
-                col = cols[t, :r1 - r0]
-                _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
+            col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
             gemm_atb(dz, col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
             for r in range(r1 - r0):

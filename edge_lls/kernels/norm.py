@@ -16,6 +16,16 @@ from .activation import ACT_NONE, LEAKY_SLOPE, act_grad, apply_act
 from .reduce import SLICES
 
 
+@njit(inline="always")
+def _add_slices(partial, out):
+    # out[c] = sum over slices of partial[s, c], slices in order (deterministic).
+    for c in range(out.shape[0]):
+        t = 0.0
+        for s in range(partial.shape[0]):
+            t += partial[s, c]
+        out[c] = t
+
+
 @njit(parallel=True, cache=True)
 def _stats(x2d, mean, inv_std, var_out, eps):
     # One pass of float64 sums of (x - pivot) and (x - pivot)^2, pivot = the first row:
@@ -68,14 +78,8 @@ def _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, slope):
                 g = act_grad(dy2d[m, c], y2d[m, c], act, slope)
                 sg[s, c] += g
                 sgx[s, c] += g * (x2d[m, c] - mean[c]) * inv_std[c]
-    for c in range(C):
-        a = 0.0
-        b = 0.0
-        for s in range(SLICES):
-            a += sg[s, c]
-            b += sgx[s, c]
-        dbeta[c] = a
-        dgamma[c] = b
+    _add_slices(sg, dbeta)
+    _add_slices(sgx, dgamma)
 
 
 @njit(parallel=True, cache=True)
@@ -208,14 +212,8 @@ def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
                     g = act_grad(d[c], yr[c], act, slope)
                     a1[c] += g
                     a2[c] += g * (xr[c] - mean[c]) * inv_std[c]
-    for c in range(C):
-        a = 0.0
-        b = 0.0
-        for s in range(SLICES):
-            a += sg[s, c]
-            b += sgx[s, c]
-        dbeta[c] = a
-        dgamma[c] = b
+    _add_slices(sg, dbeta)
+    _add_slices(sgx, dgamma)
 
 
 @njit(cache=True)

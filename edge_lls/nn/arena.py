@@ -36,53 +36,62 @@ class Buf:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
-def _aligned(n: int) -> int:
+def aligned(n: int) -> int:
+    """n bytes rounded up to the arena's alignment."""
     return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every buffer goes, computed without allocating anything."""
+    placement: list          # (stage, Buf, region, offset within the region)
+    region_bytes: dict       # region name -> bytes
+    nbytes: int
+
+
+def plan(stages: list[list[Buf]], mode: str) -> Layout:
+    """The layout an Arena over these stages has (see the module doc for the rules)."""
+    if mode not in ("local", "global", "infer"):
+        raise ValueError(f"arena mode {mode!r}")
+    placement, regions = [], {}
+    for stage, bufs in enumerate(stages):
+        cursor: dict[str, int] = {}
+        for buf in bufs:
+            if mode == "infer" and buf.role == "grad":
+                continue
+            region = _region(stage, buf.role, mode)
+            offset = cursor.get(region, 0)
+            placement.append((stage, buf, region, offset))
+            cursor[region] = offset + aligned(buf.nbytes)
+            regions[region] = max(regions.get(region, 0), cursor[region])
+    return Layout(placement, regions, sum(regions.values()))
+
+
+def _region(stage: int, role: str, mode: str) -> str:
+    if role == "tmp":
+        return "tmp"
+    if role == "out":
+        return f"out{stage % 2}" if mode != "global" else f"out@{stage:04d}"
+    if role == "keep":
+        return "work" if mode != "global" else f"keep@{stage:04d}"
+    if role == "grad":
+        return "work" if mode == "local" else f"grad{stage % 2}"
+    raise ValueError(f"buffer role {role!r}")
 
 
 class Arena:
     def __init__(self, stages: list[list[Buf]], mode: str):
-        if mode not in ("local", "global", "infer"):
-            raise ValueError(f"arena mode {mode!r}")
+        layout = plan(stages, mode)
         self.mode = mode
-        placement = []          # (stage, buf, region, offset)
-        regions: dict[str, int] = {}
-
-        def place(region, cursor, buf):
-            placement.append((stage, buf, region, cursor[region]))
-            cursor[region] += _aligned(buf.nbytes)
-            regions[region] = max(regions.get(region, 0), cursor[region])
-
-        for stage, bufs in enumerate(stages):
-            cursor: dict[str, int] = {}
-            for buf in bufs:
-                if mode == "infer" and buf.role == "grad":
-                    continue
-                region = self._region(stage, buf.role, mode)
-                cursor.setdefault(region, 0)
-                place(region, cursor, buf)
-
+        self.nbytes = layout.nbytes
+        self.region_bytes = dict(layout.region_bytes)
         base, offset = {}, 0
-        for region in sorted(regions):
+        for region in sorted(layout.region_bytes):
             base[region] = offset
-            offset += regions[region]
-        self.nbytes = offset
-        self.region_bytes = dict(regions)
+            offset += layout.region_bytes[region]
         self._memory = np.empty(max(offset, ALIGN), np.uint8)
         self.views: list[dict[str, np.ndarray]] = [dict() for _ in stages]
-        for stage, buf, region, off in placement:
+        for stage, buf, region, off in layout.placement:
             start = base[region] + off
             raw = self._memory[start:start + buf.nbytes]
             self.views[stage][buf.name] = raw.view(buf.dtype).reshape(buf.shape)
-
-    @staticmethod
-    def _region(stage: int, role: str, mode: str) -> str:
-        if role == "tmp":
-            return "tmp"
-        if role == "out":
-            return f"out{stage % 2}" if mode != "global" else f"out@{stage:04d}"
-        if role == "keep":
-            return "work" if mode != "global" else f"keep@{stage:04d}"
-        if role == "grad":
-            return "work" if mode == "local" else f"grad{stage % 2}"
-        raise ValueError(f"buffer role {role!r}")
