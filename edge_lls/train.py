@@ -225,36 +225,42 @@ def prepare(config: TrainConfig) -> Session:
                       weight_decay=config.weight_decay, seed=config.seed,
                       waveform=config.waveform, temperature=config.temperature)
     batch = min(config.batch_size, len(data.train))
+    footprint = training_footprint(trainer, batch, len(data.train))
+    check_footprint(device, footprint, f"{config.model} with {config.rule} at batch {batch}")
     try:
-        footprint = training_footprint(trainer, batch, len(data.train))
+        trainer.arena(batch)                     # allocated once, after the budget check
     except MemoryError:
         raise ConfigError(f"{config.model} with {config.rule} at batch {batch}: the step's memory "
                           f"cannot be allocated on this machine; lower --batch-size") from None
-    check_footprint(device, footprint, f"{config.model} with {config.rule} at batch {batch}")
     # A last batch of one sample cannot be batch-normalised: skip it (same in every epoch).
     drop_last = len(data.train) % batch == 1
     return Session(config, device, threads, data, trainer, batch, drop_last, footprint)
 
 
 def training_footprint(trainer, batch: int, train_size: int | None = None) -> dict[str, int]:
-    """Bytes a training run holds, by part: everything but the dataset itself. The step
-    arenas are allocated here (the trainer keeps them for its steps)."""
+    """Bytes a training run holds, by part: everything but the dataset itself. Computed
+    from the arena layouts, before anything of step size is allocated."""
+    from .nn.arena import plan
+
     model = trainer.model
     rule_params = [p for i in range(len(model.blocks)) for p in trainer.rule.block_params(i)]
     weights = sum(p.value.nbytes for p in model.params + rule_params)
     stats = sum(bn.running_mean.nbytes + bn.running_var.nbytes for bn in model.batch_norms())
+    step = trainer.rule.plan(model, batch).nbytes
     parts = {
         "weights": weights + stats,
         "gradients": weights,
         "optimizer state": sum(a.nbytes for o in trainer.optimizers for a in o.state_arrays().values()),
-        "step arena": trainer.arena(batch).nbytes,
+        "step arena": step,
     }
     rest = train_size % batch if train_size else 0
     if rest >= 2:                                # the epoch's last, smaller batch has its own
-        parts["last-batch arena"] = trainer.arena(rest).nbytes
+        parts["last-batch arena"] = trainer.rule.plan(model, rest).nbytes
     # Evaluation (and the batch-norm refresh) runs forward only, at the same batch size,
-    # in one more arena.
-    parts["inference arena"] = model.arena(batch, "infer").nbytes
+    # in an arena laid over the training arena's memory; only what does not fit is extra.
+    infer = plan(model.stages(batch, "infer"), "infer").nbytes
+    if infer > step:
+        parts["inference arena"] = infer
     parts["input batch"] = batch * (int(np.prod(model.input_shape)) * 4 + 8)
     return parts
 

@@ -39,6 +39,8 @@ class Trainer:
                 self._arenas.pop(next(iter(self._arenas)))
             arena = self.rule.arena(self.model, batch)
             self._arenas[batch] = arena
+            largest = max(self._arenas.values(), key=lambda a: a.nbytes)
+            self.model.lend_memory(largest.memory)
         return arena
 
     def step(self, x: np.ndarray, labels: np.ndarray) -> StepStats:

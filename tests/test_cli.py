@@ -146,7 +146,9 @@ CASES = {
     "unknown flag": lambda t, m: (["train", "--colour", "red", *_run(t)], "unrecognized arguments: --colour red"),
     "cortex-m locally": lambda t, m: (["train", "--device", "cortex-m4", *_run(t)],
                                       "microcontroller profile for the Cortex-M bridge"),
-    "over the device budget": lambda t, m: (["train", "--device", "rpi", "--model", "vgg8", "--dataset", "npz", "--data",
+    # VGG8 at batch 256 trains in 0.99 GiB with LLS but needs 2.2 GiB with BP.
+    "over the device budget": lambda t, m: (["train", "--device", "rpi", "--model", "vgg8", "--rule", "bp",
+                                             "--dataset", "npz", "--data",
                                              _npz(t / "rgb.npz", n=320, side=32, channels=3), "--batch-size", "256",
                                              *_run(t)],
                                             "but the rpi4 budget is 1.0 GiB; lower --batch-size"),

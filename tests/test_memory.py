@@ -57,3 +57,24 @@ def test_lls_arena_is_smaller_than_bp_arena():
     lls = Trainer(Model(_stack(8)), rule="lls").arena(32)
     bp = Trainer(Model(_stack(8)), rule="bp").arena(32)
     assert lls.nbytes < 0.5 * bp.nbytes, (lls.nbytes, bp.nbytes)
+
+
+@pytest.mark.parametrize("rule", ["lls", "bp"])
+def test_evaluation_lays_its_buffers_over_the_training_arena(rule):
+    # Training steps and evaluation never run at once, so inference needs no memory of
+    # its own: its arena is laid over the training arena's buffer.
+    model = Model(_stack(4), seed=0)
+    trainer = Trainer(model, rule=rule, optimizer="adamw", lr=1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 16, 16, 16), dtype=np.float32)
+    trainer.step(x, rng.integers(0, 10, 32))
+    model.forward(x)                                   # compile outside the measurement
+    model.lend_memory(trainer.arena(32).memory)        # as a fresh trainer would
+    tracemalloc.start()
+    try:
+        logits = model.forward(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.shares_memory(logits, trainer.arena(32).memory)
+    assert peak < 0.05 * trainer.arena(32).nbytes, (peak, trainer.arena(32).nbytes)

@@ -80,7 +80,9 @@ def _region(stage: int, role: str, mode: str) -> str:
 
 
 class Arena:
-    def __init__(self, stages: list[list[Buf]], mode: str):
+    def __init__(self, stages: list[list[Buf]], mode: str, memory: np.ndarray | None = None):
+        """memory: a uint8 buffer to lay the views over instead of allocating (another
+        arena's, when the two are never in use at the same time); used if large enough."""
         layout = plan(stages, mode)
         self.mode = mode
         self.nbytes = layout.nbytes
@@ -89,9 +91,11 @@ class Arena:
         for region in sorted(layout.region_bytes):
             base[region] = offset
             offset += layout.region_bytes[region]
-        self._memory = np.empty(max(offset, ALIGN), np.uint8)
+        need = max(offset, ALIGN)
+        self.borrowed = memory is not None and memory.nbytes >= need
+        self.memory = memory if self.borrowed else np.empty(need, np.uint8)
         self.views: list[dict[str, np.ndarray]] = [dict() for _ in stages]
         for stage, buf, region, off in layout.placement:
             start = base[region] + off
-            raw = self._memory[start:start + buf.nbytes]
+            raw = self.memory[start:start + buf.nbytes]
             self.views[stage][buf.name] = raw.view(buf.dtype).reshape(buf.shape)

@@ -67,6 +67,7 @@ class Model:
         fin = int(np.prod(shape[1:]))
         self.classifier = Dense("classifier", fin, self.num_classes, spec.get("classifier", {}).get("bias", True), rng)
         self._infer_arenas: dict[int, Arena] = {}
+        self._lent = None
 
     # ----------------------------------------------------------------------- structure
     @property
@@ -93,9 +94,14 @@ class Model:
                 Buf("dlogits", (batch, self.num_classes), "grad")]
 
     def arena(self, batch: int, mode: str, extra: list[list[Buf]] | None = None,
-              pooled_grad: list[bool] | None = None) -> Arena:
+              pooled_grad: list[bool] | None = None, memory=None) -> Arena:
         """extra[i]: buffers a learning rule adds to stage i (its head); pooled_grad[i]:
         block i's gradient arrives pooled (see Block.backward_pooled)."""
+        return Arena(self.stages(batch, mode, extra, pooled_grad), mode, memory)
+
+    def stages(self, batch: int, mode: str, extra: list[list[Buf]] | None = None,
+               pooled_grad: list[bool] | None = None) -> list[list[Buf]]:
+        """Every buffer of a step, per stage (blocks, then the classifier): arena.plan's input."""
         shapes, _ = self.stage_shapes(batch)
         backprop = mode == "global"
         pooled = pooled_grad or [False] * len(self.blocks)
@@ -105,7 +111,13 @@ class Model:
         if extra:
             for i, bufs in enumerate(extra):
                 stages[i] = stages[i] + list(bufs)
-        return Arena(stages, mode)
+        return stages
+
+    def lend_memory(self, memory) -> None:
+        """Let inference arenas lay over this buffer (a training arena's): evaluation
+        and training steps never run at the same time."""
+        self._lent = memory
+        self._infer_arenas.clear()
 
     # ----------------------------------------------------------------------- inference
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -119,7 +131,7 @@ class Model:
         arena = self._infer_arenas.get(n)
         if arena is None:
             self._infer_arenas.clear()
-            arena = self._infer_arenas[n] = self.arena(n, "infer")
+            arena = self._infer_arenas[n] = self.arena(n, "infer", memory=self._lent)
         h = x
         for block, V in zip(self.blocks, arena.views):
             _, h = block.forward(h, V, training=training)

@@ -36,6 +36,11 @@ class Rule:
         """The memory of one training step of this rule at this batch size."""
         return model.arena(batch, self.mode, self.head_buffers(model, batch), self.pooled_grad)
 
+    def plan(self, model, batch: int):
+        """That memory's layout (arena.Layout), computed without allocating it."""
+        from ..nn.arena import plan
+        return plan(model.stages(batch, self.mode, self.head_buffers(model, batch), self.pooled_grad), self.mode)
+
     def config(self) -> dict:
         return {"rule": self.name}
 
