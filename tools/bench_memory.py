@@ -10,13 +10,11 @@ sets each peak), and what-if layouts that show which change would move the ratio
   - no z:      batch norm inverted from its output (y = act(BN(z)) with an invertible
                LeakyReLU and gamma != 0 gives z back), so no block keeps its pre-norm z
                (both rules);
-  - no full g: a local rule's dL/da is the adaptive-pool gradient of a tiny dL/dv, constant
-               over each pooling window: a fused batch-norm backward could read dL/dv
-               directly instead of a full-size g (local rules only; BP's error is dense);
   - grads shared: each block's optimizer steps right after its backward (both rules do),
                so one gradient buffer of the largest block could serve every block.
 These are layouts computed from the runtime's buffer lists with buffers removed, not
-measurements: the kernels do not do this today.
+measurements: the kernels do not do this today. (A local rule's conv blocks already keep
+no full-size output gradient: Block.backward_pooled.)
 """
 from __future__ import annotations
 
@@ -52,30 +50,15 @@ def machine() -> str:
             f"NumPy {np.__version__}, Numba {numba.__version__}")
 
 
-def what_if(model, rule, batch, *, drop_z=False, drop_local_grad=False, share_grads=False):
+def what_if(model, rule, batch, *, drop_z=False, share_grads=False):
     """Step + persistent bytes of a hypothetical layout (see the module doc)."""
     from edge_lls.trainer import Trainer
     trainer = Trainer(model, rule=rule)
     mode = trainer.rule.mode
-    shapes, _ = model.stage_shapes(batch)
-    pooled = trainer.rule.pooled_grad or [False] * len(model.blocks)
-    stages = [b.buffers(s[0], backprop=mode == "global", pooled_grad=pg)
-              for b, s, pg in zip(model.blocks, shapes, pooled)]
-    stages.append(model.classifier_buffers(batch, backprop=mode == "global"))
-    if mode == "local":
-        for i, bufs in enumerate(trainer.rule.head_buffers(model, batch)):
-            stages[i] = stages[i] + list(bufs)
+    stages = model.stages(batch, mode, trainer.rule.head_buffers(model, batch), trainer.rule.pooled_grad)
     out = []
     for block, bufs in zip(model.blocks + [None], stages):
-        keep = []
-        for b in bufs:
-            if drop_z and block is not None and b.name.startswith("z"):
-                continue
-            if (drop_local_grad and mode == "local" and block is not None
-                    and b.name == f"g{len(block.units) - 1}"):
-                continue
-            keep.append(b)
-        out.append(keep)
+        out.append([b for b in bufs if not (drop_z and block is not None and b.name.startswith("z"))])
     arena, _ = layout_bytes(out, mode)
     profile = profile_model(model, rule, batch, trainer=trainer)
     persistent = profile.persistent_bytes
@@ -154,10 +137,7 @@ def main(argv=None) -> int:
         print(f"  common to both: weights+grads+optimizer {format_bytes(bp.persistent_bytes)} "
               f"({bp.persistent_bytes / bp.peak_memory_bytes:.0%} of BP's peak)")
         for label, opts in [("no z (BN inverted from y)", dict(drop_z=True)),
-                            ("no full-size g for LLS (fused pooled gradient)", dict(drop_local_grad=True)),
-                            ("both", dict(drop_z=True, drop_local_grad=True)),
-                            ("both + one shared gradient buffer", dict(drop_z=True, drop_local_grad=True,
-                                                                        share_grads=True))]:
+                            ("no z + one shared gradient buffer", dict(drop_z=True, share_grads=True))]:
             a = what_if(build_model(name, args.classes, shape), "lls", args.batch, **opts)
             b = what_if(build_model(name, args.classes, shape), "bp", args.batch, **opts)
             print(f"  what if {label}: LLS {format_bytes(a)}, BP {format_bytes(b)}, LLS/BP {a / b:.3f}")
