@@ -19,9 +19,9 @@ from edge_lls.nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dense, MaxP
 from edge_lls.nn.model import Model
 from edge_lls.optim import SGD
 from edge_lls.rules import BP
+from finite_diff import FD_EPS, fd_grad
 
 f64, f32 = np.float64, np.float32
-FD_EPS = 1e-6
 SLOPE = 0.01
 BN_EPS = 1e-5
 
@@ -30,22 +30,6 @@ def check(analytic, fd, rtol=1e-3, atol=1e-4):
     fd = np.asarray(fd, f64)
     assert analytic.shape == fd.shape
     np.testing.assert_allclose(analytic, fd, rtol=rtol, atol=atol * max(1.0, float(np.abs(fd).max())))
-
-
-def fd_grad(f, x, eps=FD_EPS):
-    """Central differences of the scalar f (a float64 function) with respect to every element of x."""
-    x = np.array(x, dtype=f64)
-    g = np.empty_like(x)
-    xf, gf = x.reshape(-1), g.reshape(-1)
-    for i in range(xf.size):
-        old = xf[i]
-        xf[i] = old + eps
-        fp = f(x)
-        xf[i] = old - eps
-        fm = f(x)
-        xf[i] = old
-        gf[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 # ----------------------------------------------------------------- float64 forwards

@@ -17,30 +17,15 @@ from edge_lls.rules import LLS, LLSMxM, LocalLosses
 from edge_lls.rules.basis import lls_basis
 from edge_lls.rules.heads import ProjectionHead
 from edge_lls.rules.lls import lls_loss
+from finite_diff import fd_grad
 
 f64, f32 = np.float64, np.float32
-FD_EPS = 1e-6
 
 
 def check(got, want, rtol=1e-3, atol=1e-4):
     want = np.asarray(want, f64)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * float(np.abs(want).max()))
-
-
-def fd_grad(f, x, eps=FD_EPS):
-    x = np.array(x, dtype=f64)
-    g = np.empty_like(x)
-    xf, gf = x.reshape(-1), g.reshape(-1)
-    for i in range(xf.size):
-        old = xf[i]
-        xf[i] = old + eps
-        fp = f(x)
-        xf[i] = old - eps
-        fm = f(x)
-        xf[i] = old
-        gf[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 # ------------------------------------------------- the independent float64 LLS loss
