@@ -449,19 +449,12 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
     scale = item / 4.0
     n, k = batch, model.num_classes
     mode = rule_obj.mode
-    backprop = mode == "global"
     shapes, cls_in = model.stage_shapes(batch)
     heads = getattr(rule_obj, "heads", None) if mode == "local" else None
     head_bufs = rule_obj.head_buffers(model, batch) if mode == "local" else None
 
     # ---- buffers and the layout, exactly as Model.arena builds them
-    pooled = rule_obj.pooled_grad or [False] * len(model.blocks)
-    stages = [b.buffers(s[0], backprop=backprop, pooled_grad=pg) for b, s, pg in zip(model.blocks, shapes, pooled)]
-    stages.append(model.classifier_buffers(batch, backprop=backprop))
-    if head_bufs:
-        for i, bufs in enumerate(head_bufs):
-            stages[i] = stages[i] + list(bufs)
-    stages = [_retype(bufs, item) for bufs in stages]
+    stages = [_retype(bufs, item) for bufs in model.stages(batch, mode, head_bufs, rule_obj.pooled_grad)]
     arena_bytes, regions = layout_bytes(stages, mode)
 
     profiles: list[BlockProfile] = []
@@ -508,7 +501,7 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
                 s = post.out_shape(s)
             profiles[i].learning_signal_macs = macs
     # the path from the loss down to each block's output
-    if mode == "global" and rule_obj.name == "bp":
+    if mode == "backprop":
         path = cls.learning_signal_macs
         for i in range(nb - 1, -1, -1):
             path += profiles[i].learning_signal_macs
@@ -547,7 +540,7 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
     # ---- activations live per stage, transients
     aligned_out = [_role_bytes(b, "out") for b in stages]
     keep = [_role_bytes(b, "keep") for b in stages]
-    grad = [_role_bytes(b, "grad") for b in stages]
+    grad = [_role_bytes(b, "grad", "ograd") for b in stages]
     tmp = [_role_bytes(b, "tmp") for b in stages]
     held = [keep[j] + aligned_out[j] for j in range(len(stages))]
     out_grad = [sum(aligned(b.nbytes) for b in stages[j] if b.name == blk.output_grad_name())

@@ -433,7 +433,7 @@ def test_bp_train_step_gradients_match_finite_differences(rng):
     groups = [b.params for b in model.blocks] + [model.classifier.params]
     optimizers = [SGD(g, lr=0.0) for g in groups]      # lr 0: weights stay, .grad keeps the gradient
     before = param_values(model.params)
-    arena = model.arena(n, "global", None)
+    arena = model.arena(n, "backprop", None)
     stats = rule.train_step(model, arena, x, labels, optimizers)
     for p in model.params:
         np.testing.assert_array_equal(p.value, before[p.name].astype(f32))

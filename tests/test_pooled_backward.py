@@ -66,4 +66,4 @@ def test_pooled_arena_drops_the_full_size_gradient():
     plain = Model(spec).arena(64, "local", None, [False])
     fused = Model(spec).arena(64, "local", None, [True])
     assert "g0" not in fused.views[0] and "dzr" in fused.views[0]
-    assert fused.region_bytes["work"] < plain.region_bytes["work"]
+    assert fused.region_bytes["live"] < plain.region_bytes["live"]

@@ -135,7 +135,7 @@ def test_layout_bytes_matches_arena_for_odd_shapes():
     stages = [[Buf("a", (3, 5), "keep"), Buf("b", (7,), "out"), Buf("s", (13,), "tmp"), Buf("g", (3, 5), "grad")],
               [Buf("c", (2, 2), "keep"), Buf("d", (9,), "out", np.int32), Buf("g", (1,), "grad")],
               [Buf("e", (100,), "keep"), Buf("f", (3,), "out")]]
-    for mode in ("local", "global", "infer"):
+    for mode in ("local", "backprop", "feedback", "infer"):
         total, regions = layout_bytes(stages, mode)
         arena = Arena(stages, mode)
         assert (total, regions) == (arena.nbytes, arena.region_bytes)

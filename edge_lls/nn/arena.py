@@ -2,18 +2,22 @@
 buffer a training step touches is a view into it, so a step allocates nothing.
 
 Each buffer belongs to a *stage* (a block, or the classifier) and has a *role*:
-    out   what the stage passes on to the next stage
-    keep  what the stage's own backward needs (its intermediates)
-    grad  gradients of the stage's activations
-    tmp   scratch used inside one kernel call (im2col columns)
+    out    what the stage passes on to the next stage
+    keep   what the stage's own backward needs (its intermediates)
+    grad   gradients of the stage's activations
+    ograd  (backprop) the gradient of the stage's output, written by the next stage
+    tmp    scratch used inside one kernel call (im2col columns)
 
-The layout is where local learning pays off:
-    local   (LLS family)  every stage's keep+grad share ONE region, and outs alternate
-                          between two slots: memory = the largest block, not the sum.
-    global  (BP, DFA)     every stage's keep and out live until the backward pass reaches
-                          it: memory grows with depth. grads alternate between two
-                          regions (stage l reads its own, writes stage l-1's).
-    infer   forward only: keep and grad are dropped to the shared region, no grads.
+A rule's *schedule* says when each stage runs forward and backward, hence how long
+each buffer lives; the planner then packs buffers whose lifetimes do not overlap into
+the same bytes (largest first, lowest free offset: TFLite Micro's greedy planner):
+    local     (LLS family)  block l trains right after its forward: its buffers die
+                            before block l+1 starts, so memory = the largest block.
+    backprop  (BP)          every block runs forward, then backward in reverse: each
+                            block's buffers live until the backward pass reaches it.
+    feedback  (DFA)         every block runs forward, then each block updates in order.
+    infer     forward only, no gradients.
+Scratch (tmp) is used inside single kernel calls and has a region of its own.
 """
 from __future__ import annotations
 
@@ -41,42 +45,77 @@ def aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+SCHEDULES = ("local", "backprop", "feedback", "infer")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where every buffer goes, computed without allocating anything."""
     placement: list          # (stage, Buf, region, offset within the region)
-    region_bytes: dict       # region name -> bytes
+    region_bytes: dict       # 'live' (planned buffers) and 'tmp' (scratch) -> bytes
     nbytes: int
 
 
-def plan(stages: list[list[Buf]], mode: str) -> Layout:
-    """The layout an Arena over these stages has (see the module doc for the rules)."""
-    if mode not in ("local", "global", "infer"):
-        raise ValueError(f"arena mode {mode!r}")
-    placement, regions = [], {}
-    for stage, bufs in enumerate(stages):
-        cursor: dict[str, int] = {}
-        for buf in bufs:
-            if mode == "infer" and buf.role == "grad":
-                continue
-            region = _region(stage, buf.role, mode)
-            offset = cursor.get(region, 0)
-            placement.append((stage, buf, region, offset))
-            cursor[region] = offset + aligned(buf.nbytes)
-            regions[region] = max(regions.get(region, 0), cursor[region])
-    return Layout(placement, regions, sum(regions.values()))
+def lifetime(stage: int, role: str, stages: int, mode: str) -> tuple[int, int]:
+    """First and last time step at which a buffer is used. Time s is stage s's forward;
+    the classifier (the last stage, L) runs forward and backward at time L; block s's
+    backward then runs at bwd(s) (BP: in reverse, DFA: in order, local: right away)."""
+    last = stages - 1
 
+    def bwd(s):
+        if mode == "backprop":
+            return 2 * last - s
+        if mode == "feedback":
+            return last if s == last else last + 1 + s
+        return s
 
-def _region(stage: int, role: str, mode: str) -> str:
-    if role == "tmp":
-        return "tmp"
-    if role == "out":
-        return f"out{stage % 2}" if mode != "global" else f"out@{stage:04d}"
     if role == "keep":
-        return "work" if mode != "global" else f"keep@{stage:04d}"
+        return stage, bwd(stage)
+    if role == "out":                          # the next stage's input, forward and backward
+        return stage, max(stage + 1, bwd(stage + 1))
+    if role == "ograd":                        # written by the next stage's backward
+        return bwd(stage + 1), bwd(stage)
     if role == "grad":
-        return "work" if mode == "local" else f"grad{stage % 2}"
+        return bwd(stage), bwd(stage)
     raise ValueError(f"buffer role {role!r}")
+
+
+def plan(stages: list[list[Buf]], mode: str) -> Layout:
+    """The layout an Arena over these stages has, for this schedule."""
+    if mode not in SCHEDULES:
+        raise ValueError(f"arena schedule {mode!r}; one of {', '.join(SCHEDULES)}")
+    items, tmp = [], []
+    for stage, bufs in enumerate(stages):
+        for buf in bufs:
+            if mode == "infer" and buf.role in ("grad", "ograd"):
+                continue
+            if buf.role == "tmp":
+                tmp.append((stage, buf))
+            else:
+                items.append((stage, buf, lifetime(stage, buf.role, len(stages), mode)))
+    # Largest first; ties in a fixed order so the layout is reproducible.
+    items.sort(key=lambda it: (-aligned(it[1].nbytes), it[2][0], it[0], it[1].name))
+    placed, placement, live = [], [], 0
+    for stage, buf, (first, last) in items:
+        size = aligned(buf.nbytes)
+        busy = sorted((off, off + n) for off, n, a, b in placed if a <= last and first <= b)
+        offset = 0
+        for start, end in busy:
+            if offset + size <= start:
+                break
+            offset = max(offset, end)
+        placed.append((offset, size, first, last))
+        placement.append((stage, buf, "live", offset))
+        live = max(live, offset + size)
+    # A stage's scratch buffers can be used together (the fused pooled backward uses its
+    # columns and its dz slices at once): consecutive within a stage, shared across stages.
+    scratch, cursor = 0, {}
+    for stage, buf in tmp:
+        offset = cursor.get(stage, 0)
+        placement.append((stage, buf, "tmp", offset))
+        cursor[stage] = offset + aligned(buf.nbytes)
+        scratch = max(scratch, cursor[stage])
+    return Layout(placement, {"live": live, "tmp": scratch}, live + scratch)
 
 
 class Arena:
@@ -87,11 +126,8 @@ class Arena:
         self.mode = mode
         self.nbytes = layout.nbytes
         self.region_bytes = dict(layout.region_bytes)
-        base, offset = {}, 0
-        for region in sorted(layout.region_bytes):
-            base[region] = offset
-            offset += layout.region_bytes[region]
-        need = max(offset, ALIGN)
+        base = {"live": 0, "tmp": layout.region_bytes["live"]}
+        need = max(layout.nbytes, ALIGN)
         self.borrowed = memory is not None and memory.nbytes >= need
         self.memory = memory if self.borrowed else np.empty(need, np.uint8)
         self.views: list[dict[str, np.ndarray]] = [dict() for _ in stages]

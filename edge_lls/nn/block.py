@@ -72,7 +72,9 @@ class Block:
                 scratch = max(scratch, cols)
                 bufs.append(Buf("dzr", (max(dz, 1),), "tmp"))
             else:
-                bufs.append(Buf(f"g{k}", out_shape, "grad"))
+                # In backprop the next stage writes dL/dy of the last unit when no pooling follows.
+                role = "ograd" if backprop and k == last and not self.post else "grad"
+                bufs.append(Buf(f"g{k}", out_shape, role))
             shape = out_shape
         bufs.append(Buf("s", (scratch,), "tmp"))
         for j, p in enumerate(self.post):
@@ -81,7 +83,8 @@ class Block:
             if backprop:
                 if p.needs_argmax:
                     bufs.append(Buf(f"arg{j}", out_shape, "keep", dtype=np.int32))
-                bufs.append(Buf("dh" if j == len(self.post) - 1 else f"pg{j}", out_shape, "grad"))
+                is_out = j == len(self.post) - 1
+                bufs.append(Buf("dh" if is_out else f"pg{j}", out_shape, "ograd" if is_out else "grad"))
             shape = out_shape
         return bufs
 

@@ -103,7 +103,7 @@ class Model:
                pooled_grad: list[bool] | None = None) -> list[list[Buf]]:
         """Every buffer of a step, per stage (blocks, then the classifier): arena.plan's input."""
         shapes, _ = self.stage_shapes(batch)
-        backprop = mode == "global"
+        backprop = mode == "backprop"
         pooled = pooled_grad or [False] * len(self.blocks)
         stages = [b.buffers(s[0], backprop=backprop, pooled_grad=pg)
                   for b, s, pg in zip(self.blocks, shapes, pooled)]

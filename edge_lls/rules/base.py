@@ -16,8 +16,9 @@ class StepStats:
 
 
 class Rule:
-    """A learning rule. mode 'local': blocks learn one at a time from their own signal,
-    'global': the step needs every block's activations at once (BP, DFA)."""
+    """A learning rule. Its mode is the step's schedule (nn/arena.py): 'local', blocks
+    learn one at a time from their own signal; 'backprop' and 'feedback' (DFA) run every
+    block forward first and keep its activations until its backward."""
     name = "rule"
     mode = "local"
 

@@ -7,7 +7,7 @@ from .base import Rule, StepStats, classifier_step
 
 class BP(Rule):
     name = "bp"
-    mode = "global"
+    mode = "backprop"
 
     def train_step(self, model, arena, x, labels, optimizers):
         inputs, h = [], x

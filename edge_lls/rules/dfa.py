@@ -15,7 +15,7 @@ from .basis import nhwc_to_channel_major
 
 class DFA(Rule):
     name = "dfa"
-    mode = "global"
+    mode = "feedback"
 
     def attach(self, model, rng):
         self.model = model
