@@ -711,8 +711,8 @@ def render(profile: Profile) -> str:
     lines = [head, f"MACs per step of {p.batch} samples (forward: conv/FC only, "
                    f"{format_count(p.forward_macs_per_sample)} per sample); "
                    f"bytes held; 'act live' = activations live {when}", "",
-             _table(rows), "  * total act: the step arena without scratch (allocated once, "
-                           "regions sized by their largest stage; not a sum)", "",
+             _table(rows), "  * total act: the step arena without scratch (allocated once, buffers "
+                           "packed by lifetime: not a sum)", "",
              f"peak training memory  {format_bytes(p.peak_memory_bytes)}  ({p.peak_memory_bytes:,} B) = "
              f"weights {format_bytes(p.weight_bytes)} + grads {format_bytes(p.grad_bytes)} + optimizer "
              f"{format_bytes(p.optimizer_bytes)} + rule {format_bytes(p.rule_param_bytes)} + activations "
