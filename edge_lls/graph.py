@@ -4,7 +4,11 @@ Loading a graph prepares every operator once: a handler named after the TFLite o
 DEPTHWISE_CONV_2D, ...) checks the op's tensors, precomputes everything that depends only on
 constants (per-channel multipliers and shifts, clamp ranges, folded biases, float32 weight
 copies) and returns a *step*: a closure that runs the op on preallocated buffers.  Running the
-graph is then a loop over steps with no allocation and no per-op decision making.
+graph is then a loop over steps with no allocation and no per-op decision making.  In fast mode
+most int8 layers are instead rows of a NativeProgram (kernels.run_program): consecutive rows
+run as one compiled call, so a whole model like VWW is a single call with no Python dispatch
+per layer, and their transient buffers (padded inputs, patches, accumulators) share one
+scratch buffer per role to keep the working set in L2.
 
 int8 ops follow TFLite's integer semantics bit for bit (edge_lls/kernels/int8.py); float32
 ops are plain NumPy.  Every runtime tensor has its own buffer, so after a run every
@@ -16,13 +20,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from numba import typed, types
 
 from edge_lls.errors import FormatError
+from edge_lls.kernels import blas
 from edge_lls.kernels import int8 as kernels
 from edge_lls.kernels.quant import (
     ADD_LEFT_SHIFT,
     activation_range_s8,
     add_params,
+    clamp_first_tables,
     conv_output_multipliers,
     mean_multiplier,
     quantize_multiplier,
@@ -85,10 +92,11 @@ class Graph:
         self.fast = fast
         self.buffers: dict[int, np.ndarray] = {}
         self.float_mirrors: dict[int, np.ndarray] = {}  # int8 tensor -> float32 (pixels, C) copy
-        self._mirror_requests = self._plan_float_mirrors() if fast else set()
+        self._mirror_requests, self._hand_offs = self._plan_float_mirrors() if fast else (set(), set())
+        self.native = NativeProgram()
         for index in self.inputs:
             self._allocate(index, "graph input")
-        self._steps: list[Step] = [self._prepare(op) for op in operators]
+        self._steps: list[Step] = self.native.merge([self._prepare(op) for op in operators])
         for index in self.outputs:
             if index not in self.buffers and self.tensors[index].data is None:
                 raise FormatError(f"{name}: graph output tensor {index} '{self.tensors[index].name}' is never produced")
@@ -155,14 +163,24 @@ class Graph:
             self.buffers[index] = np.zeros(tensor.shape, tensor.dtype)
         return self.buffers[index]
 
-    def _plan_float_mirrors(self) -> set[int]:
-        """int8 tensors read by a 1x1 GEMM convolution: their producer also writes float32."""
-        wanted = set()
+    def _plan_float_mirrors(self) -> tuple[set[int], set[int]]:
+        """int8 tensors read by a 1x1 GEMM convolution: their producer also writes float32.
+        Second set: those whose only reader is the very next op (not a graph output), whose
+        float32 copy is dead once that op has run (see mirror_for_output)."""
+        wanted, hand_offs = set(), set()
+        readers: dict[int, int] = {}
         for op in self.operators:
+            for index in op.inputs:
+                readers[index] = readers.get(index, 0) + 1
+        for position, op in enumerate(self.operators):
             if op.opcode == "CONV_2D" and len(op.inputs) >= 2 and min(op.inputs[:2]) >= 0 \
                     and self._is_pointwise_gemm(op):
-                wanted.add(op.inputs[0])
-        return wanted
+                index = op.inputs[0]
+                wanted.add(index)
+                produced_just_before = position > 0 and index in self.operators[position - 1].outputs
+                if produced_just_before and readers[index] == 1 and index not in self.outputs:
+                    hand_offs.add(index)
+        return wanted, hand_offs
 
     def _is_pointwise_gemm(self, op: Operator) -> bool:
         """Malformed ops answer False here; their handler reports the problem."""
@@ -172,15 +190,122 @@ class Graph:
                 and o.get("stride_h") == 1 and o.get("stride_w") == 1
                 and w.shape[3] <= kernels.FLOAT32_EXACT_MAX_TAPS)
 
-    def mirror_for_output(self, index: int) -> np.ndarray:
+    def mirror_for_output(self, index: int, hand_off: bool = False) -> np.ndarray | Scratch:
         """Float32 (pixels, C) buffer the producer of ``index`` should also fill, or an empty
-        (0, 0) array when no GEMM consumer asked for one."""
+        (0, 0) array when no GEMM consumer asked for one.  With hand_off (a native producer
+        whose own inputs are int8) a copy read only by the next op is shared Scratch of the
+        native program instead of a buffer of its own; a consumer that is not native then
+        converts the int8 tensor itself."""
         if index not in self._mirror_requests:
             return np.zeros((0, 0), np.float32)
         shape = self.tensors[index].shape
-        mirror = np.zeros((int(np.prod(shape[:-1])), shape[-1]), np.float32)
+        if hand_off and index in self._hand_offs:
+            mirror = Scratch("mirror", int(np.prod(shape)))
+        else:
+            mirror = np.zeros((int(np.prod(shape[:-1])), shape[-1]), np.float32)
         self.float_mirrors[index] = mirror
         return mirror
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Float32 working memory of a native layer that does not outlive its call: every layer's
+    scratch of one role shares one buffer (a smaller footprint keeps the run in L2)."""
+    role: str
+    size: int
+
+
+def NOTHING() -> None:
+    """The step of an op that needs no work at run time (a RESHAPE that is a view)."""
+
+
+class NativeStep:
+    """A prepared layer that runs inside kernels.run_program (row ``row`` of its program).
+    Called on its own it runs just that row; NativeProgram.merge turns runs of them into one
+    call."""
+
+    def __init__(self, program: "NativeProgram", row: int):
+        self.program, self.row = program, row
+
+    def __call__(self) -> None:
+        self.program.run(self.row, self.row + 1)
+
+
+class NativeProgram:
+    """Fast-path layers as rows of an int64 table over typed lists of flat arrays (layout in
+    edge_lls/kernels/int8.py, run_program), so that a run of consecutive layers is one
+    compiled call: no Python dispatch and no argument unboxing per layer."""
+
+    def __init__(self):
+        self.f32 = typed.List.empty_list(types.float32[::1])
+        self.i8 = typed.List.empty_list(types.int8[::1])
+        self.i64 = typed.List.empty_list(types.int64[::1])
+        for store, dtype in ((self.f32, np.float32), (self.i8, np.int8), (self.i64, np.int64)):
+            store.append(np.zeros(0, dtype))  # index 0: "none"
+        self.rows: list[np.ndarray] = []
+        self.table: np.ndarray | None = None  # np.stack(rows), built as rows are added
+        self._scratch: list[tuple[int, str, int]] = []  # (f32 list index, role, size)
+        slots = blas.SLOTS
+        self.slot = (slots.ints[0], slots.floats[0], slots.chars[0])
+
+    def _index(self, store, array) -> int:
+        if isinstance(array, Scratch):
+            store.append(np.zeros(0, np.float32))  # replaced by a view of the shared buffer in merge()
+            self._scratch.append((len(store) - 1, array.role, array.size))
+            return len(store) - 1
+        if array is None or array.size == 0:
+            return 0
+        if not array.flags.c_contiguous:  # reshape(-1) would copy: the kernels must see the real buffer
+            raise ValueError("native program arrays must be C-contiguous")
+        store.append(array.reshape(-1))  # a view: the kernels write into the graph's own buffers
+        return len(store) - 1
+
+    def add(self, kind: int, floats=(), bytes_=(), longs=(), ints=()) -> NativeStep:
+        row = np.zeros(kernels.PROGRAM_WIDTH, np.int64)
+        row[0] = kind
+        for column, store, arrays, limit in ((kernels.FLOATS, self.f32, floats, kernels.BYTES),
+                                             (kernels.BYTES, self.i8, bytes_, kernels.LONGS),
+                                             (kernels.LONGS, self.i64, longs, kernels.INTS)):
+            assert column + len(arrays) <= limit
+            for k, array in enumerate(arrays):
+                row[column + k] = self._index(store, array)
+        assert kernels.INTS + len(ints) <= kernels.PROGRAM_WIDTH
+        row[kernels.INTS:kernels.INTS + len(ints)] = [int(v) for v in ints]
+        self.rows.append(row)
+        self.table = np.stack(self.rows)
+        return NativeStep(self, len(self.rows) - 1)
+
+    def run(self, start: int, stop: int) -> None:
+        kernels.run_program(self.table, start, stop, self.f32, self.i8, self.i64, *self.slot)
+
+    def merge(self, steps: list[Step]) -> list[Step]:
+        """Consecutive NativeSteps (consecutive rows) -> one step running them all.  Also lays
+        every layer's scratch of one role over a single shared buffer."""
+        for role in {role for _, role, _ in self._scratch}:
+            shared = np.zeros(max(size for _, r, size in self._scratch if r == role), np.float32)
+            for index, r, size in self._scratch:
+                if r == role:
+                    self.f32[index] = shared[:size]
+        merged: list[Step] = []
+        steps = [step for step in steps if step is not NOTHING]
+        k = 0
+        while k < len(steps):
+            step = steps[k]
+            if not isinstance(step, NativeStep):
+                merged.append(step)
+                k += 1
+                continue
+            while k + 1 < len(steps) and isinstance(steps[k + 1], NativeStep) and steps[k + 1].row == steps[k].row + 1:
+                k += 1
+            start, stop = step.row, steps[k].row + 1
+            merged.append(step if stop == start + 1 else self._segment(start, stop))
+            k += 1
+        return merged
+
+    def _segment(self, start: int, stop: int) -> Step:
+        table, lists, slot = self.table, (self.f32, self.i8, self.i64), self.slot
+        run = kernels.run_program
+        return lambda: run(table, start, stop, *lists, *slot)
 
 
 # ====================================================================================
@@ -392,18 +517,23 @@ def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, bias, multipliers, shifts, o
     _require(np.all(np.abs(bias_eff) < 2 ** 31), graph, op, "bias with folded zero point overflows int32")
     bias_eff = bias_eff.astype(np.int32)
     w_matrix = w.reshape(out_c, -1).T.astype(np.float32).copy()  # (KH*KW*Cin, Cout)
+    zp, out_zp = x.zero_point, out.zero_point
+    pointwise = kernel_h == kernel_w == 1 and stride_h == stride_w == 1
+    tables = _clamp_first(multipliers, shifts, bias_eff, out_zp, act_min, act_max)
+    if tables is not None:
+        mirror = graph.mirror_for_output(out.index, hand_off=not pointwise)
+        return _conv_2d_fused(graph, x, x_value, w, w_matrix, tables, out_buffer, mirror, geometry, pointwise)
+    # Requantization the clamp-first tables cannot express (left shifts): separate passes.
+    mirror = graph.mirror_for_output(out.index)
     table = requantize_tables(multipliers, shifts)
     pixels = out_h * out_w
     acc = np.zeros((pixels, out_c), np.float32)
     out_rows = out_buffer.reshape(batches, pixels, out_c)
-    mirror = graph.mirror_for_output(out.index)
     mirror_rows = mirror.reshape(batches, pixels, out_c) if mirror.size else None
     no_mirror = np.zeros((0, 0), np.float32)
-    zp, out_zp = x.zero_point, out.zero_point
-    pointwise = kernel_h == kernel_w == 1 and stride_h == stride_w == 1
     if pointwise:
         source_mirror = graph.float_mirrors.get(x.index)
-        if source_mirror is None:
+        if not isinstance(source_mirror, np.ndarray):  # none, or the native program's scratch
             source_mirror = np.zeros((batches * pixels, in_c), np.float32)
             x_flat = x_value.reshape(-1)
             convert = lambda: kernels.s8_to_f32(x_flat, source_mirror.reshape(-1))  # noqa: E731
@@ -430,6 +560,55 @@ def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, bias, multipliers, shifts, o
             kernels.requantize_gemm(acc, bias_eff, table, out_zp, act_min, act_max, out_rows[n],
                                     mirror_rows[n] if mirror_rows is not None else no_mirror)
     return step
+
+
+def _clamp_first(multipliers, shifts, bias_eff, out_zp, act_min, act_max, tile: int = 1):
+    """Requantization tables of kernels.conv_gemm_f32 / pointwise_gemm_f32 / depthwise3x3_f32
+    (quant.clamp_first_tables, repeated ``tile`` times along the span), or None."""
+    tables = clamp_first_tables(multipliers, shifts, bias_eff, out_zp, act_min, act_max)
+    if tables is None:
+        return None
+    bounds = np.tile(np.stack([tables["lo"], tables["hi"]]), (1, tile))
+    longs = np.tile(np.stack([tables[k] for k in ("multiplier", "shift", "folded", "bias_product", "offset",
+                                                  "negative_delta")]), (1, tile))
+    return bounds, longs, tables["signed"], out_zp
+
+
+# Pixels per GEMM tile: the tile's accumulators and patches stay in L1/L2 while requantized.
+GEMM_TILE_PIXELS = 256
+
+
+def _conv_2d_fused(graph, x: Tensor, x_value, w, w_matrix, tables, out_buffer, mirror, geometry, pointwise) -> Step:
+    """One compiled call per convolution: patches, sgemm and requantization (see
+    kernels.conv_gemm_f32 and kernels.pointwise_gemm_f32), as a row of the graph's native
+    program."""
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w = geometry
+    out_c, kernel_h, kernel_w, in_c = w.shape
+    batches, out_h, out_w, _ = out_buffer.shape
+    bounds, longs, signed, out_zp = tables
+    if pointwise:
+        pixels = batches * out_h * out_w
+        source = graph.float_mirrors.get(x.index)
+        convert = source is None
+        if convert:  # no producer writes a float32 copy: convert in the same call
+            source = np.zeros((pixels, in_c), np.float32)
+        tile = min(pixels, GEMM_TILE_PIXELS)
+        acc = Scratch("acc", tile * out_c)
+        return graph.native.add(kernels.KIND_POINTWISE, floats=(source, w_matrix, acc, bounds, mirror),
+                                bytes_=(out_buffer, x_value), longs=(longs,),
+                                ints=(pixels, in_c, out_c, tile, signed, out_zp, convert))
+    padded_h = (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1
+    planes_w = out_w + ((kernel_w - 1) * dilation_w) // stride_w
+    xp = Scratch("input", padded_h * in_c * stride_w * planes_w)
+    tile_rows = max(1, min(out_h, GEMM_TILE_PIXELS // out_w))
+    cols_t = Scratch("patches", kernel_h * kernel_w * in_c * tile_rows * out_w)
+    acc = Scratch("acc", tile_rows * out_w * out_c)
+    in_h, in_w = x_value.shape[1], x_value.shape[2]
+    return graph.native.add(kernels.KIND_CONV_GEMM, floats=(xp, cols_t, w_matrix, acc, bounds, mirror),
+                            bytes_=(x_value, out_buffer), longs=(longs,),
+                            ints=(batches, in_h, in_w, in_c, out_h, out_w, out_c, kernel_h, kernel_w, stride_h,
+                                  stride_w, pad_top, pad_left, dilation_h, dilation_w, padded_h, planes_w, tile_rows,
+                                  signed, out_zp, x.zero_point))
 
 
 def DEPTHWISE_CONV_2D(graph: Graph, op: Operator) -> Step:
@@ -461,6 +640,11 @@ def DEPTHWISE_CONV_2D(graph: Graph, op: Operator) -> Step:
     multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
     act_min, act_max = activation_range_s8(o["activation"], out.scale, out.zero_point)
     w = weights.data
+    if graph.fast and multiplier == 1 and kernel_h == kernel_w == 3:
+        step = _depthwise_3x3_fused(graph, x, x_value, w, bias, multipliers, shifts, out, out_buffer, geometry,
+                                    act_min, act_max)
+        if step is not None:
+            return step
     mirror = graph.mirror_for_output(out.index)
     if graph.fast and multiplier == 1:
         out_w = out.shape[2]
@@ -474,6 +658,42 @@ def DEPTHWISE_CONV_2D(graph: Graph, op: Operator) -> Step:
     if mirror.size:
         return lambda: kernels.depthwise_conv2d_s8_mirrored(x_value, w, bias, out_buffer, mirror, *args)
     return lambda: kernels.depthwise_conv2d_s8(x_value, w, bias, out_buffer, *args)
+
+
+def _depthwise_3x3_fused(graph, x: Tensor, x_value, w, bias, multipliers, shifts, out: Tensor, out_buffer, geometry,
+                         act_min, act_max) -> Step | None:
+    """kernels.depthwise3x3_f32 (one call per layer), or None when its requantization tables
+    do not apply."""
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w = geometry
+    _, out_h, out_w, channels = out_buffer.shape
+    taps = w[0].reshape(9, channels).astype(np.int64)
+    bias_eff = bias.astype(np.int64) - x.zero_point * taps.sum(axis=0)
+    if np.any(np.abs(bias_eff) >= 2 ** 31):
+        return None
+    chunk = channels * -(-DEPTHWISE_CHUNK // channels)  # a multiple of C: tables repeat per chunk
+    tables = _clamp_first(multipliers, shifts, bias_eff, out.zero_point, act_min, act_max, tile=chunk // channels)
+    if tables is None:
+        return None
+    padded_h = (out_h - 1) * stride_h + 2 * dilation_h + 1
+    planes_w = out_w + (2 * dilation_w) // stride_w
+    xp = Scratch("input", padded_h * stride_w * planes_w * channels)
+    plane = planes_w * channels
+    offsets = np.array([ky * dilation_h * stride_w * plane + ((kx * dilation_w) % stride_w) * plane
+                        + ((kx * dilation_w) // stride_w) * channels for ky in range(3) for kx in range(3)], np.int64)
+    weights = np.tile(taps.astype(np.float32), (1, chunk // channels))  # (9, chunk)
+    acc = Scratch("acc", chunk)
+    mirror = graph.mirror_for_output(out.index, hand_off=True)
+    bounds, longs, signed, out_zp = tables
+    batches, in_h, in_w, _ = x_value.shape
+    return graph.native.add(kernels.KIND_DEPTHWISE_3X3, floats=(xp, weights, bounds, acc, mirror),
+                            bytes_=(x_value, out_buffer), longs=(offsets, longs),
+                            ints=(batches, in_h, in_w, channels, out_h, out_w, pad_top, pad_left, stride_h, stride_w,
+                                  padded_h, planes_w, signed, out_zp, chunk, x.zero_point))
+
+
+# Values per depthwise inner loop (rounded up to a multiple of the channel count); its weights
+# and requantization tables are tiled to this length.
+DEPTHWISE_CHUNK = 128
 
 
 def _depthwise_float(graph, op, x_value, weights: Tensor, out_buffer, geometry, multiplier) -> Step:
@@ -526,6 +746,10 @@ def FULLY_CONNECTED(graph: Graph, op: Operator) -> Step:
     multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
     act_min, act_max = activation_range_s8(activation, out.scale, out.zero_point)
     w = weights.data
+    if graph.fast and w.flags.c_contiguous:
+        return graph.native.add(kernels.KIND_FULLY_CONNECTED, bytes_=(x_rows, w, out_rows),
+                                longs=(bias.astype(np.int64), multipliers.astype(np.int64), shifts.astype(np.int64)),
+                                ints=(batches, depth, out_c, x.zero_point, out.zero_point, act_min, act_max))
     args = (x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
     return lambda: kernels.fully_connected_s8(x_rows, w, bias, out_rows, *args)
 
@@ -556,7 +780,14 @@ def AVERAGE_POOL_2D(graph: Graph, op: Operator) -> Step:
         return _float_pool(x_value, out_buffer, geometry, op.options["activation"], average=True)
     _require_dtype(x, [np.int8], graph, op, "input")
     act_min, act_max = _pool_int8_range(graph, op, x, out)
+    if graph.fast:
+        return _native_pool(graph, kernels.KIND_AVERAGE_POOL, x_value, out_buffer, geometry, act_min, act_max)
     return lambda: kernels.avg_pool2d_s8(x_value, out_buffer, *geometry, act_min, act_max)
+
+
+def _native_pool(graph, kind, x_value, out_buffer, geometry, act_min, act_max) -> Step:
+    return graph.native.add(kind, bytes_=(x_value, out_buffer),
+                            ints=(*x_value.shape, *out_buffer.shape[1:3], *geometry, act_min, act_max))
 
 
 def MAX_POOL_2D(graph: Graph, op: Operator) -> Step:
@@ -565,6 +796,8 @@ def MAX_POOL_2D(graph: Graph, op: Operator) -> Step:
         return _float_pool(x_value, out_buffer, geometry, op.options["activation"], average=False)
     _require_dtype(x, [np.int8], graph, op, "input")
     act_min, act_max = _pool_int8_range(graph, op, x, out)
+    if graph.fast:
+        return _native_pool(graph, kernels.KIND_MAX_POOL, x_value, out_buffer, geometry, act_min, act_max)
     return lambda: kernels.max_pool2d_s8(x_value, out_buffer, *geometry, act_min, act_max)
 
 
@@ -689,7 +922,7 @@ def RESHAPE(graph: Graph, op: Operator) -> Step:
     _require(x.dtype == out.dtype, graph, op, f"input type {x.type_name} != output type {out.type_name}")
     if x.data is None and out.index not in graph.buffers:
         graph.buffers[out.index] = x_value.reshape(out.shape)  # a view: reshape costs nothing at run time
-        return lambda: None
+        return NOTHING
     out_buffer = graph._allocate(out.index, "output")
     return lambda: np.copyto(out_buffer, x_value.reshape(out.shape))
 
@@ -715,6 +948,9 @@ def SOFTMAX(graph: Graph, op: Operator) -> Step:
     _require(out.zero_point == -128 and abs(out.scale - 1 / 256) <= 0.001 / 256, graph, op,
              f"int8 output must have scale 1/256 and zero point -128, got {out.scale} and {out.zero_point}")
     multiplier, left_shift, diff_min = softmax_params(x.scale, beta)
+    if graph.fast:
+        return graph.native.add(kernels.KIND_SOFTMAX, bytes_=(x_rows, out_rows),
+                                ints=(rows, depth, multiplier, left_shift, diff_min))
     return lambda: kernels.softmax_s8(x_rows, out_rows, multiplier, left_shift, diff_min)
 
 

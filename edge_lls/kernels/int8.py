@@ -16,18 +16,26 @@ for the bias.  The graph loader (edge_lls/graph.py) checks K * 32640 + max|bias|
 every layer and refuses the model otherwise, so the bound is enforced, not assumed.  Pool
 and mean sums are at most window * 255 (or H*W * 255), far below 2^31 for any image size.
 
-The fast-path helpers at the end (im2col_s8_f32, requantize_gemm, depthwise_rows_s8) serve the
-graph's default path.  Convolutions run there as a float32 matrix product (BLAS).  That is exact integer arithmetic, not an approximation: the inputs are
-raw int8 codes (|x| <= 128, the zero point is folded into the bias and padding carries the zero
-point) and weights |w| <= 128, so every partial sum of K <= 1024 products is an integer of
+The fast-path kernels at the end serve the graph's default path.  Convolutions run there as a
+float32 matrix product (BLAS).  That is exact integer arithmetic, not an approximation: the inputs
+are raw int8 codes (|x| <= 128, the zero point is folded into the bias and padding carries the
+zero point) and weights |w| <= 128, so every partial sum of K <= 1024 products is an integer of
 magnitude <= 1024 * 2^14 = 2^24, and float32 represents every integer up to 2^24 exactly, in
-any summation order.  The loader uses that path only when K <= 1024.
+any summation order (fused multiply-adds included: they round nothing either).  The loader uses
+that path only when K <= 1024.  Two generations:
+  * conv_gemm_f32, pointwise_gemm_f32, depthwise3x3_f32 (used whenever
+    quant.clamp_first_tables applies: every multiplier below 1): each layer is one compiled
+    call (sgemm is called from inside, edge_lls.kernels.blas), requantization clamps the
+    accumulator first so that it needs no output clamp, and run_program runs a whole run of
+    such layers (plus pooling, fully connected and softmax) in one call;
+  * im2col_s8_f32, requantize_gemm, depthwise_rows_s8: separate passes, for the rest.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, uintp
 
+from edge_lls.kernels import blas
 from edge_lls.kernels.quant import (
     exp_on_negative_values_q5_26,
     has_left_shift,
@@ -489,3 +497,286 @@ def requantize_gemm(acc, bias, table, output_zero_point, act_min, act_max, out, 
         if write_mirror:
             for c in range(channels):
                 mirror_flat[uintp(start + c)] = np.float32(out_flat[uintp(start + c)])
+
+
+# ----------------------------------------------------------------------------------------
+# Fast path, second generation: clamp-first requantization, padded float32 inputs, BLAS from
+# inside the kernels (edge_lls.kernels.blas), one compiled call per layer
+# ----------------------------------------------------------------------------------------
+#
+# Requantization tables come from quant.clamp_first_tables, laid out per position of the
+# span being requantized (per channel for GEMM outputs, tiled along the output row for the
+# depthwise kernel):
+#   bounds (2, L) float32   accumulator clamp [lo, hi] (exact integers)
+#   longs  (6, L) int64     multiplier, total shift, folded offset (bias * m + rounding offset),
+#                           bias * m, offset for P >= 0, offset difference for P < 0 (the last
+#                           three only when ``signed``)
+# The clamp makes the output clamp unnecessary and every result fits int8 (see quant).
+
+@njit(cache=True)
+def _requantize_block(acc, rows, width, bounds, longs, signed, zero_point, out_flat, mirror_flat, start,
+                      write_mirror):
+    """acc (>= rows*width,) float32 exact accumulators, row-major (rows, width), tables of
+    length width -> out_flat[start : start + rows*width] int8 (and float32 into mirror_flat).
+    The int32 casts let LLVM multiply with vpmuldq (32 x 32 -> 64 bits)."""
+    for r in range(rows):
+        row = r * width
+        base = start + row
+        if signed:
+            for c in range(width):
+                a = min(max(acc[uintp(row + c)], bounds[0, c]), bounds[1, c])
+                product = np.int64(np.int32(a)) * np.int64(np.int32(longs[0, c])) + longs[3, c]
+                offset = longs[4, c] + (longs[5, c] & (product >> 63))
+                out_flat[uintp(base + c)] = ((product + offset) >> longs[1, c]) + zero_point
+        else:
+            for c in range(width):
+                a = min(max(acc[uintp(row + c)], bounds[0, c]), bounds[1, c])
+                product = np.int64(np.int32(a)) * np.int64(np.int32(longs[0, c]))
+                out_flat[uintp(base + c)] = ((product + longs[2, c]) >> longs[1, c]) + zero_point
+        if write_mirror:
+            for c in range(width):
+                mirror_flat[uintp(base + c)] = np.float32(out_flat[uintp(base + c)])
+
+
+@njit(cache=True)
+def _convert_strided(x_flat, src, step, out_flat, dst, count):
+    """out_flat[dst + i] = x_flat[src + i * step] as float32, i < count.  A separate function:
+    inlined into the fill loop nest LLVM leaves this loop scalar (measured 1.6x slower)."""
+    for i in range(count):
+        out_flat[uintp(dst + i)] = np.float32(x_flat[uintp(src + step * i)])
+
+
+@njit(cache=True)
+def _fill_value(out_flat, dst, count, value):
+    for i in range(count):
+        out_flat[uintp(dst + i)] = value
+
+
+@njit(cache=True)
+def fill_padded_f32(x_flat, start, in_h, in_w, channels, xp_flat, pad_top, pad_left, stride, padded_h, planes_w,
+                    planar, pad_value):
+    """One NHWC int8 image (x_flat[start:]) -> float32 buffer xp_flat holding the padded image:
+    raw codes inside, pad_value (the input zero point) on the border, which is rewritten every
+    time (the buffer is shared scratch).  Column u = ix + pad_left goes to plane u % stride at
+    position u // stride, so a strided window reads contiguous runs.  Layouts:
+    planar=False (padded_h, stride, planes_w, C), channels innermost (depthwise);
+    planar=True (padded_h, C, stride, planes_w), one row per channel (im2col of a GEMM conv).
+    Rows and columns beyond the buffer are not read by any window and are dropped."""
+    padded_w = stride * planes_w
+    row_size = padded_w * channels
+    fill = np.float32(pad_value)
+    for y in range(padded_h):
+        iy = y - pad_top
+        if iy < 0 or iy >= in_h:
+            _fill_value(xp_flat, y * row_size, row_size, fill)
+            continue
+        src_row = start + iy * in_w * channels
+        if stride == 1 and not planar:
+            pad_left = min(pad_left, padded_w)
+            count = max(0, min(in_w, padded_w - pad_left))
+            dst = y * row_size
+            _fill_value(xp_flat, dst, pad_left * channels, fill)
+            for j in range(count * channels):
+                xp_flat[uintp(dst + pad_left * channels + j)] = np.float32(x_flat[uintp(src_row + j)])
+            tail = pad_left + count
+            _fill_value(xp_flat, dst + tail * channels, (padded_w - tail) * channels, fill)
+            continue
+        for p in range(stride):
+            first = (p - pad_left) % stride  # first input column ix with (ix + pad_left) % stride == p
+            q0 = (first + pad_left) // stride
+            count = max(0, min((in_w - first + stride - 1) // stride, planes_w - q0)) if first < in_w else 0
+            q0 = min(q0, planes_w)
+            src = src_row + first * channels
+            step = stride * channels
+            if planar:
+                for c in range(channels):
+                    dst = ((y * channels + c) * stride + p) * planes_w
+                    _fill_value(xp_flat, dst, q0, fill)
+                    _convert_strided(x_flat, src + c, step, xp_flat, dst + q0, count)
+                    _fill_value(xp_flat, dst + q0 + count, planes_w - q0 - count, fill)
+            else:
+                dst = (y * stride + p) * planes_w * channels
+                _fill_value(xp_flat, dst, q0 * channels, fill)
+                for i in range(count):
+                    for c in range(channels):
+                        xp_flat[uintp(dst + (q0 + i) * channels + c)] = np.float32(x_flat[uintp(src + i * step + c)])
+                _fill_value(xp_flat, dst + (q0 + count) * channels, (planes_w - q0 - count) * channels, fill)
+
+
+@njit(cache=True, fastmath={'contract'})
+def depthwise3x3_f32(x, xp, taps, weights, bounds, longs, signed, zero_point, acc, out, mirror, pad_top, pad_left,
+                     stride_h, stride_w, padded_h, planes_w, pad_value):
+    """Multiplier-1 3x3 DEPTHWISE_CONV_2D (any stride and dilation) of int8 NHWC x into int8 NHWC
+    out (and float32 (pixels, C) mirror when it is not empty).
+
+    The input is first written as float32 raw codes into xp (border = pad_value, the input zero
+    point; columns split by stride: see fill_padded_f32); the zero point is folded into the bias
+    of the tables, so padded taps cancel exactly as TFLite's skipped ones.  Each output row is
+    then computed in chunks of ``chunk`` values (a multiple of C) with all nine taps in the loop
+    body: taps (9,) offsets of each tap from the row start in xp; weights (9, chunk) float32,
+    bounds/longs (2|6, chunk) tables tiled to the chunk; acc (chunk,) scratch.  Exact: products
+    and sums are integers below 2^24, so the fused multiply-adds round nothing."""
+    batches, in_h, in_w, channels = x.shape
+    out_h, out_w = out.shape[1], out.shape[2]
+    row_len = out_w * channels
+    chunk = weights.shape[1]
+    x_flat = x.reshape(x.size)
+    xp_flat = xp.reshape(xp.size)
+    out_flat = out.reshape(out.size)
+    mirror_flat = mirror.reshape(mirror.size)
+    write_mirror = mirror.size == out.size
+    plane_row = stride_w * planes_w * channels  # one padded input row
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = (weights[0], weights[1], weights[2], weights[3], weights[4], weights[5],
+                                          weights[6], weights[7], weights[8])
+    for n in range(batches):
+        fill_padded_f32(x_flat, n * in_h * in_w * channels, in_h, in_w, channels, xp_flat, pad_top, pad_left,
+                        stride_w, padded_h, planes_w, False, pad_value)
+        for oy in range(out_h):
+            for j0 in range(0, row_len, chunk):
+                b = oy * stride_h * plane_row + j0
+                o0, o1, o2 = b + taps[0], b + taps[1], b + taps[2]
+                o3, o4, o5 = b + taps[3], b + taps[4], b + taps[5]
+                o6, o7, o8 = b + taps[6], b + taps[7], b + taps[8]
+                count = min(chunk, row_len - j0)
+                for j in range(count):
+                    acc[j] = (xp_flat[uintp(o0 + j)] * w0[j] + xp_flat[uintp(o1 + j)] * w1[j]
+                              + xp_flat[uintp(o2 + j)] * w2[j] + xp_flat[uintp(o3 + j)] * w3[j]
+                              + xp_flat[uintp(o4 + j)] * w4[j] + xp_flat[uintp(o5 + j)] * w5[j]
+                              + xp_flat[uintp(o6 + j)] * w6[j] + xp_flat[uintp(o7 + j)] * w7[j]
+                              + xp_flat[uintp(o8 + j)] * w8[j])
+                _requantize_block(acc, 1, count, bounds, longs, signed, zero_point, out_flat, mirror_flat,
+                                  (n * out_h + oy) * row_len + j0, write_mirror)
+
+
+@njit(cache=True)
+def conv_gemm_f32(x, xp, cols_t, weights, acc, bounds, longs, signed, zero_point, out, mirror, kernel_h, kernel_w,
+                  stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, padded_h, planes_w, tile_rows,
+                  pad_value, slot_ints, slot_floats, slot_chars):
+    """CONV_2D as an exact float32 GEMM with everything in one call: the int8 image goes into a
+    padded planar float32 buffer xp (fill_padded_f32, planar), then per tile of tile_rows
+    output rows the transposed patch matrix cols_t (K, tile pixels) is gathered with one
+    contiguous copy per tap and output row, multiplied by weights (K, Cout) (sgemm from inside
+    the kernel), and requantized while the tile is in cache.  K = KH*KW*Cin in OHWI order; the
+    zero point is folded into the bias of the tables."""
+    batches, in_h, in_w, in_c = x.shape
+    out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    x_flat = x.reshape(x.size)
+    xp_flat = xp.reshape(xp.size)
+    out_flat = out.reshape(out.size)
+    mirror_flat = mirror.reshape(mirror.size)
+    acc_flat = acc.reshape(acc.size)
+    write_mirror = mirror.size == out.size
+    plane = stride_w * planes_w  # one channel of one padded row
+    for n in range(batches):
+        fill_padded_f32(x_flat, n * in_h * in_w * in_c, in_h, in_w, in_c, xp_flat, pad_top, pad_left, stride_w,
+                        padded_h, planes_w, True, pad_value)
+        for oy0 in range(0, out_h, tile_rows):
+            rows = min(tile_rows, out_h - oy0)
+            pixels = rows * out_w
+            for ky in range(kernel_h):
+                for kx in range(kernel_w):
+                    u = kx * dilation_w
+                    column = (u % stride_w) * planes_w + u // stride_w
+                    for ci in range(in_c):
+                        t = (ky * kernel_w + kx) * in_c + ci
+                        for r in range(rows):
+                            y = (oy0 + r) * stride_h + ky * dilation_h
+                            src = (y * in_c + ci) * plane + column
+                            dst = r * out_w
+                            for ox in range(out_w):
+                                cols_t[t, uintp(dst + ox)] = xp_flat[uintp(src + ox)]
+            tile = acc[:pixels]
+            blas.gemm_atb(cols_t[:, :pixels], weights, tile, 0.0, slot_ints, slot_floats, slot_chars)
+            _requantize_block(acc_flat, pixels, out_c, bounds, longs, signed, zero_point, out_flat, mirror_flat,
+                              (n * out_h + oy0) * out_w * out_c, write_mirror)
+
+
+@njit(cache=True)
+def pointwise_gemm_f32(source, weights, acc, bounds, longs, signed, zero_point, out, mirror, tile_pixels, slot_ints,
+                       slot_floats, slot_chars):
+    """1x1 stride-1 CONV_2D: source (pixels, Cin) float32 raw int8 codes (the producer's mirror),
+    weights (Cin, Cout) float32 -> out (pixels, Cout) int8 (and float32 mirror when not empty),
+    per tile of tile_pixels rows: sgemm, then requantization while the tile is in cache."""
+    pixels = source.shape[0]
+    out_c = weights.shape[1]
+    out_flat = out.reshape(out.size)
+    mirror_flat = mirror.reshape(mirror.size)
+    acc_flat = acc.reshape(acc.size)
+    write_mirror = mirror.size == out.size
+    for p0 in range(0, pixels, tile_pixels):
+        count = min(tile_pixels, pixels - p0)
+        blas.gemm_ab(source[p0:p0 + count], weights, acc[:count], 0.0, slot_ints, slot_floats, slot_chars)
+        _requantize_block(acc_flat, count, out_c, bounds, longs, signed, zero_point, out_flat, mirror_flat, p0 * out_c,
+                          write_mirror)
+
+
+# ----------------------------------------------------------------------------------------
+# Program runner: a run of prepared fast-path layers in one compiled call
+# ----------------------------------------------------------------------------------------
+#
+# Each layer is one row of an int64 table: its kind, indices into three typed lists of flat
+# arrays (float32, int8, int64; index 0 of each list is an empty array, "none") and its
+# integer parameters.  Calling the kernels from here costs no Python dispatch and no
+# unboxing of their arguments (a list crosses into Numba as one pointer).
+
+PROGRAM_WIDTH = 40
+FLOATS, BYTES, LONGS, INTS = 1, 9, 13, 17  # first column of each group in a row
+KIND_DEPTHWISE_3X3, KIND_CONV_GEMM, KIND_POINTWISE = 1, 2, 3
+KIND_AVERAGE_POOL, KIND_MAX_POOL, KIND_FULLY_CONNECTED, KIND_SOFTMAX = 4, 5, 6, 7
+
+
+@njit(cache=True)
+def run_program(program, start, stop, f32, i8, i64, slot_ints, slot_floats, slot_chars):
+    """Run rows start..stop-1 of ``program`` (see the layout above)."""
+    for i in range(start, stop):
+        row = program[i]
+        kind = row[0]
+        p = row[INTS:]
+        if kind == KIND_DEPTHWISE_3X3:
+            batches, in_h, in_w, channels, out_h, out_w = p[0], p[1], p[2], p[3], p[4], p[5]
+            x = i8[row[BYTES]].reshape((batches, in_h, in_w, channels))
+            out = i8[row[BYTES + 1]].reshape((batches, out_h, out_w, channels))
+            chunk = p[14]
+            depthwise3x3_f32(x, f32[row[FLOATS]], i64[row[LONGS]], f32[row[FLOATS + 1]].reshape((9, chunk)),
+                             f32[row[FLOATS + 2]].reshape((2, chunk)), i64[row[LONGS + 1]].reshape((6, chunk)),
+                             p[12] != 0, p[13], f32[row[FLOATS + 3]], out, f32[row[FLOATS + 4]], p[6], p[7], p[8], p[9],
+                             p[10], p[11], p[15])
+        elif kind == KIND_CONV_GEMM:
+            batches, in_h, in_w, in_c, out_h, out_w, out_c = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+            kernel_h, kernel_w, tile_rows = p[7], p[8], p[17]
+            taps = kernel_h * kernel_w * in_c
+            x = i8[row[BYTES]].reshape((batches, in_h, in_w, in_c))
+            out = i8[row[BYTES + 1]].reshape((batches, out_h, out_w, out_c))
+            conv_gemm_f32(x, f32[row[FLOATS]], f32[row[FLOATS + 1]].reshape((taps, tile_rows * out_w)),
+                          f32[row[FLOATS + 2]].reshape((taps, out_c)), f32[row[FLOATS + 3]].reshape((tile_rows * out_w,
+                                                                                                    out_c)),
+                          f32[row[FLOATS + 4]].reshape((2, out_c)), i64[row[LONGS]].reshape((6, out_c)), p[18] != 0,
+                          p[19], out, f32[row[FLOATS + 5]], kernel_h, kernel_w, p[9], p[10], p[11], p[12], p[13], p[14],
+                          p[15], p[16], tile_rows, p[20], slot_ints, slot_floats, slot_chars)
+        elif kind == KIND_POINTWISE:
+            pixels, in_c, out_c, tile = p[0], p[1], p[2], p[3]
+            source = f32[row[FLOATS]]
+            if p[6] != 0:  # no float32 mirror from the producer: convert the int8 input here
+                s8_to_f32(i8[row[BYTES + 1]], source)
+            pointwise_gemm_f32(source.reshape((pixels, in_c)), f32[row[FLOATS + 1]].reshape((in_c, out_c)),
+                               f32[row[FLOATS + 2]].reshape((tile, out_c)), f32[row[FLOATS + 3]].reshape((2, out_c)),
+                               i64[row[LONGS]].reshape((6, out_c)), p[4] != 0, p[5],
+                               i8[row[BYTES]].reshape((pixels, out_c)), f32[row[FLOATS + 4]], tile, slot_ints,
+                               slot_floats, slot_chars)
+        elif kind == KIND_AVERAGE_POOL or kind == KIND_MAX_POOL:
+            batches, in_h, in_w, channels, out_h, out_w = p[0], p[1], p[2], p[3], p[4], p[5]
+            x = i8[row[BYTES]].reshape((batches, in_h, in_w, channels))
+            out = i8[row[BYTES + 1]].reshape((batches, out_h, out_w, channels))
+            if kind == KIND_AVERAGE_POOL:
+                avg_pool2d_s8(x, out, p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13])
+            else:
+                max_pool2d_s8(x, out, p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13])
+        elif kind == KIND_FULLY_CONNECTED:
+            batches, depth, out_c = p[0], p[1], p[2]
+            fully_connected_s8(i8[row[BYTES]].reshape((batches, depth)), i8[row[BYTES + 1]].reshape((out_c, depth)),
+                               i64[row[LONGS]], i8[row[BYTES + 2]].reshape((batches, out_c)), p[3], p[4],
+                               i64[row[LONGS + 1]], i64[row[LONGS + 2]], p[5], p[6])
+        elif kind == KIND_SOFTMAX:
+            rows, depth = p[0], p[1]
+            softmax_s8(i8[row[BYTES]].reshape((rows, depth)), i8[row[BYTES + 1]].reshape((rows, depth)), p[2], p[3],
+                       p[4])

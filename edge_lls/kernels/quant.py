@@ -457,3 +457,101 @@ def reciprocal_q12_array(sum_of_exps):
     shifted = ((sums << headroom_plus_one) - (1 << 31)) & 0xFFFFFFFF
     shifted_minus_one = np.where(shifted >= (1 << 31), shifted - (1 << 32), shifted)
     return one_over_one_plus_x_array(shifted_minus_one), SOFTMAX_ACCUM_INTEGER_BITS - headroom_plus_one
+
+
+# ----------------------------------------------------------------------------------------
+# Clamp-first requantization (fast path of the graph)
+# ----------------------------------------------------------------------------------------
+
+# Largest integer magnitude below which every float32 accumulator of the fast path is exact.
+FLOAT32_EXACT_INTEGER = 1 << 24
+
+
+def clamp_first_tables(multipliers, shifts, bias, output_zero_point: int, act_min: int, act_max: int):
+    """Constants for requantizing an exact accumulator ``acc`` (bias not included, |acc| <= 2^24)
+    with the clamp moved in front of the multiplication, or None when the rule does not apply.
+
+    TFLite computes clamp(f(acc + bias) + zp, act_min, act_max) with f =
+    MultiplyByQuantizedMultiplier.  For a multiplier below 1 (no left shift) f is
+    non-decreasing, so with
+        t_max = min{t : f(t) >= act_max - zp},   t_min = max{t : f(t) <= act_min - zp}
+    (searched in int32 and verified to land exactly on act_max - zp and act_min - zp) every t
+    gives clamp(f(t) + zp, act_min, act_max) == f(clamp(t, t_min, t_max)) + zp: the output
+    clamp disappears and every result fits int8.  The accumulator is clamped to
+    [t_min - bias, t_max - bias] (float32; within +-2^24, where every accumulator lies, so the
+    bounds are exact integers), and
+        out = ((acc * m + bias * m + offset) >> total_shift) + zp
+    with TFLite's rounding offset for non-negative products, plus a correction for negative
+    products when some channel can have one (``signed``); requantize_tables proves that this
+    single shift equals TFLite's two roundings.  A channel whose output cannot vary over
+    |acc| <= 2^24 (flushed multiplier, or a bias that saturates it) becomes a constant:
+    multiplier 0, offset = value << shift.
+
+    Returns dict(lo, hi: float32; multiplier, shift, folded (= bias*m + offset), bias_product,
+    offset, negative_delta: int64; signed: bool), indexed by channel.
+    """
+    multipliers = np.asarray(multipliers, np.int64)
+    shifts = np.asarray(shifts, np.int64)
+    bias = np.asarray(bias, np.int64)
+    if np.any(shifts > 0) or np.any(multipliers < 0) or act_min > act_max or np.any(np.abs(bias) >= 2 ** 31):
+        return None
+    channels = multipliers.size
+    low, high = np.int64(INT32_MIN), np.int64(INT32_MAX)
+    limit = FLOAT32_EXACT_INTEGER
+
+    def f(t):
+        return multiply_by_quantized_multiplier_array(t, multipliers, shifts)
+
+    top, bottom = act_max - output_zero_point, act_min - output_zero_point
+    # t_max: smallest t with f(t) >= top (INT32_MAX when there is none)
+    a, b = np.full(channels, low), np.full(channels, high)
+    while np.any(a < b):
+        mid = (a + b) >> 1
+        reached = f(mid) >= top
+        a, b = np.where(reached, a, mid + 1), np.where(reached, mid, b)
+    t_max = a
+    # t_min: largest t with f(t) <= bottom (INT32_MIN when there is none)
+    a, b = np.full(channels, low), np.full(channels, high)
+    while np.any(a < b):
+        mid = (a + b + 1) >> 1
+        below = f(mid) <= bottom
+        a, b = np.where(below, mid, a), np.where(below, b, mid - 1)
+    t_min = a
+    saturated_low = t_min - bias >= limit  # every acc gives act_min
+    saturated_high = t_max - bias <= -limit  # every acc gives act_max
+    constant = (multipliers == 0) | saturated_low | saturated_high
+    value = np.where(saturated_low, act_min, np.where(saturated_high, act_max,
+                                                     min(max(output_zero_point, act_min), act_max)))
+    upper_ok = (f(t_max) == top) | ((t_max == high) & (f(t_max) <= top))
+    lower_ok = (f(t_min) == bottom) | ((t_min == low) & (f(t_min) >= bottom))
+    if not np.all(constant | (upper_ok & lower_ok & (t_min <= t_max))):
+        return None
+    right = -shifts
+    total = np.where(constant, 31, 31 + right)
+    positive = (np.int64(1) << 30) + np.where(right > 0, np.int64(1) << np.minimum(30 + right, 62), 0)
+    negative = (np.int64(1) << total) - positive
+    lo = np.clip(t_min - bias, -limit, limit)
+    hi = np.clip(t_max - bias, -limit, limit)
+    multiplier = np.where(constant, 0, multipliers)
+    bias_product = np.where(constant, 0, bias * multipliers)  # |bias * m| < 2^62
+    offset = np.where(constant, (value - output_zero_point) << 31, positive)
+    negative_delta = np.where(constant, 0, negative - positive)
+    folded = [int(b) + int(o) for b, o in zip(bias_product, offset)]
+    if any(abs(v) >= 2 ** 63 - 2 ** 62 for v in folded):
+        return None
+    tables = dict(lo=np.where(constant, 0, lo).astype(np.float32), hi=np.where(constant, 0, hi).astype(np.float32),
+                  multiplier=multiplier, shift=total.astype(np.int64), folded=np.array(folded, np.int64),
+                  bias_product=bias_product, offset=offset, negative_delta=negative_delta,
+                  signed=bool(np.any(~constant & (np.maximum(t_min, bias - limit) < 0))))
+    # self-check of both closed forms at the ends of the range, around zero and in the middle
+    for acc in (-limit, limit, 0, -1, 1):
+        acc = np.full(channels, acc, np.int64)
+        t = acc + bias
+        want = np.clip(f(t) + output_zero_point, act_min, act_max)
+        clamped = np.clip(acc, tables["lo"].astype(np.int64), tables["hi"].astype(np.int64))
+        product = clamped * multiplier + bias_product
+        signed = ((product + offset + (negative_delta & (product >> 63))) >> total) + output_zero_point
+        unsigned = ((clamped * multiplier + tables["folded"]) >> total) + output_zero_point
+        if not np.array_equal(signed, want) or not (tables["signed"] or np.array_equal(unsigned, want)):
+            return None
+    return tables
