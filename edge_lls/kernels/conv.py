@@ -121,7 +121,7 @@ def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n
 
 
 @njit(parallel=True, cache=True)
-def _pooled_bn_grad_weight_tasks(x, dv_area, y, z, mean, inv_std, gamma, dgamma, dbeta, act, slope,
+def _pooled_bn_grad_weight_tasks(x, dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, act, slope,
                                  dw2d, partial, db_part, w2d, gprev2d, want_gprev, pointwise,
                                  kh, kw, sh, sw, pt, pl, oh_n, ow_n, rpt, cols, dzs, ints, floats, chars):
     # The weight gradient of conv -> batch norm -> activation when dL/dy arrives pooled:
@@ -142,7 +142,7 @@ def _pooled_bn_grad_weight_tasks(x, dv_area, y, z, mean, inv_std, gamma, dgamma,
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
             dz = dzs[t, :r1 - r0]
-            pooled_grad_input_rows(dv_area, y, z, mean, inv_std, gamma, dgamma, dbeta, r0, dz, act, slope)
+            pooled_grad_input_rows(dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dz, act, slope)
             col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
             gemm_atb(dz, col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
@@ -412,17 +412,19 @@ def pooled_bn_scratch(x_shape, w_shape, win: Window) -> tuple[int, int]:
 _EMPTY2D = np.zeros((0, 0), np.float32)
 
 
-def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, y, z, bn, dw, db, win: Window, scratch, dz_scratch,
+def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, scratch, dz_scratch,
                                      db_part, gprev=None):
     """Gradients of conv (groups 1) -> batch norm -> activation from a pooled gradient.
 
-    x (N,H,W,Cin) conv input; w (Cout,KH,KW,Cin) its weights; z (N,OH,OW,C) conv output;
-    y the unit's output; dv_area (N,P,Q,C) pooled dL/dy divided by window areas;
+    x (N,H,W,Cin) conv input; w (Cout,KH,KW,Cin) its weights; z (N,OH,OW,C) conv output
+    (the unit's output y is not needed: its activation sign is recomputed from z);
+    dv_area (N,P,Q,C) pooled dL/dy divided by window areas;
     bn the unit's BatchNorm (its gamma/beta gradients are written here); dw, db (db may
     be None) overwritten; gprev (N,H,W,Cin) receives dL/dx (pointwise convs only);
     scratch, dz_scratch: pooled_bn_scratch(...) floats; db_part (pool, Cout) float64.
     """
-    batchnorm_grad_sums_pooled_f32(dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.grad, bn.beta.grad, bn.act)
+    batchnorm_grad_sums_pooled_f32(dv_area, z, bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.grad,
+                                   bn.beta.grad, bn.act)
     N, _, _, cin = x.shape
     cout = dw.shape[0]
     rows = N * win.out_h * win.out_w
@@ -438,7 +440,7 @@ def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, y, z, bn, dw, db, win: Windo
     dzs = dz_scratch[:threads * rpt * cout].reshape(threads, rpt, cout)
     want_gprev = gprev is not None
     _pooled_bn_grad_weight_tasks(
-        x, dv_area, y, z, bn.mean, bn.inv_std, bn.gamma.value, bn.gamma.grad, bn.beta.grad, bn.act,
+        x, dv_area, z, bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.value, bn.gamma.grad, bn.beta.grad, bn.act,
         np.float32(LEAKY_SLOPE), dw.reshape(cout, k), partial, db_part, w.reshape(cout, k),
         gprev.reshape(-1, cin) if want_gprev else _EMPTY2D, want_gprev, pointwise,
         win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,

@@ -96,20 +96,16 @@ def _as2d(a):
     return a.reshape(-1, a.shape[-1])
 
 
-def batchnorm_train_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, y,
-                        eps=1e-5, momentum=0.1, act=ACT_NONE, slope=LEAKY_SLOPE, scratch=None):
-    """y = act(gamma * (x - mean) * inv_std + beta) with batch statistics.
-
-    x, y: (..., C) float32 (y must not alias x: backward needs both).
-    mean, inv_std: (C,) float32 outputs, kept for backward.
-    running_mean, running_var: (C,) updated in place.  scratch: (3, C) float32 or None.
-    """
-    x2d, y2d = _as2d(x), _as2d(y)
-    M, C = x2d.shape
+def batchnorm_stats_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, scratch,
+                        eps=1e-5, momentum=0.1):
+    """The training half of batch norm that needs all of x: batch mean and inv_std (C,),
+    the running averages (updated in place), and in scratch (3, C) rows 1 and 2 the
+    affine map y = act(x * scale + shift) that every later pass applies on the fly."""
+    x2d = _as2d(x)
+    M = x2d.shape[0]
     if M < 2:
         raise ValueError("batch norm in training mode needs more than one value per channel")
-    tmp = scratch if scratch is not None else np.empty((3, C), np.float32)
-    var, scale, shift = tmp[0], tmp[1], tmp[2]
+    var, scale, shift = scratch[0], scratch[1], scratch[2]
     _stats(x2d, mean, inv_std, var, eps)
     running_mean *= 1.0 - momentum
     running_mean += momentum * mean
@@ -118,7 +114,20 @@ def batchnorm_train_f32(x, gamma, beta, running_mean, running_var, mean, inv_std
     np.multiply(gamma, inv_std, out=scale)
     np.multiply(scale, mean, out=shift)
     np.subtract(beta, shift, out=shift)
-    _normalize(x2d, scale, shift, y2d, act, np.float32(slope))
+    return scale, shift
+
+
+def batchnorm_train_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, y,
+                        eps=1e-5, momentum=0.1, act=ACT_NONE, slope=LEAKY_SLOPE, scratch=None):
+    """y = act(gamma * (x - mean) * inv_std + beta) with batch statistics.
+
+    x, y: (..., C) float32 (y must not alias x: backward needs both).
+    mean, inv_std: (C,) float32 outputs, kept for backward.
+    running_mean, running_var: (C,) updated in place.  scratch: (3, C) float32 or None.
+    """
+    tmp = scratch if scratch is not None else np.empty((3, x.shape[-1]), np.float32)
+    scale, shift = batchnorm_stats_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, tmp, eps, momentum)
+    _normalize(_as2d(x), scale, shift, _as2d(y), act, np.float32(slope))
     return y
 
 
@@ -189,7 +198,7 @@ def _pooled_row(dv_area, n, i0, i1, j0, j1, acc):
 
 
 @njit(parallel=True, cache=True)
-def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
+def _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, act, slope):
     N, H, W, C = x.shape
     P, Q = dv_area.shape[1], dv_area.shape[2]
     rows = N * H
@@ -206,10 +215,11 @@ def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
             for w in range(W):
                 j0, j1 = _window_span(w, W, Q)
                 d = _pooled_row(dv_area, n, i0, i1, j0, j1, acc)
-                yr = y[n, h, w]
                 xr = x[n, h, w]
                 for c in range(C):
-                    g = act_grad(d[c], yr[c], act, slope)
+                    # The activation's derivative from the norm output it saw, recomputed
+                    # from x exactly as the forward computed it: y need not be kept.
+                    g = act_grad(d[c], xr[c] * scale[c] + shift[c], act, slope)
                     a1[c] += g
                     a2[c] += g * (xr[c] - mean[c]) * inv_std[c]
     _add_slices(sg, dbeta)
@@ -217,18 +227,18 @@ def _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, slope):
 
 
 @njit(cache=True)
-def pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+def pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
     # Serial: dL/dx for flattened rows r0 .. r0+R of (N*H*W, C) into dx_rows (R, C).
     # Called per task from inside parallel loops (the conv weight-gradient kernels).
     N, H, W, C = x.shape
     P, Q = dv_area.shape[1], dv_area.shape[2]
     M = N * H * W
     acc = np.empty(C, np.float32)
-    scale = np.empty(C, np.float32)     # gamma * inv_std
+    gscale = np.empty(C, np.float32)    # gamma * inv_std
     offset = np.empty(C, np.float32)    # dbeta / M, and the xhat coefficient dgamma / M
     coef = np.empty(C, np.float32)
     for c in range(C):
-        scale[c] = gamma[c] * inv_std[c]
+        gscale[c] = gamma[c] * inv_std[c]
         offset[c] = dbeta[c] / M
         coef[c] = dgamma[c] / M
     for r in range(dx_rows.shape[0]):
@@ -239,31 +249,33 @@ def pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r
         i0, i1 = _window_span(h, H, P)
         j0, j1 = _window_span(w, W, Q)
         d = _pooled_row(dv_area, n, i0, i1, j0, j1, acc)
-        yr = y[n, h, w]
         xr = x[n, h, w]
         out = dx_rows[r]
         for c in range(C):
-            g = act_grad(d[c], yr[c], act, slope)
+            g = act_grad(d[c], xr[c] * scale[c] + shift[c], act, slope)
             xhat = (xr[c] - mean[c]) * inv_std[c]
-            out[c] = scale[c] * (g - offset[c] - xhat * coef[c])
+            out[c] = gscale[c] * (g - offset[c] - xhat * coef[c])
 
 
 @njit(parallel=True, cache=True)
-def _pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+def _pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
     rows = dx_rows.shape[0]
     for s in prange(SLICES):
         lo, hi = s * rows // SLICES, (s + 1) * rows // SLICES
-        pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0 + lo, dx_rows[lo:hi],
+        pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0 + lo, dx_rows[lo:hi],
                                act, slope)
 
 
-def batchnorm_grad_sums_pooled_f32(dv_area, y, x, mean, inv_std, dgamma, dbeta, act=ACT_NONE, slope=LEAKY_SLOPE):
+def batchnorm_grad_sums_pooled_f32(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta,
+                                   act=ACT_NONE, slope=LEAKY_SLOPE):
     """dgamma, dbeta (C,) of a training batch norm (+ fused activation) whose output
-    gradient is the adaptive-pool upsampling of dv_area (N,P,Q,C). y, x: (N,H,W,C)."""
-    _pooled_grad_sums(dv_area, y, x, mean, inv_std, dgamma, dbeta, act, np.float32(slope))
+    gradient is the adaptive-pool upsampling of dv_area (N,P,Q,C). x: (N,H,W,C) the norm's
+    input; scale, shift: the forward's gamma*inv_std and beta - mean*scale."""
+    _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, act, np.float32(slope))
 
 
-def batchnorm_grad_input_pooled_rows_f32(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows,
-                                         act=ACT_NONE, slope=LEAKY_SLOPE):
+def batchnorm_grad_input_pooled_rows_f32(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0,
+                                         dx_rows, act=ACT_NONE, slope=LEAKY_SLOPE):
     """Rows r0 .. r0+len(dx_rows) of dL/dx (flattened (N*H*W, C)); call after the sums."""
-    _pooled_grad_input_rows(dv_area, y, x, mean, inv_std, gamma, dgamma, dbeta, r0, dx_rows, act, np.float32(slope))
+    _pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act,
+                            np.float32(slope))

@@ -134,7 +134,7 @@ class Block:
         u = self.units[last]
         inp = x if last == 0 else V[f"y{last - 1}"]
         gprev = V[f"g{last - 1}"] if last > 0 else None
-        u.op.grad_weight_pooled(inp, dv_area, V[f"y{last}"], V[f"z{last}"], u.bn, V["s"], V["dzr"], gprev)
+        u.op.grad_weight_pooled(inp, dv_area, V[f"z{last}"], u.bn, V["s"], V["dzr"], gprev)
         self._backward_units(x, V, last - 1, None)
 
     def post_backward(self, V):

@@ -67,11 +67,11 @@ class Conv2d:
         """(scratch floats, dz floats) of grad_weight_pooled for this input shape."""
         return kconv.pooled_bn_scratch(in_shape, self.w.value.shape, self.window(in_shape))
 
-    def grad_weight_pooled(self, x, dv_area, y, z, bn, scratch, dz_scratch, gprev=None):
+    def grad_weight_pooled(self, x, dv_area, z, bn, scratch, dz_scratch, gprev=None):
         if self._db_part is None:
             self._db_part = np.zeros((numba.config.NUMBA_NUM_THREADS, self.cout), np.float64)
         kconv.conv2d_bn_grad_weight_pooled_f32(
-            x, self.w.value, dv_area, y, z, bn, self.w.grad, None if self.b is None else self.b.grad,
+            x, self.w.value, dv_area, z, bn, self.w.grad, None if self.b is None else self.b.grad,
             self.window(x.shape), scratch, dz_scratch, self._db_part, gprev)
 
     def macs(self, in_shape):
@@ -133,6 +133,20 @@ class BatchNorm:
     @property
     def params(self):
         return [self.gamma, self.beta]
+
+    # The affine map of the last training forward, y = act(x * scale + shift): (C,) each.
+    @property
+    def scale(self):
+        return self._scratch[1]
+
+    @property
+    def shift(self):
+        return self._scratch[2]
+
+    def stats(self, x):
+        """Training statistics of x only; the output is applied later, on the fly."""
+        knorm.batchnorm_stats_f32(x, self.gamma.value, self.beta.value, self.running_mean, self.running_var,
+                                  self.mean, self.inv_std, self._scratch, self.eps, self.momentum)
 
     def forward(self, x, y, training):
         if training:
