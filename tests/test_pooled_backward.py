@@ -32,7 +32,7 @@ def test_pooled_backward_equals_materialised_backward(block_spec, chunk, rng, mo
         monkeypatch.setattr(kconv, "TASK_FLOATS", chunk)   # many small tasks
     x = rng.standard_normal((6, 9, 9, 3), dtype=np.float32)
     labels = rng.integers(0, 5, 6)
-    grads = []
+    grads, passed_on = [], []
     for pooled in (False, True):
         model = Model(_spec(block_spec), seed=4)
         block = model.blocks[0]
@@ -41,7 +41,9 @@ def test_pooled_backward_equals_materialised_backward(block_spec, chunk, rng, mo
         head = ProjectionHead("h", a_shape[1:], block.pool_size, 5, temperature=0.5)
         arena = model.arena(6, "local", [head.buffers(6)], [pooled])
         V = arena.views[0]
-        a, _ = block.forward(x, V, training=True)
+        defer = pooled and block.defers_output()     # the output y is then never stored
+        a, h = block.forward(x, V, training=True, defer=defer)
+        passed_on.append(h.copy())
         if pooled:
             _, dv_area = head.pooled_gradient(a, labels, V)
             block.backward_pooled(x, V, dv_area)
@@ -49,6 +51,8 @@ def test_pooled_backward_equals_materialised_backward(block_spec, chunk, rng, mo
             head(a, labels, V, V[f"g{len(block.units) - 1}"])
             block.backward(x, V)
         grads.append({p.name: p.grad.copy() for p in block.params})
+    # Pooling act(BN(z)) on the fly gives exactly what pooling the stored y gives.
+    np.testing.assert_array_equal(passed_on[1], passed_on[0])
     weight_scale = max(np.abs(g).max() for n, g in grads[0].items() if n.endswith(".w"))
     for name in grads[0]:
         if name.endswith(".b"):
@@ -67,3 +71,11 @@ def test_pooled_arena_drops_the_full_size_gradient():
     fused = Model(spec).arena(64, "local", None, [True])
     assert "g0" not in fused.views[0] and "dzr" in fused.views[0]
     assert fused.region_bytes["live"] < plain.region_bytes["live"]
+
+
+def test_a_block_followed_by_pooling_never_stores_its_output():
+    model = Model(_spec(BLOCKS[2]))                  # conv -> BN -> relu6 -> maxpool
+    assert model.blocks[0].defers_output()
+    views = model.arena(8, "local", None, [True]).views[0]
+    assert "y0" not in views and "z0" in views and "p0" in views
+    assert "y0" in Model(_spec(BLOCKS[0])).arena(8, "local", None, [True]).views[0]   # no pooling after

@@ -6,11 +6,22 @@ floor(i*H/p) .. ceil((i+1)*H/p) - 1, so windows overlap when p does not divide H
 import numpy as np
 from numba import njit, prange
 
+from .activation import LEAKY_SLOPE, apply_act
 from .geometry import Window
 
 
+@njit(inline="always")
+def _load(xv, c, scale, shift, act, slope, transform):
+    # With transform, the stored value is a batch norm's input and the pooled value is
+    # its activated output, act(x * scale + shift), computed exactly as the norm would:
+    # a block's output can be pooled without ever being stored.
+    if transform:
+        return apply_act(xv[c] * scale[c] + shift[c], act, slope)
+    return xv[c]
+
+
 @njit(parallel=True, cache=True)
-def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax):
+def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax, scale, shift, act, slope, transform):
     # Padding cells never win (they are -inf), as in PyTorch and TFLite. Window taps
     # are visited in row-major order and only a strictly greater value replaces the
     # best, so ties go to the first tap. Channels are innermost: contiguous, vectorised.
@@ -25,7 +36,7 @@ def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax):
             o = out[n, oh, ow]
             first = x[n, ha, wa]
             for c in range(C):
-                o[c] = first[c]
+                o[c] = _load(first, c, scale, shift, act, slope, transform)
             if keep_argmax:
                 a = argmax[n, oh, ow]
                 for c in range(C):
@@ -35,12 +46,13 @@ def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax):
                     xv = x[n, ih, iw]
                     if keep_argmax:
                         for c in range(C):
-                            if xv[c] > o[c]:
-                                o[c] = xv[c]
+                            v = _load(xv, c, scale, shift, act, slope, transform)
+                            if v > o[c]:
+                                o[c] = v
                                 a[c] = ih * W + iw
                     else:
                         for c in range(C):
-                            o[c] = max(o[c], xv[c])
+                            o[c] = max(o[c], _load(xv, c, scale, shift, act, slope, transform))
 
 
 @njit(parallel=True, cache=True)
@@ -110,7 +122,7 @@ def _adaptive_bounds(i, size_in, size_out):
 
 
 @njit(parallel=True, cache=True)
-def _adaptive_avg(x, out):
+def _adaptive_avg(x, out, scale, shift, act, slope, transform):
     N, H, W, C = x.shape
     _, P, Q, _ = out.shape
     for nr in prange(N * P):
@@ -126,7 +138,7 @@ def _adaptive_avg(x, out):
                 for iw in range(w0, w1):
                     xv = x[n, ih, iw]
                     for c in range(C):
-                        o[c] += xv[c]
+                        o[c] += _load(xv, c, scale, shift, act, slope, transform)
             inv = 1.0 / ((h1 - h0) * (w1 - w0))
             for c in range(C):
                 o[c] *= inv
@@ -161,15 +173,26 @@ def _check_pool_padding(win: Window):
 
 _NO_INT = np.zeros((0, 0, 0, 0), np.int32)
 _NO_F32 = np.zeros((0, 0, 0), np.float32)
+_NO_VEC = np.zeros(0, np.float32)
 
 
-def max_pool2d_f32(x, out, win: Window, argmax=None):
+def _bn_act_args(bn_act):
+    """(scale, shift, act, slope, transform) kernel arguments for an optional fused
+    batch norm + activation (scale, shift, act) applied to the pooled input."""
+    if bn_act is None:
+        return _NO_VEC, _NO_VEC, 0, np.float32(LEAKY_SLOPE), False
+    scale, shift, act = bn_act
+    return scale, shift, act, np.float32(LEAKY_SLOPE), True
+
+
+def max_pool2d_f32(x, out, win: Window, argmax=None, bn_act=None):
     """out (N, OH, OW, C) = window max of x.  argmax (N, OH, OW, C) int32 (flat ih*W+iw)
-    is recorded when given: backpropagation needs it, inference and LLS do not."""
+    is recorded when given: backpropagation needs it, inference and LLS do not.
+    bn_act = (scale, shift, act): pool act(x * scale + shift) instead of x."""
     _check_pool_padding(win)
     keep = argmax is not None
     _max_pool(x, out, argmax if keep else _NO_INT, win.kh, win.kw, win.sh, win.sw,
-              win.pad_top, win.pad_left, keep)
+              win.pad_top, win.pad_left, keep, *_bn_act_args(bn_act))
     return out
 
 
@@ -192,9 +215,10 @@ def avg_pool2d_grad_f32(dy, dx, win: Window, count_include_pad: bool = False):
     return dx
 
 
-def adaptive_avg_pool2d_f32(x, out):
-    """x (N, H, W, C) -> out (N, P, Q, C), the output size given by out's shape."""
-    _adaptive_avg(x, out)
+def adaptive_avg_pool2d_f32(x, out, bn_act=None):
+    """x (N, H, W, C) -> out (N, P, Q, C), the output size given by out's shape.
+    bn_act = (scale, shift, act): pool act(x * scale + shift) instead of x."""
+    _adaptive_avg(x, out, *_bn_act_args(bn_act))
     return out
 
 
@@ -205,7 +229,8 @@ def adaptive_avg_pool2d_grad_f32(dy, dx):
 
 def adaptive_avg_pool1d_f32(x, out):
     """Along features: x (N, F) -> out (N, P)."""
-    _adaptive_avg(x.reshape(x.shape[0], 1, x.shape[1], 1), out.reshape(out.shape[0], 1, out.shape[1], 1))
+    _adaptive_avg(x.reshape(x.shape[0], 1, x.shape[1], 1), out.reshape(out.shape[0], 1, out.shape[1], 1),
+                  *_bn_act_args(None))
     return out
 
 

@@ -19,6 +19,22 @@ from .arena import Buf
 from .layers import BatchNorm, Conv2d
 
 
+class DeferredOutput:
+    """A block output that is never stored: y = act(z * scale + shift) of the block's
+    batch norm, applied on the fly by whatever reads it (pooling, the LLS head)."""
+
+    def __init__(self, z, bn):
+        self.z, self.bn = z, bn
+
+    @property
+    def shape(self):
+        return self.z.shape
+
+    @property
+    def bn_act(self):
+        return self.bn.scale, self.bn.shift, self.bn.act
+
+
 class Unit:
     def __init__(self, op, bn: BatchNorm):
         self.op, self.bn = op, bn
@@ -55,6 +71,13 @@ class Block:
         last = self.units[-1].op
         return isinstance(last, Conv2d) and last.groups == 1 and (len(self.units) == 1 or last.is_pointwise())
 
+    def defers_output(self) -> bool:
+        """Can local training skip storing the block output y? One conv unit whose only
+        reader is one pooling op that applies batch norm + activation as it reads; the
+        LLS head pools it the same way, and the pooled backward needs only z."""
+        return (self.accepts_pooled_grad() and len(self.units) == 1 and len(self.post) == 1
+                and self.post[0].fuses_bn_act)
+
     def buffers(self, in_shape, *, backprop: bool, pooled_grad: bool = False) -> list[Buf]:
         """pooled_grad: dL/da arrives pooled (see backward_pooled), so the last unit has
         no full-size gradient buffer, only a slice of rows 'dzr' in scratch."""
@@ -65,8 +88,9 @@ class Block:
         for k, (u, out_shape) in enumerate(zip(self.units, unit_shapes)):
             scratch = max(scratch, u.op.scratch_floats(shape, input_grad=backprop))
             bufs.append(Buf(f"z{k}", out_shape, "keep"))
-            y_role = "out" if (k == last and not self.post) else "keep"
-            bufs.append(Buf(f"y{k}", out_shape, y_role))
+            if not (k == last and pooled_grad and self.defers_output()):
+                y_role = "out" if (k == last and not self.post) else "keep"
+                bufs.append(Buf(f"y{k}", out_shape, y_role))
             if k == last and pooled_grad:
                 cols, dz = u.op.pooled_scratch(shape)
                 scratch = max(scratch, cols)
@@ -93,8 +117,16 @@ class Block:
         return "dh" if self.post else f"g{len(self.units) - 1}"
 
     # ---------------------------------------------------------------------- computation
-    def forward(self, x, V, training: bool, backprop: bool = False):
-        """Returns (a, h): the block output and what is passed on (same array if no post)."""
+    def forward(self, x, V, training: bool, backprop: bool = False, defer: bool = False):
+        """Returns (a, h): the block output and what is passed on (same array if no post).
+        defer (local training, defers_output()): a is a DeferredOutput, never stored."""
+        if defer:
+            u, post = self.units[0], self.post[0]
+            u.op.forward(x, V["z0"], V["s"])
+            u.bn.stats(V["z0"])
+            a = DeferredOutput(V["z0"], u.bn)
+            post.forward(a.z, V["p0"], None, a.bn_act)
+            return a, V["p0"]
         inp = x
         for k, u in enumerate(self.units):
             u.op.forward(inp, V[f"z{k}"], V["s"])

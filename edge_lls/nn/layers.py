@@ -176,9 +176,10 @@ class MaxPool2d:
         return (in_shape[0], win.out_h, win.out_w, in_shape[3])
 
     needs_argmax = True
+    fuses_bn_act = True
 
-    def forward(self, x, out, argmax=None):
-        kpool.max_pool2d_f32(x, out, self.window(x.shape), argmax)
+    def forward(self, x, out, argmax=None, bn_act=None):
+        kpool.max_pool2d_f32(x, out, self.window(x.shape), argmax, bn_act)
 
     def backward(self, dy, dx, argmax):
         kpool.max_pool2d_grad_f32(dy, argmax, dx)
@@ -200,6 +201,7 @@ class AvgPool2d:
         return (in_shape[0], win.out_h, win.out_w, in_shape[3])
 
     needs_argmax = False
+    fuses_bn_act = False
 
     def forward(self, x, out, argmax=None):
         kpool.avg_pool2d_f32(x, out, self.window(x.shape), self.count_include_pad)
@@ -219,9 +221,10 @@ class AdaptiveAvgPool2d:
         return (in_shape[0], *self.size, in_shape[3])
 
     needs_argmax = False
+    fuses_bn_act = True
 
-    def forward(self, x, out, argmax=None):
-        kpool.adaptive_avg_pool2d_f32(x, out)
+    def forward(self, x, out, argmax=None, bn_act=None):
+        kpool.adaptive_avg_pool2d_f32(x, out, bn_act)
 
     def backward(self, dy, dx, argmax=None):
         kpool.adaptive_avg_pool2d_grad_f32(dy, dx)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..kernels import pool as kpool
 from ..nn.arena import Buf
+from ..nn.block import DeferredOutput
 from ..nn.param import Param
 from .basis import lls_basis, nhwc_to_channel_major, pool_columns, pool_columns_grad
 from .losses import softmax_cross_entropy
@@ -166,7 +167,10 @@ class ProjectionHead:
             v = a
         elif len(self.a_shape) == 3:
             v = V["hv"]
-            kpool.adaptive_avg_pool2d_f32(a, v)
+            if isinstance(a, DeferredOutput):         # pooled straight from the norm input
+                kpool.adaptive_avg_pool2d_f32(a.z, v, a.bn_act)
+            else:
+                kpool.adaptive_avg_pool2d_f32(a, v)
         else:
             v = V["hv"]
             kpool.adaptive_avg_pool1d_f32(a, v)

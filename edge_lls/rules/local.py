@@ -41,9 +41,11 @@ class LocalRule(Rule):
                            label_smoothing=self.label_smoothing, rng=rng)
             for block, (_, a_shape, _) in zip(model.blocks, shapes)]
 
-        # Conv blocks take their signal pooled: their full-size dL/da is never stored.
+        # Conv blocks take their signal pooled: their full-size dL/da is never stored, and
+        # where a pooling op follows, neither is their output a (Block.defers_output).
         self.pooled_grad = [head.pools_2d and block.accepts_pooled_grad()
                             for head, block in zip(self.heads, model.blocks)]
+        self.deferred = [pg and block.defers_output() for pg, block in zip(self.pooled_grad, model.blocks)]
 
     def block_params(self, index):
         return self.heads[index].params
@@ -55,7 +57,7 @@ class LocalRule(Rule):
         losses, h = [], x
         for i, block in enumerate(model.blocks):
             V = arena.views[i]
-            a, h_next = block.forward(h, V, training=True)
+            a, h_next = block.forward(h, V, training=True, defer=self.deferred[i])
             if self.pooled_grad[i]:
                 loss, dv_area = self.heads[i].pooled_gradient(a, labels, V)
                 block.backward_pooled(h, V, dv_area)
