@@ -12,13 +12,15 @@ schedule needs, up to the scratch region, which is kept apart from the planned b
 memory goes (the buffers of the block that sets each peak) and what-if layouts that show
 which change would move the ratio:
   - no z:      batch norm inverted from its output (y = act(BN(z)) with an invertible
-               LeakyReLU and gamma != 0 gives z back), so no block keeps its pre-norm z
-               (both rules);
+               LeakyReLU and gamma != 0 gives z back), so no block that stores y also
+               keeps its pre-norm z (both rules; a local rule's conv block followed by
+               pooling stores z and never y, Block.defers_output, so it is unchanged);
   - grads shared: each block's optimizer steps right after its backward (both rules do),
                so one gradient buffer of the largest block could serve every block.
 These are layouts computed from the runtime's buffer lists with buffers removed (planned
 by the same arena.plan), not measurements: the kernels do not do this today. (A local
-rule's conv blocks already keep no full-size output gradient: Block.backward_pooled.)
+rule's conv blocks already keep no full-size output gradient, Block.backward_pooled, and
+one followed by pooling no output y either, Block.defers_output.)
 """
 from __future__ import annotations
 
@@ -63,7 +65,11 @@ def what_if(model, rule, batch, *, drop_z=False, share_grads=False):
     stages = model.stages(batch, mode, trainer.rule.head_buffers(model, batch), trainer.rule.pooled_grad)
     out = []
     for block, bufs in zip(model.blocks + [None], stages):
-        out.append([b for b in bufs if not (drop_z and block is not None and b.name.startswith("z"))])
+        names = {b.name for b in bufs}
+        # z can go only where its y is stored (and z is recomputed from it); a local rule's
+        # conv block followed by pooling keeps z and no y (Block.defers_output), so keeps z.
+        out.append([b for b in bufs if not (drop_z and block is not None and b.name.startswith("z")
+                                            and "y" + b.name[1:] in names)])
     arena, _ = layout_bytes(out, mode)
     profile = profile_model(model, rule, batch, trainer=trainer)
     persistent = profile.persistent_bytes
