@@ -806,19 +806,6 @@ def subprogram(program: Program, start_op: int, end_op: int | None = None) -> Pr
 # Model files: post-training quantization and evaluation at a precision
 # ====================================================================================
 
-def _dataset_for(model_path: Path, header: dict, input_shape, dataset, data, val_split):
-    from edge_lls.data import load_dataset
-    trained_on = header.get("dataset") if isinstance(header.get("dataset"), dict) else {}
-    name = dataset or trained_on.get("name")
-    if name is None:
-        raise ConfigError(f"{model_path}: the file does not record a dataset; pass --dataset (and --data)")
-    if data is None and name == trained_on.get("name"):
-        data = trained_on.get("path")
-    if val_split is None:
-        val_split = trained_on.get("val_split", 0.2)
-    return load_dataset(name, data, input_shape=input_shape, val_split=val_split)
-
-
 def calibration_sample(split, images: int, seed: int = 0) -> np.ndarray:
     """The first ``images`` training images of a seeded shuffle, float32 (no augmentation)."""
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
@@ -834,12 +821,13 @@ def quantize_model_file(path, *, out=None, dataset=None, data=None, val_split=No
     import json
     import time
     from edge_lls.formats.model_file import load_model
+    from edge_lls.train import load_recorded_dataset
     path = Path(path)
     if path.is_dir():
         path = path / "model.ells"
     model, header = load_model(path)
     out = Path(out) if out is not None else path.with_name(path.stem + "_int8.tflite")
-    ds = _dataset_for(path, header, model.input_shape, dataset, data, val_split)
+    ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
     started = time.perf_counter()
     calibration = calibration_sample(ds.train, calibration_images, seed)
     q = quantize_model(model, calibration, name=path.stem)
@@ -888,9 +876,10 @@ def evaluate_at_precision(path, precision: str | None = None, *, dataset=None, d
         precision = own
     else:
         from edge_lls.formats.model_file import load_model
+        from edge_lls.train import load_recorded_dataset
         model, header = load_model(path)
         precision = precision or "fp32"
-        ds = _dataset_for(path, header, model.input_shape, dataset, data, val_split)
+        ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
         if precision == "fp32":
             def predict(x):
                 return model.predict(x, batch_size)

@@ -482,17 +482,11 @@ class TrainingRun:
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate_model_file(path: str | Path, *, dataset: str | None = None, data: str | None = None,
-                        val_split: float | None = None, split: str = "test",
-                        batch_size: int = EVAL_BATCH) -> dict:
-    """Top-1 accuracy of a saved model on a dataset split. The dataset, its path and its
-    val_split default to those the model was trained on (recorded in the file)."""
+def load_recorded_dataset(path, header: dict, input_shape, dataset=None, data=None, val_split=None):
+    """The dataset a saved model is evaluated on: the one recorded in its file (name,
+    path, val_split) unless the caller names another."""
     from .data import load_dataset
 
-    _require_int(batch_size, "batch-size", 1)
-    if split not in ("test", "train"):
-        raise ConfigError(f"--split must be test or train, got {split!r}")
-    model, header = model_file.load_model(path)
     trained_on = header.get("dataset") if isinstance(header.get("dataset"), dict) else {}
     name = dataset or trained_on.get("name")
     if name is None:
@@ -501,7 +495,19 @@ def evaluate_model_file(path: str | Path, *, dataset: str | None = None, data: s
         data = trained_on.get("path")
     if val_split is None:
         val_split = trained_on.get("val_split", 0.2)
-    ds = load_dataset(name, data, input_shape=model.input_shape, val_split=val_split)
+    return load_dataset(name, data, input_shape=input_shape, val_split=val_split)
+
+
+def evaluate_model_file(path: str | Path, *, dataset: str | None = None, data: str | None = None,
+                        val_split: float | None = None, split: str = "test",
+                        batch_size: int = EVAL_BATCH) -> dict:
+    """Top-1 accuracy of a saved model on a dataset split. The dataset, its path and its
+    val_split default to those the model was trained on (recorded in the file)."""
+    _require_int(batch_size, "batch-size", 1)
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    model, header = model_file.load_model(path)
+    ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
     if ds.num_classes > model.num_classes:
         raise ConfigError(f"{ds.name}: labels go up to {ds.num_classes - 1}, out of range for a model "
                           f"with {model.num_classes} classes (0..{model.num_classes - 1})")
