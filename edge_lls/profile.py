@@ -73,7 +73,7 @@ import numpy as np
 
 from .errors import ConfigError, EdgeLLSError
 from .kernels.reduce import SLICES
-from .nn.arena import Buf, aligned, plan
+from .nn.arena import Buf, aligned, backward_time, live_bytes, plan
 from .nn.layers import AdaptiveAvgPool2d, BatchNorm, Conv2d, Dense, MaxPool2d
 from .nn.model import Model
 
@@ -542,21 +542,9 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
     keep = [_role_bytes(b, "keep") for b in stages]
     grad = [_role_bytes(b, "grad", "ograd") for b in stages]
     tmp = [_role_bytes(b, "tmp") for b in stages]
-    held = [keep[j] + aligned_out[j] for j in range(len(stages))]
-    out_grad = [sum(aligned(b.nbytes) for b in stages[j] if b.name == blk.output_grad_name())
-                for j, blk in enumerate(model.blocks)]
-    last = len(stages) - 1
     for i, p in enumerate(profiles):
-        prev_out = aligned_out[i - 1] if i > 0 else 0
-        if mode == "local":
-            live = keep[i] + grad[i] + aligned_out[i] + prev_out
-        elif rule_obj.name == "bp":                     # backward pass at stage i: blocks
-            live = sum(held[:i]) + keep[i] + grad[i]    # before it still hold everything,
-            if i > 0:                                   # and it writes the error of the one before
-                live += out_grad[i - 1]
-        else:                                           # dfa: forward done, updating stage i
-            live = (sum(held) if i == last else sum(held[i:]) + prev_out) + grad[i]
-        p.activation_bytes = live
+        # What the arena's schedule holds while stage i learns (nn/arena.py lifetimes).
+        p.activation_bytes = live_bytes(stages, mode, backward_time(i, len(stages), mode))
         p.scratch_bytes = tmp[i]
         p.own_bytes = keep[i] + grad[i] + aligned_out[i]
         p.buffers = [(b.name, tuple(b.shape), b.role, b.nbytes) for b in stages[i]]

@@ -78,3 +78,17 @@ def test_evaluation_lays_its_buffers_over_the_training_arena(rule):
         tracemalloc.stop()
     assert np.shares_memory(logits, trainer.arena(32).memory)
     assert peak < 0.05 * trainer.arena(32).nbytes, (peak, trainer.arena(32).nbytes)
+
+
+@pytest.mark.parametrize("rule", ["lls", "bp", "dfa"])
+@pytest.mark.parametrize("name", ["smallconv", "vgg8", "mobilenetv1"])
+def test_planner_packs_the_zoo_into_its_largest_live_set(name, rule):
+    # Greedy packing can leave holes in general; for the zoo's schedules it must not.
+    from edge_lls.models import build_model
+    from edge_lls.nn.arena import live_bytes, plan
+    model = build_model(name, num_classes=10, input_shape={"vgg8": (32, 32, 3)}.get(name))
+    trainer = Trainer(model, rule=rule)
+    stages = model.stages(8, trainer.rule.mode, trainer.rule.head_buffers(model, 8), trainer.rule.pooled_grad)
+    layout = plan(stages, trainer.rule.mode)
+    peak_live = max(live_bytes(stages, trainer.rule.mode, t) for t in range(2 * len(stages)))
+    assert layout.region_bytes["live"] == peak_live

@@ -56,18 +56,22 @@ class Layout:
     nbytes: int
 
 
-def lifetime(stage: int, role: str, stages: int, mode: str) -> tuple[int, int]:
-    """First and last time step at which a buffer is used. Time s is stage s's forward;
-    the classifier (the last stage, L) runs forward and backward at time L; block s's
-    backward then runs at bwd(s) (BP: in reverse, DFA: in order, local: right away)."""
+def backward_time(stage: int, stages: int, mode: str) -> int:
+    """When stage s learns. Time s is stage s's forward; the classifier (the last stage,
+    L) runs forward and backward at time L; blocks then learn in reverse (BP), in order
+    (DFA), or right after their own forward (local rules, inference)."""
     last = stages - 1
+    if mode == "backprop":
+        return 2 * last - stage
+    if mode == "feedback":
+        return last if stage == last else last + 1 + stage
+    return stage
 
+
+def lifetime(stage: int, role: str, stages: int, mode: str) -> tuple[int, int]:
+    """First and last time step at which a buffer of this role is used."""
     def bwd(s):
-        if mode == "backprop":
-            return 2 * last - s
-        if mode == "feedback":
-            return last if s == last else last + 1 + s
-        return s
+        return backward_time(s, stages, mode)
 
     if role == "keep":
         return stage, bwd(stage)
@@ -80,19 +84,26 @@ def lifetime(stage: int, role: str, stages: int, mode: str) -> tuple[int, int]:
     raise ValueError(f"buffer role {role!r}")
 
 
+def _planned(stages: list[list[Buf]], mode: str):
+    """(stage, Buf, lifetime) of every buffer the planner places (not scratch)."""
+    for stage, bufs in enumerate(stages):
+        for buf in bufs:
+            if buf.role == "tmp" or (mode == "infer" and buf.role in ("grad", "ograd")):
+                continue
+            yield stage, buf, lifetime(stage, buf.role, len(stages), mode)
+
+
+def live_bytes(stages: list[list[Buf]], mode: str, time: int) -> int:
+    """Bytes of planned buffers in use at this time step (scratch excluded)."""
+    return sum(aligned(buf.nbytes) for _, buf, (first, last) in _planned(stages, mode) if first <= time <= last)
+
+
 def plan(stages: list[list[Buf]], mode: str) -> Layout:
     """The layout an Arena over these stages has, for this schedule."""
     if mode not in SCHEDULES:
         raise ValueError(f"arena schedule {mode!r}; one of {', '.join(SCHEDULES)}")
-    items, tmp = [], []
-    for stage, bufs in enumerate(stages):
-        for buf in bufs:
-            if mode == "infer" and buf.role in ("grad", "ograd"):
-                continue
-            if buf.role == "tmp":
-                tmp.append((stage, buf))
-            else:
-                items.append((stage, buf, lifetime(stage, buf.role, len(stages), mode)))
+    items = list(_planned(stages, mode))
+    tmp = [(stage, buf) for stage, bufs in enumerate(stages) for buf in bufs if buf.role == "tmp"]
     # Largest first; ties in a fixed order so the layout is reproducible.
     items.sort(key=lambda it: (-aligned(it[1].nbytes), it[2][0], it[0], it[1].name))
     placed, placement, live = [], [], 0
