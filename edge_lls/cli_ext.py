@@ -100,10 +100,11 @@ def run_quantize(args: argparse.Namespace) -> int:
 def add_train_precision_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("precision and fine-tuning")
     g.add_argument("--precision", choices=PRECISIONS,
-                   help="fp32 (default); int8: train in fp32, then quantize after training (calibrated on "
-                        "the training split) and write model_int8.tflite; with --backbone always int8; "
-                        "fp16: train in fp32 and report the model's accuracy with fp16 weights and "
-                        "activations (training itself with fp16 storage is not implemented)")
+                   help="fp32 (default); fp16: mixed-precision training (every stored activation float16, "
+                        "weights, gradients and optimizer state float32, float32 math), then report the "
+                        "accuracy with fp16 weights too; int8: train in fp32, then quantize after training "
+                        "(calibrated on the training split) and write model_int8.tflite; with --backbone "
+                        "always int8")
     g.add_argument("--backbone", metavar="FILE.tflite",
                    help="fine-tune an int8 .tflite model: its last --train-last blocks and its classifier "
                         "train with --rule, the rest stays frozen int8; writes RUN_DIR/model.tflite")

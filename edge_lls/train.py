@@ -58,6 +58,7 @@ class TrainConfig:
     threads: int | None = None        # None: the device profile's cores
     device: str = "host"
     checkpoint_every: int = 0         # also checkpoint every N steps (0: only each epoch)
+    precision: str = "fp32"           # fp16: float16 activations (mixed precision); int8: fp32, quantized after
 
     def validate(self) -> TrainConfig:
         _require_int(self.epochs, "epochs", 1)
@@ -72,6 +73,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be a number > 0, got {value!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"--precision {self.precision!r}; choose fp32, fp16 or int8")
         _check_names(self)
         return self
 
@@ -223,6 +226,7 @@ def prepare(config: TrainConfig) -> Session:
                         seed=config.seed, **options)
     trainer = Trainer(model, rule=config.rule, optimizer=config.optimizer, lr=config.lr,
                       weight_decay=config.weight_decay, seed=config.seed,
+                      precision="fp16" if config.precision == "fp16" else "fp32",
                       waveform=config.waveform, temperature=config.temperature)
     batch = min(config.batch_size, len(data.train))
     footprint = training_footprint(trainer, batch, len(data.train))
@@ -440,7 +444,8 @@ class TrainingRun:
 
     def _model_meta(self, accuracy: float) -> dict:
         cfg, data = self.s.config, self.s.data
-        return {"rule": self.s.trainer.rule.config(), "precision": "fp32", "optimizer": cfg.optimizer,
+        return {"rule": self.s.trainer.rule.config(), "precision": "fp32", "train_precision": cfg.precision,
+                "optimizer": cfg.optimizer,
                 "dataset": {"name": data.name, "path": cfg.data, "val_split": cfg.val_split,
                             "class_names": list(data.class_names)},
                 "epochs": self.epoch + 1, "eval_accuracy": accuracy, "seed": cfg.seed,

@@ -4,6 +4,10 @@
     trainer = Trainer(model, rule="lls", optimizer="adamw-sf", lr=5e-3)
     stats = trainer.step(x, y)                 # x (N,H,W,C) float32, y (N,) int
     acc = trainer.evaluate(x_test, y_test, refresh=train_batches)
+
+precision="fp16" is mixed precision: every activation a step stores (and evaluation's)
+is float16, the weights, their gradients and the optimizer state stay float32 (updates
+smaller than a float16 weight's spacing would be lost), and all math is float32.
 """
 from __future__ import annotations
 
@@ -17,12 +21,18 @@ from .optim import make_optimizer
 from .rules import Rule, StepStats, make_rule
 
 BN_REFRESH_BATCHES = 50  # the reference's batch-norm refresh before a schedule-free eval
+TRAIN_PRECISIONS = ("fp32", "fp16")
 
 
 class Trainer:
     def __init__(self, model: Model, rule: str | Rule = "lls", optimizer: str = "adamw-sf",
-                 lr: float = 5e-3, weight_decay: float = 0.0, seed: int = 0, **rule_options):
+                 lr: float = 5e-3, weight_decay: float = 0.0, seed: int = 0, precision: str = "fp32",
+                 **rule_options):
+        if precision not in TRAIN_PRECISIONS:
+            raise ConfigError(f"training precision {precision!r}; one of {', '.join(TRAIN_PRECISIONS)}")
         self.model = model
+        self.precision = precision
+        model.set_activation_dtype(np.float16 if precision == "fp16" else np.float32)
         self.rule = make_rule(rule, **rule_options) if isinstance(rule, str) else rule
         self.rule.attach(model, np.random.default_rng([seed, 1]))
         groups = [b.params + self.rule.block_params(i) for i, b in enumerate(model.blocks)]

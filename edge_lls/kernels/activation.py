@@ -1,11 +1,17 @@
-"""Pointwise activations, float32, any shape: forward, and gradient from the OUTPUT.
+"""Pointwise activations, float32 math, any shape: forward, and gradient from the OUTPUT.
 
 The gradient is taken from the activation's output y, not its input: for ReLU, ReLU6
 and LeakyReLU (slope > 0) the sign pattern of y equals that of x, so a block need not
 keep its pre-activation tensor. The codes are shared with batch norm's fused activation.
+
+Storage: activations (x, out, y) are float32 or float16, in any mix, passed to the
+kernels as half.bits views and loaded/stored with half.ld/st (a float16 output is the
+float32 output rounded to half); gradients (dy, dx) are float32.
 """
 import numpy as np
 from numba import njit, prange
+
+from .half import bits, ld, st
 
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY = 0, 1, 2, 3
 ACTIVATIONS = {"none": ACT_NONE, "relu": ACT_RELU, "relu6": ACT_RELU6, "leaky_relu": ACT_LEAKY}
@@ -38,13 +44,13 @@ def act_grad(g, y, act, slope):
 @njit(parallel=True, cache=True)
 def _act_forward(x, out, act, slope):
     for i in prange(x.size):
-        out[i] = apply_act(x[i], act, slope)
+        out[i] = st(out, apply_act(ld(x[i]), act, slope))
 
 
 @njit(parallel=True, cache=True)
 def _act_backward(dy, y, dx, act, slope):
     for i in prange(dy.size):
-        dx[i] = act_grad(dy[i], y[i], act, slope)
+        dx[i] = act_grad(dy[i], ld(y[i]), act, slope)
 
 
 def _flat(a):
@@ -52,14 +58,16 @@ def _flat(a):
 
 
 def activation_f32(x, out, act: int, slope: float = LEAKY_SLOPE):
-    """out = act(x); out may be x (in place). Contiguous float32 arrays of equal shape."""
-    _act_forward(_flat(x), _flat(out), act, np.float32(slope))
+    """out = act(x); out may be x (in place). Contiguous arrays of equal shape, each
+    float32 or float16 storage."""
+    _act_forward(bits(_flat(x)), bits(_flat(out)), act, np.float32(slope))
     return out
 
 
 def activation_grad_f32(dy, y, dx, act: int, slope: float = LEAKY_SLOPE):
-    """dx = dL/dx given dL/dy and the output y; dx may be dy (in place)."""
-    _act_backward(_flat(dy), _flat(y), _flat(dx), act, np.float32(slope))
+    """dx = dL/dx given dL/dy and the output y; dx may be dy (in place).
+    dy, dx float32; y float32 or float16 storage; contiguous, equal shapes."""
+    _act_backward(_flat(dy), bits(_flat(y)), _flat(dx), act, np.float32(slope))
     return dx
 
 

@@ -1,10 +1,14 @@
 """2-D convolution, NHWC float32: forward, weight gradient, input gradient.
 
 Layouts (the TFLite / CMSIS-NN ones, so imported int8 weights need no transpose):
-    x   (N, H, W, Cin)             float32
+    x   (N, H, W, Cin)             float32 or float16 storage
     w   (Cout, KH, KW, Cin/groups) float32   (OHWI)
     b   (Cout,)                    float32
-    out (N, OH, OW, Cout)          float32
+    out (N, OH, OW, Cout)          float32 or float16 storage
+Gradients (dy, dx, dw) are float32. Activations may be stored as float16 (mixed-precision
+training, kernels/half.py): im2col widens them to float32 as it builds its columns, and a
+float16 output is computed into a per-thread float32 tile and rounded as it is stored, so
+every product and sum is float32 and a float16 result is the float32 result rounded.
 Depthwise is the same op with groups == Cin (w is (Cin*mult, KH, KW, 1)).
 
 Dense convolutions lower to GEMM in *tasks*: each Numba thread takes slices of output
@@ -21,12 +25,14 @@ col2im scatters never meet.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 import numba
 
 from .blas import SLOTS, gemm_ab, gemm_abt, gemm_atb
 from .geometry import Window
+from .half import HALF, bits, f32_to_half, ld, widen_into
 from .activation import LEAKY_SLOPE
 from .norm import batchnorm_grad_sums_pooled_f32, pooled_grad_input_rows
 from .reduce import column_sums
@@ -55,31 +61,69 @@ def _fill_cols(x, col, row0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
                 inside = 0 <= ih < H and 0 <= iw < W
                 if cg >= 8:
                     if inside:
-                        col[r, k:k + cg] = x[n, ih, iw, c0:c0 + cg]
+                        widen_into(col[r, k:k + cg], x[n, ih, iw, c0:c0 + cg])
                     else:
                         col[r, k:k + cg] = 0.0
                 else:
                     for c in range(cg):
-                        col[r, k + c] = x[n, ih, iw, c0 + c] if inside else 0.0
+                        col[r, k + c] = ld(x[n, ih, iw, c0 + c]) if inside else 0.0
                 k += cg
 
 
+def _input_rows(x, col, r0, r1):
+    """x's rows r0..r1 as (R, Cin) float32 GEMM operand (a pointwise conv's columns)."""
+
+
+@overload(_input_rows)
+def _input_rows_impl(x, col, r0, r1):
+    if x.dtype == types.uint16:
+        # Never called: float16 rows are widened into col like any im2col (direct=False).
+        return lambda x, col, r0, r1: col
+    return lambda x, col, r0, r1: x.reshape(-1, x.shape[3])[r0:r1]
+
+
 @njit(inline="always")
-def _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
-    # The GEMM operand of output rows r0..r1 for thread t: a pointwise conv's own input
-    # rows, otherwise their im2col columns built in the thread's buffer.
-    if pointwise:
-        return x.reshape(-1, x.shape[3])[r0:r1]
+def _task_columns(x, cols, t, r0, r1, direct, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg):
+    # The GEMM operand of output rows r0..r1 for thread t: a float32 pointwise conv's
+    # own input rows (direct), otherwise their im2col columns built in the thread's buffer.
     col = cols[t, :r1 - r0]
+    if direct:
+        return _input_rows(x, col, r0, r1)
     _fill_cols(x, col, r0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
     return col
 
 
+def _gemm_abt_store(col, w2d, dst, tile, b, has_bias, ints, floats, chars):
+    """dst (R, cog) = col @ w2d.T (+ b): straight into a float32 dst; into the float32
+    tile (>= R x cog), then rounded, for a float16 (uint16) dst."""
+
+
+@overload(_gemm_abt_store)
+def _gemm_abt_store_impl(col, w2d, dst, tile, b, has_bias, ints, floats, chars):
+    if dst.dtype == types.uint16:
+        def to_half(col, w2d, dst, tile, b, has_bias, ints, floats, chars):
+            rows, cog = dst.shape
+            acc = tile[:rows, :cog]
+            gemm_abt(col, w2d, acc, 0.0, ints, floats, chars)
+            for r in range(rows):
+                for c in range(cog):
+                    v = acc[r, c] + b[c] if has_bias else acc[r, c]
+                    dst[r, c] = f32_to_half(v)
+        return to_half
+
+    def to_f32(col, w2d, dst, tile, b, has_bias, ints, floats, chars):
+        gemm_abt(col, w2d, dst, 0.0, ints, floats, chars)
+        if has_bias:
+            for r in range(dst.shape[0]):
+                dst[r] += b
+    return to_f32
+
+
 @njit(parallel=True, cache=True)
-def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, pointwise,
-                   rpt, cols, ints, floats, chars):
-    # out2d[:, co0:co0+cog] = im2col(x) @ w2d.T (+ b), task by task. A pointwise conv's
-    # columns are x's own rows.
+def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, direct,
+                   rpt, cols, tiles, ints, floats, chars):
+    # out2d[:, co0:co0+cog] = im2col(x) @ w2d.T (+ b), task by task. A float32 pointwise
+    # conv's columns are x's own rows; tiles[t] holds a float16 output's float32 products.
     rows = out2d.shape[0]
     cog = w2d.shape[0]
     tasks = (rows + rpt - 1) // rpt
@@ -88,16 +132,13 @@ def _forward_tasks(x, w2d, b, has_bias, out2d, co0, kh, kw, sh, sw, pt, pl, oh_n
         for task in range(t, tasks, threads):
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
-            col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
-            dst = out2d[r0:r1, co0:co0 + cog]
-            gemm_abt(col, w2d, dst, 0.0, ints[t], floats[t], chars[t])
-            if has_bias:
-                for r in range(r1 - r0):
-                    dst[r] += b
+            col = _task_columns(x, cols, t, r0, r1, direct, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            _gemm_abt_store(col, w2d, out2d[r0:r1, co0:co0 + cog], tiles[t], b, has_bias,
+                            ints[t], floats[t], chars[t])
 
 
 @njit(parallel=True, cache=True)
-def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, pointwise,
+def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg, direct,
                        rpt, cols, ints, floats, chars):
     # dw2d (cog, K) = sum over rows of dy2d[:, co0:co0+cog].T @ im2col(x); thread t > 0
     # accumulates into partial[t-1], then the partials are added in thread order.
@@ -111,7 +152,7 @@ def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n
         for task in range(t, tasks, threads):
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
-            col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
+            col = _task_columns(x, cols, t, r0, r1, direct, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0, cg)
             gemm_atb(dy2d[r0:r1, co0:co0 + cog], col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
         if beta == 0.0:
@@ -122,7 +163,7 @@ def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n
 
 @njit(parallel=True, cache=True)
 def _pooled_bn_grad_weight_tasks(x, dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, act, slope,
-                                 dw2d, partial, db_part, w2d, gprev2d, want_gprev, pointwise,
+                                 dw2d, partial, db_part, w2d, gprev2d, want_gprev, direct,
                                  kh, kw, sh, sw, pt, pl, oh_n, ow_n, rpt, cols, dzs, ints, floats, chars):
     # The weight gradient of conv -> batch norm -> activation when dL/dy arrives pooled:
     # each task computes its rows of dL/dz from the pooled gradient, then
@@ -143,7 +184,7 @@ def _pooled_bn_grad_weight_tasks(x, dv_area, z, mean, inv_std, scale, shift, gam
             r1 = min(rows, r0 + rpt)
             dz = dzs[t, :r1 - r0]
             pooled_grad_input_rows(dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dz, act, slope)
-            col = _task_columns(x, cols, t, r0, r1, pointwise, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
+            col = _task_columns(x, cols, t, r0, r1, direct, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
             gemm_atb(dz, col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
             for r in range(r1 - r0):
@@ -191,29 +232,60 @@ def _grad_input_tasks(dy2d, w2d, co0, dx, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0
 
 
 # -------------------------------------------------------------------------- depthwise
+def _accumulator(out_px, spare):
+    """Where one output pixel's channels accumulate: in place for float32 storage, in a
+    float32 spare row (then _store_pixel) for float16."""
+
+
+@overload(_accumulator)
+def _accumulator_impl(out_px, spare):
+    if out_px.dtype == types.uint16:
+        return lambda out_px, spare: spare
+    return lambda out_px, spare: out_px
+
+
+def _store_pixel(out_px, acc):
+    """Nothing when acc is out_px itself (float32); acc rounded into a float16 pixel."""
+
+
+@overload(_store_pixel)
+def _store_pixel_impl(out_px, acc):
+    if out_px.dtype == types.uint16:
+        def round_into(out_px, acc):
+            for c in range(acc.shape[0]):
+                out_px[c] = f32_to_half(acc[c])
+        return round_into
+    return lambda out_px, acc: None
+
+
 @njit(parallel=True, cache=True)
-def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult):
+def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult, spares):
+    # Rows (n, oh) are dealt to threads round-robin; spares (threads, CO) float32 holds a
+    # float16 output's accumulators, one row per thread (unused for float32 storage).
     _, H, W, _ = x.shape
     N, OH, OW, CO = out.shape
     KH, KW = w.shape[1], w.shape[2]
-    for nr in prange(N * OH):
-        n = nr // OH
-        oh = nr % OH
-        for ow in range(OW):
-            acc = out[n, oh, ow]
-            for co in range(CO):
-                acc[co] = b[co]
-            for i in range(KH):
-                ih = oh * sh - pt + i
-                if ih < 0 or ih >= H:
-                    continue
-                for j in range(KW):
-                    iw = ow * sw - pl + j
-                    if iw < 0 or iw >= W:
+    threads = spares.shape[0]
+    for t in prange(threads):
+        for nr in range(t, N * OH, threads):
+            n = nr // OH
+            oh = nr % OH
+            for ow in range(OW):
+                acc = _accumulator(out[n, oh, ow], spares[t])
+                for co in range(CO):
+                    acc[co] = b[co]
+                for i in range(KH):
+                    ih = oh * sh - pt + i
+                    if ih < 0 or ih >= H:
                         continue
-                    xv = x[n, ih, iw]
-                    for co in range(CO):
-                        acc[co] += xv[co // mult] * w[co, i, j, 0]
+                    for j in range(KW):
+                        iw = ow * sw - pl + j
+                        if iw < 0 or iw >= W:
+                            continue
+                        xv = x[n, ih, iw]
+                        for co in range(CO):
+                            acc[co] += ld(xv[co // mult]) * w[co, i, j, 0]
+                _store_pixel(out[n, oh, ow], acc)
 
 
 @njit(parallel=True, cache=True)
@@ -238,7 +310,7 @@ def _depthwise_grad_weight(x, dy, dw, sh, sw, pt, pl, mult):
                     g = dy[n, oh, ow]
                     xv = x[n, ih, iw]
                     for co in range(CO):
-                        acc[co] += g[co] * xv[co // mult]
+                        acc[co] += g[co] * ld(xv[co // mult])
         for co in range(CO):
             dw[co, i, j, 0] = acc[co]
 
@@ -285,18 +357,23 @@ def _rows_per_task(k: int, rows: int, threads: int) -> int:
     return max(1, min(max(8, TASK_FLOATS // k), -(-rows // threads)))
 
 
-def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_grad: bool = False) -> int:
+def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_grad: bool = False,
+                          half: bool = False) -> int:
     """float32 elements of scratch the conv kernels need for these shapes, at the largest
     thread count: column slices + per-thread dW partials; with input_grad, also one
-    image's columns per thread for the input gradient (backprop)."""
-    cin = x_shape[3]
-    if is_depthwise(w_shape, cin, groups):
-        return 0
+    image's columns per thread for the input gradient (backprop). half: activations are
+    stored as float16, so a pointwise conv needs columns too (its rows are widened) and
+    the forward a float32 output tile per thread."""
+    cin, cout = x_shape[3], w_shape[0]
     pool = numba.config.NUMBA_NUM_THREADS
-    k = win.kh * win.kw * (cin // groups)
+    if is_depthwise(w_shape, cin, groups):
+        return pool * cout if half else 0
+    k, cog = win.kh * win.kw * (cin // groups), cout // groups
     rows = x_shape[0] * win.out_h * win.out_w
-    cols = 0 if _is_pointwise(win, groups) else pool * _rows_per_task(k, rows, 1) * k
-    need = cols + (pool - 1) * (w_shape[0] // groups) * k
+    cols = 0 if _is_pointwise(win, groups) and not half else pool * _rows_per_task(k, rows, 1) * k
+    need = cols + (pool - 1) * cog * k                   # weight gradient: columns + dW partials
+    if half:                                             # forward: columns + output tiles
+        need = max(need, pool * _rows_per_task(k + cog, rows, 1) * (k + cog))
     if input_grad and not _is_pointwise(win, groups):
         need = max(need, pool * win.out_h * win.out_w * k)
     return need
@@ -311,43 +388,61 @@ def _scratch(scratch, n):
 
 
 _EMPTY3D = np.zeros((1, 0, 0), np.float32)
+_EMPTY2D = np.zeros((0, 0), np.float32)
+_NO_SPARES = np.zeros((numba.config.NUMBA_NUM_THREADS, 0), np.float32)   # float32 depthwise output
 
 
-def _task_views(buf, rows, k, cout_g, pointwise):
-    """(threads, rows_per_task, K) column buffers and (threads-1, cout_g, K) partials."""
+def _direct(x, win: Window, groups: int) -> bool:
+    """A float32 pointwise conv multiplies x's rows in place; float16 rows are widened."""
+    return _is_pointwise(win, groups) and x.dtype != HALF
+
+
+def _task_views(buf, rows, k, cout_g, direct, half_out=False):
+    """(threads, rows_per_task, K) column buffers, then either (threads-1, cout_g, K) dW
+    partials or (threads, rows_per_task, cout_g) float16-output tiles (never both in one
+    call: the forward needs tiles, the weight gradient partials). With tiles, a task's
+    columns and tile share the L2-sized slice."""
     threads = _threads()
-    rpt = _rows_per_task(k, rows, threads)
-    ncol = 0 if pointwise else threads * rpt * k
-    cols = _EMPTY3D if pointwise else buf[:ncol].reshape(threads, rpt, k)
-    partial = buf[ncol:ncol + (threads - 1) * cout_g * k].reshape(threads - 1, cout_g, k)
-    return rpt, cols, partial
+    rpt = _rows_per_task(k + cout_g if half_out else k, rows, threads)
+    ncol = 0 if direct else threads * rpt * k
+    cols = _EMPTY3D if direct else buf[:ncol].reshape(threads, rpt, k)
+    rest = buf[ncol:]
+    partial = rest[:(threads - 1) * cout_g * k].reshape(threads - 1, cout_g, k)
+    tiles = rest[:threads * rpt * cout_g].reshape(threads, rpt, cout_g) if half_out else _EMPTY3D
+    return rpt, cols, partial, tiles
 
 
 def conv2d_f32(x, w, b, out, win: Window, groups: int = 1, scratch=None):
-    """out = conv(x, w) + b.  scratch: float32 buffer of conv2d_scratch_floats(...) or None."""
+    """out = conv(x, w) + b.  x and out: float32 or float16 storage, float32 math.
+    scratch: float32 buffer of conv2d_scratch_floats(..., half=any float16 operand) or None."""
     N, _, _, cin = x.shape
     cout = w.shape[0]
+    half = HALF in (x.dtype, out.dtype)
     bias = b if b is not None else np.zeros(cout, np.float32)
+    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups, half=half))
     if is_depthwise(w.shape, cin, groups):
-        _depthwise_forward(x, w, bias, out, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
+        threads = _threads()
+        spares = buf[:threads * cout].reshape(threads, cout) if out.dtype == HALF else _NO_SPARES[:threads]
+        _depthwise_forward(bits(x), w, bias, bits(out), win.sh, win.sw, win.pad_top, win.pad_left, cout // cin,
+                           spares)
         return out
     rows = N * win.out_h * win.out_w
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
-    pointwise = _is_pointwise(win, groups)
-    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups))
-    rpt, cols, _ = _task_views(buf, rows, k, cog, pointwise)
-    out2d = out.reshape(rows, cout)
+    direct = _direct(x, win, groups)
+    rpt, cols, _, tiles = _task_views(buf, rows, k, cog, direct, half_out=out.dtype == HALF)
+    out2d, xk = bits(out).reshape(rows, cout), bits(x)
     for g in range(groups):
-        _forward_tasks(x, w[g * cog:(g + 1) * cog].reshape(cog, k), bias[g * cog:(g + 1) * cog], b is not None,
+        _forward_tasks(xk, w[g * cog:(g + 1) * cog].reshape(cog, k), bias[g * cog:(g + 1) * cog], b is not None,
                        out2d, g * cog, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
-                       win.out_h, win.out_w, g * cg, cg, pointwise, rpt, cols,
+                       win.out_h, win.out_w, g * cg, cg, direct, rpt, cols, tiles,
                        SLOTS.ints, SLOTS.floats, SLOTS.chars)
     return out
 
 
 def conv2d_grad_weight_f32(x, dy, dw, db, win: Window, groups: int = 1, scratch=None):
-    """dw = dL/dw, db = dL/db (db may be None), overwritten.  dy (N, OH, OW, Cout)."""
+    """dw = dL/dw, db = dL/db (db may be None), overwritten.  dy (N, OH, OW, Cout)
+    float32; x float32 or float16 storage."""
     N, _, _, cin = x.shape
     cout = dw.shape[0]
     rows = N * win.out_h * win.out_w
@@ -355,21 +450,21 @@ def conv2d_grad_weight_f32(x, dy, dw, db, win: Window, groups: int = 1, scratch=
     if db is not None:
         column_sums(dy2d, db)
     if is_depthwise(dw.shape, cin, groups):
-        _depthwise_grad_weight(x, dy, dw, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
+        _depthwise_grad_weight(bits(x), dy, dw, win.sh, win.sw, win.pad_top, win.pad_left, cout // cin)
         return
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg
-    pointwise = _is_pointwise(win, groups)
-    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, dw.shape, win, groups))
-    rpt, cols, partial = _task_views(buf, rows, k, cog, pointwise)
+    direct = _direct(x, win, groups)
+    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, dw.shape, win, groups, half=x.dtype == HALF))
+    rpt, cols, partial, _ = _task_views(buf, rows, k, cog, direct)
     for g in range(groups):
-        _grad_weight_tasks(x, dy2d, g * cog, dw[g * cog:(g + 1) * cog].reshape(cog, k), partial,
+        _grad_weight_tasks(bits(x), dy2d, g * cog, dw[g * cog:(g + 1) * cog].reshape(cog, k), partial,
                            win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,
-                           g * cg, cg, pointwise, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
+                           g * cg, cg, direct, rpt, cols, SLOTS.ints, SLOTS.floats, SLOTS.chars)
 
 
 def conv2d_grad_input_f32(dy, w, dx, win: Window, groups: int = 1, scratch=None):
-    """dx = dL/dx, overwritten.  Only backpropagation across layers needs this."""
+    """dx = dL/dx, overwritten (float32).  Only backpropagation across layers needs this."""
     N, _, _, cin = dx.shape
     cout = w.shape[0]
     if is_depthwise(w.shape, cin, groups):
@@ -398,18 +493,16 @@ def _pooled_rows_per_task(k, cout, rows, threads):
     return _rows_per_task(max(k, cout), rows, threads)
 
 
-def pooled_bn_scratch(x_shape, w_shape, win: Window) -> tuple[int, int]:
-    """(scratch floats, dz floats) conv2d_bn_grad_weight_pooled_f32 needs (groups 1)."""
+def pooled_bn_scratch(x_shape, w_shape, win: Window, half: bool = False) -> tuple[int, int]:
+    """(scratch floats, dz floats) conv2d_bn_grad_weight_pooled_f32 needs (groups 1);
+    half: x is stored as float16 (a pointwise conv then needs columns)."""
     rows = x_shape[0] * win.out_h * win.out_w
     cin, cout = x_shape[3], w_shape[0]
     k = win.kh * win.kw * cin
     pool = numba.config.NUMBA_NUM_THREADS
     rpt = _pooled_rows_per_task(k, cout, rows, 1)
-    cols = 0 if _is_pointwise(win, 1) else pool * rpt * k
+    cols = 0 if _is_pointwise(win, 1) and not half else pool * rpt * k
     return cols + (pool - 1) * cout * k, pool * rpt * cout
-
-
-_EMPTY2D = np.zeros((0, 0), np.float32)
 
 
 def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, scratch, dz_scratch,
@@ -417,10 +510,11 @@ def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, 
     """Gradients of conv (groups 1) -> batch norm -> activation from a pooled gradient.
 
     x (N,H,W,Cin) conv input; w (Cout,KH,KW,Cin) its weights; z (N,OH,OW,C) conv output
-    (the unit's output y is not needed: its activation sign is recomputed from z);
+    (the unit's output y is not needed: its activation sign is recomputed from z); x and
+    z float32 or float16 storage;
     dv_area (N,P,Q,C) pooled dL/dy divided by window areas;
     bn the unit's BatchNorm (its gamma/beta gradients are written here); dw, db (db may
-    be None) overwritten; gprev (N,H,W,Cin) receives dL/dx (pointwise convs only);
+    be None) overwritten; gprev (N,H,W,Cin) float32 receives dL/dx (pointwise convs only);
     scratch, dz_scratch: pooled_bn_scratch(...) floats; db_part (pool, Cout) float64.
     """
     batchnorm_grad_sums_pooled_f32(dv_area, z, bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.grad,
@@ -434,15 +528,16 @@ def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, 
     pointwise = _is_pointwise(win, 1)
     if gprev is not None and not pointwise:
         raise ValueError("a pooled backward passes dL/dx on only through pointwise convs")
-    ncol = 0 if pointwise else threads * rpt * k
-    cols = _EMPTY3D if pointwise else scratch[:ncol].reshape(threads, rpt, k)
+    direct = _direct(x, win, 1)
+    ncol = 0 if direct else threads * rpt * k
+    cols = _EMPTY3D if direct else scratch[:ncol].reshape(threads, rpt, k)
     partial = scratch[ncol:ncol + (threads - 1) * cout * k].reshape(threads - 1, cout, k)
     dzs = dz_scratch[:threads * rpt * cout].reshape(threads, rpt, cout)
     want_gprev = gprev is not None
     _pooled_bn_grad_weight_tasks(
-        x, dv_area, z, bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.value, bn.gamma.grad, bn.beta.grad, bn.act,
-        np.float32(LEAKY_SLOPE), dw.reshape(cout, k), partial, db_part, w.reshape(cout, k),
-        gprev.reshape(-1, cin) if want_gprev else _EMPTY2D, want_gprev, pointwise,
+        bits(x), dv_area, bits(z), bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.value, bn.gamma.grad,
+        bn.beta.grad, bn.act, np.float32(LEAKY_SLOPE), dw.reshape(cout, k), partial, db_part, w.reshape(cout, k),
+        gprev.reshape(-1, cin) if want_gprev else _EMPTY2D, want_gprev, direct,
         win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,
         rpt, cols, dzs, SLOTS.ints, SLOTS.floats, SLOTS.chars)
     if db is not None:

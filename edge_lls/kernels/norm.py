@@ -1,4 +1,4 @@
-"""Batch normalisation over (N, H, W) per channel, float32, with a fused activation.
+"""Batch normalisation over (N, H, W) per channel, float32 math, with a fused activation.
 
 Tensors are viewed as (M, C), M = N*H*W (or N for dense layers). Semantics are
 PyTorch's BatchNorm: training normalises with the biased batch variance and updates
@@ -8,11 +8,18 @@ averages. Statistics are accumulated in float64 over a fixed number of row slice
 
 Backward recomputes x_hat = (x - mean) * inv_std from the kept pre-norm input x, and
 takes the activation's gradient from the kept output y: a block keeps x and y only.
+
+Storage: the activations x and y are float32 or float16, in any mix (mixed-precision
+training keeps them in half). The wrappers pass a float16 array to the kernels as its
+uint16 view (half.bits); kernels load with half.ld and store with half.st, so a float16
+output is exactly the float32 output rounded to half. Gradients (dy, dx, dv_area) and
+per-channel vectors (mean, inv_std, scale, shift, gamma, ...) are always float32.
 """
 import numpy as np
 from numba import njit, prange
 
 from .activation import ACT_NONE, LEAKY_SLOPE, act_grad, apply_act
+from .half import bits, ld, st
 from .reduce import SLICES
 
 
@@ -42,7 +49,7 @@ def _stats(x2d, mean, inv_std, var_out, eps):
         for m in range(lo, hi):
             row = x2d[m]
             for c in range(C):
-                d = np.float64(row[c]) - pivot[c]
+                d = np.float64(ld(row[c])) - ld(pivot[c])
                 a1[c] += d
                 a2[c] += d * d
     for c in range(C):
@@ -53,7 +60,7 @@ def _stats(x2d, mean, inv_std, var_out, eps):
             t2 += s2[s, c]
         mu_d = t1 / M
         v = max(t2 / M - mu_d * mu_d, 0.0)
-        mean[c] = pivot[c] + mu_d
+        mean[c] = ld(pivot[c]) + mu_d
         var_out[c] = v
         inv_std[c] = 1.0 / np.sqrt(v + eps)
 
@@ -63,7 +70,7 @@ def _normalize(x2d, scale, shift, y2d, act, slope):
     M, C = x2d.shape
     for m in prange(M):
         for c in range(C):
-            y2d[m, c] = apply_act(x2d[m, c] * scale[c] + shift[c], act, slope)
+            y2d[m, c] = st(y2d, apply_act(ld(x2d[m, c]) * scale[c] + shift[c], act, slope))
 
 
 @njit(parallel=True, cache=True)
@@ -75,9 +82,9 @@ def _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, slope):
         lo, hi = s * M // SLICES, (s + 1) * M // SLICES
         for m in range(lo, hi):
             for c in range(C):
-                g = act_grad(dy2d[m, c], y2d[m, c], act, slope)
+                g = act_grad(dy2d[m, c], ld(y2d[m, c]), act, slope)
                 sg[s, c] += g
-                sgx[s, c] += g * (x2d[m, c] - mean[c]) * inv_std[c]
+                sgx[s, c] += g * (ld(x2d[m, c]) - mean[c]) * inv_std[c]
     _add_slices(sg, dbeta)
     _add_slices(sgx, dgamma)
 
@@ -87,8 +94,8 @@ def _grad_input(dy2d, y2d, x2d, mean, inv_std, gamma, dgamma, dbeta, dx2d, act, 
     M, C = x2d.shape
     for m in prange(M):
         for c in range(C):
-            g = act_grad(dy2d[m, c], y2d[m, c], act, slope)
-            xhat = (x2d[m, c] - mean[c]) * inv_std[c]
+            g = act_grad(dy2d[m, c], ld(y2d[m, c]), act, slope)
+            xhat = (ld(x2d[m, c]) - mean[c]) * inv_std[c]
             dx2d[m, c] = gamma[c] * inv_std[c] * (g - (dbeta[c] + xhat * dgamma[c]) / M)
 
 
@@ -98,15 +105,16 @@ def _as2d(a):
 
 def batchnorm_stats_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, scratch,
                         eps=1e-5, momentum=0.1):
-    """The training half of batch norm that needs all of x: batch mean and inv_std (C,),
-    the running averages (updated in place), and in scratch (3, C) rows 1 and 2 the
-    affine map y = act(x * scale + shift) that every later pass applies on the fly."""
+    """The training half of batch norm that needs all of x ((..., C) float32 or float16
+    storage): batch mean and inv_std (C,) float32, the running averages (updated in
+    place), and in scratch (3, C) float32 rows 1 and 2 the affine map
+    y = act(x * scale + shift) that every later pass applies on the fly."""
     x2d = _as2d(x)
     M = x2d.shape[0]
     if M < 2:
         raise ValueError("batch norm in training mode needs more than one value per channel")
     var, scale, shift = scratch[0], scratch[1], scratch[2]
-    _stats(x2d, mean, inv_std, var, eps)
+    _stats(bits(x2d), mean, inv_std, var, eps)
     running_mean *= 1.0 - momentum
     running_mean += momentum * mean
     running_var *= 1.0 - momentum
@@ -121,19 +129,21 @@ def batchnorm_train_f32(x, gamma, beta, running_mean, running_var, mean, inv_std
                         eps=1e-5, momentum=0.1, act=ACT_NONE, slope=LEAKY_SLOPE, scratch=None):
     """y = act(gamma * (x - mean) * inv_std + beta) with batch statistics.
 
-    x, y: (..., C) float32 (y must not alias x: backward needs both).
+    x, y: (..., C) float32 or float16 storage (y must not alias x: backward needs both).
     mean, inv_std: (C,) float32 outputs, kept for backward.
     running_mean, running_var: (C,) updated in place.  scratch: (3, C) float32 or None.
     """
     tmp = scratch if scratch is not None else np.empty((3, x.shape[-1]), np.float32)
     scale, shift = batchnorm_stats_f32(x, gamma, beta, running_mean, running_var, mean, inv_std, tmp, eps, momentum)
-    _normalize(_as2d(x), scale, shift, _as2d(y), act, np.float32(slope))
+    _normalize(bits(_as2d(x)), scale, shift, bits(_as2d(y)), act, np.float32(slope))
     return y
 
 
 def batchnorm_eval_f32(x, gamma, beta, running_mean, running_var, y,
                        eps=1e-5, act=ACT_NONE, slope=LEAKY_SLOPE, scratch=None):
-    """y = act(gamma * (x - running_mean) / sqrt(running_var + eps) + beta); y may alias x."""
+    """y = act(gamma * (x - running_mean) / sqrt(running_var + eps) + beta); y may alias x.
+
+    x, y: (..., C) float32 or float16 storage."""
     C = x.shape[-1]
     tmp = scratch if scratch is not None else np.empty((3, C), np.float32)
     scale, shift = tmp[1], tmp[2]
@@ -142,7 +152,7 @@ def batchnorm_eval_f32(x, gamma, beta, running_mean, running_var, y,
     np.divide(gamma, scale, out=scale)
     np.multiply(scale, running_mean, out=shift)
     np.subtract(beta, shift, out=shift)
-    _normalize(_as2d(x), scale, shift, _as2d(y), act, np.float32(slope))
+    _normalize(bits(_as2d(x)), scale, shift, bits(_as2d(y)), act, np.float32(slope))
     return y
 
 
@@ -150,10 +160,11 @@ def batchnorm_grad_f32(dy, y, x, mean, inv_std, gamma, dgamma, dbeta, dx,
                        act=ACT_NONE, slope=LEAKY_SLOPE):
     """Gradients of a training-mode batch norm (+ fused activation).
 
-    dy: dL/d(output) (..., C); y: the output; x: the pre-norm input.
-    dgamma, dbeta: (C,) overwritten.  dx: dL/dx, may alias dy; pass None to skip it.
+    dy: dL/d(output) (..., C) float32; y: the output and x: the pre-norm input, (..., C)
+    float32 or float16 storage.
+    dgamma, dbeta: (C,) overwritten.  dx: dL/dx float32, may alias dy; pass None to skip it.
     """
-    dy2d, y2d, x2d = _as2d(dy), _as2d(y), _as2d(x)
+    dy2d, y2d, x2d = _as2d(dy), bits(_as2d(y)), bits(_as2d(x))
     _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, np.float32(slope))
     if dx is not None:
         _grad_input(dy2d, y2d, x2d, mean, inv_std, gamma, dgamma, dbeta, _as2d(dx), act, np.float32(slope))
@@ -219,17 +230,19 @@ def _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, ac
                 for c in range(C):
                     # The activation's derivative from the norm output it saw, recomputed
                     # from x exactly as the forward computed it: y need not be kept.
-                    g = act_grad(d[c], xr[c] * scale[c] + shift[c], act, slope)
+                    xv = ld(xr[c])
+                    g = act_grad(d[c], xv * scale[c] + shift[c], act, slope)
                     a1[c] += g
-                    a2[c] += g * (xr[c] - mean[c]) * inv_std[c]
+                    a2[c] += g * (xv - mean[c]) * inv_std[c]
     _add_slices(sg, dbeta)
     _add_slices(sgx, dgamma)
 
 
 @njit(cache=True)
 def pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
-    # Serial: dL/dx for flattened rows r0 .. r0+R of (N*H*W, C) into dx_rows (R, C).
-    # Called per task from inside parallel loops (the conv weight-gradient kernels).
+    # Serial: dL/dx for flattened rows r0 .. r0+R of (N*H*W, C) into dx_rows (R, C) float32.
+    # Called per task from inside parallel loops (the conv weight-gradient kernels), so
+    # x is whatever the caller passes: (N,H,W,C) float32, or float16 as its uint16 view.
     N, H, W, C = x.shape
     P, Q = dv_area.shape[1], dv_area.shape[2]
     M = N * H * W
@@ -252,8 +265,9 @@ def pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamm
         xr = x[n, h, w]
         out = dx_rows[r]
         for c in range(C):
-            g = act_grad(d[c], xr[c] * scale[c] + shift[c], act, slope)
-            xhat = (xr[c] - mean[c]) * inv_std[c]
+            xv = ld(xr[c])
+            g = act_grad(d[c], xv * scale[c] + shift[c], act, slope)
+            xhat = (xv - mean[c]) * inv_std[c]
             out[c] = gscale[c] * (g - offset[c] - xhat * coef[c])
 
 
@@ -269,13 +283,15 @@ def _pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgam
 def batchnorm_grad_sums_pooled_f32(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta,
                                    act=ACT_NONE, slope=LEAKY_SLOPE):
     """dgamma, dbeta (C,) of a training batch norm (+ fused activation) whose output
-    gradient is the adaptive-pool upsampling of dv_area (N,P,Q,C). x: (N,H,W,C) the norm's
-    input; scale, shift: the forward's gamma*inv_std and beta - mean*scale."""
-    _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, act, np.float32(slope))
+    gradient is the adaptive-pool upsampling of dv_area (N,P,Q,C) float32. x: (N,H,W,C) the
+    norm's input, float32 or float16 storage; scale, shift: the forward's gamma*inv_std and
+    beta - mean*scale."""
+    _pooled_grad_sums(dv_area, bits(x), mean, inv_std, scale, shift, dgamma, dbeta, act, np.float32(slope))
 
 
 def batchnorm_grad_input_pooled_rows_f32(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0,
                                          dx_rows, act=ACT_NONE, slope=LEAKY_SLOPE):
-    """Rows r0 .. r0+len(dx_rows) of dL/dx (flattened (N*H*W, C)); call after the sums."""
-    _pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act,
+    """Rows r0 .. r0+len(dx_rows) of dL/dx (flattened (N*H*W, C), float32); call after the
+    sums. x: (N,H,W,C) float32 or float16 storage."""
+    _pooled_grad_input_rows(dv_area, bits(x), mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act,
                             np.float32(slope))

@@ -1,13 +1,22 @@
-"""Pooling, NHWC float32: max, average, adaptive average (2-D and 1-D); forward and gradient.
+"""Pooling, NHWC, float32 math: max, average, adaptive average (2-D and 1-D); forward and gradient.
 
 Adaptive pooling uses PyTorch's windows: output cell i of p covers input rows
 floor(i*H/p) .. ceil((i+1)*H/p) - 1, so windows overlap when p does not divide H.
+
+Storage: the forward's input x and output out are float32 or float16, in any mix
+(mixed-precision training keeps activations in half). A float16 array reaches the
+kernels as its uint16 view (half.bits); values are loaded with half.ld, and a float16
+output is accumulated in float32 and rounded once, so it is exactly the float32 output
+rounded to half. Gradients (dy, dx) are float32 and argmax int32.
 """
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .activation import LEAKY_SLOPE, apply_act
 from .geometry import Window
+from .half import HALF, bits, ld, st
 
 
 @njit(inline="always")
@@ -16,27 +25,80 @@ def _load(xv, c, scale, shift, act, slope, transform):
     # its activated output, act(x * scale + shift), computed exactly as the norm would:
     # a block's output can be pooled without ever being stored.
     if transform:
-        return apply_act(xv[c] * scale[c] + shift[c], act, slope)
-    return xv[c]
+        return apply_act(ld(xv[c]) * scale[c] + shift[c], act, slope)
+    return ld(xv[c])
+
+
+def _thread_acc(out, acc):
+    """This thread's float32 accumulator row of acc (Python stand-in; kernels get the overload)."""
+    return acc[0] if out.dtype == np.uint16 else acc
+
+
+@overload(_thread_acc, inline="always")
+def _thread_acc_impl(out, acc):
+    # Taken once per parallel iteration: acc (threads, C + gap) float32 has a row per
+    # thread (numba.get_thread_id() < get_num_threads()). Unused for a float32 out.
+    if out.dtype == types.uint16:
+        return lambda out, acc: acc[numba.get_thread_id()]
+    return lambda out, acc: acc
+
+
+def _acc_row(o, ta):
+    """The float32 row (at least C long) in which a kernel builds output row o (C,)
+    (Python stand-in; kernels get the overload)."""
+    return ta if o.dtype == np.uint16 else o
+
+
+@overload(_acc_row, inline="always")
+def _acc_row_impl(o, ta):
+    # A float32 output row is its own accumulator (the float32 build is unchanged). A
+    # float16 one is built in this thread's float32 row ta = _thread_acc(out, acc) (the
+    # kernels index it below C) and rounded once by _store_row: accumulating in half
+    # would round after every tap, and a half running max would change which tap wins.
+    if o.dtype == types.uint16:
+        return lambda o, ta: ta
+    return lambda o, ta: o
+
+
+def _is_half(o):
+    return o.dtype == np.uint16
+
+
+@overload(_is_half, inline="always")
+def _is_half_impl(o):
+    half = o.dtype == types.uint16     # a constant of the build, so the branch on it folds away
+    return lambda o: half
+
+
+@njit(inline="always")
+def _store_row(o, b):
+    # Output row o (C,) from its accumulator b = _acc_row(o, ta); nothing to do for float32.
+    if _is_half(o):
+        for c in range(o.shape[0]):
+            o[c] = st(o, b[c])
 
 
 @njit(parallel=True, cache=True)
-def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax, scale, shift, act, slope, transform):
+def _max_pool(x, out, argmax, acc, kh, kw, sh, sw, pt, pl, keep_argmax, scale, shift, act, slope, transform):
     # Padding cells never win (they are -inf), as in PyTorch and TFLite. Window taps
     # are visited in row-major order and only a strictly greater value replaces the
     # best, so ties go to the first tap. Channels are innermost: contiguous, vectorised.
+    # The running best b is float32 whatever out stores (see _acc_row): comparing
+    # against a half-rounded best would change which tap wins.
     N, H, W, C = x.shape
     _, OH, OW, _ = out.shape
     for nr in prange(N * OH):
         n = nr // OH
         oh = nr % OH
+        ta = _thread_acc(out, acc)
         ha, hb = max(oh * sh - pt, 0), min(oh * sh - pt + kh, H)
         for ow in range(OW):
             wa, wb = max(ow * sw - pl, 0), min(ow * sw - pl + kw, W)
             o = out[n, oh, ow]
+            b = _acc_row(o, ta)
             first = x[n, ha, wa]
             for c in range(C):
-                o[c] = _load(first, c, scale, shift, act, slope, transform)
+                b[c] = _load(first, c, scale, shift, act, slope, transform)
             if keep_argmax:
                 a = argmax[n, oh, ow]
                 for c in range(C):
@@ -47,12 +109,13 @@ def _max_pool(x, out, argmax, kh, kw, sh, sw, pt, pl, keep_argmax, scale, shift,
                     if keep_argmax:
                         for c in range(C):
                             v = _load(xv, c, scale, shift, act, slope, transform)
-                            if v > o[c]:
-                                o[c] = v
+                            if v > b[c]:
+                                b[c] = v
                                 a[c] = ih * W + iw
                     else:
                         for c in range(C):
-                            o[c] = max(o[c], _load(xv, c, scale, shift, act, slope, transform))
+                            b[c] = max(b[c], _load(xv, c, scale, shift, act, slope, transform))
+            _store_row(o, b)
 
 
 @njit(parallel=True, cache=True)
@@ -69,27 +132,30 @@ def _max_pool_grad(dy, argmax, dx):
 
 
 @njit(parallel=True, cache=True)
-def _avg_pool(x, out, kh, kw, sh, sw, pt, pl, count_include_pad, scale_out):
+def _avg_pool(x, out, acc, kh, kw, sh, sw, pt, pl, count_include_pad, scale_out):
     N, H, W, C = x.shape
     _, OH, OW, _ = out.shape
     for nr in prange(N * OH):
         n = nr // OH
         oh = nr % OH
+        ta = _thread_acc(out, acc)
         for ow in range(OW):
             h0, w0 = oh * sh - pt, ow * sw - pl
             ha, hb = max(h0, 0), min(h0 + kh, H)
             wa, wb = max(w0, 0), min(w0 + kw, W)
             cnt = kh * kw if count_include_pad else (hb - ha) * (wb - wa)
             o = out[n, oh, ow]
+            b = _acc_row(o, ta)
             for c in range(C):
-                o[c] = 0.0
+                b[c] = 0.0
             for ih in range(ha, hb):
                 for iw in range(wa, wb):
                     xv = x[n, ih, iw]
                     for c in range(C):
-                        o[c] += xv[c]
+                        b[c] += ld(xv[c])
             for c in range(C):
-                o[c] /= cnt
+                b[c] /= cnt
+            _store_row(o, b)
             if scale_out.size > 0:
                 scale_out[n, oh, ow] = 1.0 / cnt
 
@@ -122,26 +188,29 @@ def _adaptive_bounds(i, size_in, size_out):
 
 
 @njit(parallel=True, cache=True)
-def _adaptive_avg(x, out, scale, shift, act, slope, transform):
+def _adaptive_avg(x, out, acc, scale, shift, act, slope, transform):
     N, H, W, C = x.shape
     _, P, Q, _ = out.shape
     for nr in prange(N * P):
         n = nr // P
         i = nr % P
+        ta = _thread_acc(out, acc)
         h0, h1 = _adaptive_bounds(i, H, P)
         for j in range(Q):
             w0, w1 = _adaptive_bounds(j, W, Q)
             o = out[n, i, j]
+            b = _acc_row(o, ta)
             for c in range(C):
-                o[c] = 0.0
+                b[c] = 0.0
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
                     xv = x[n, ih, iw]
                     for c in range(C):
-                        o[c] += _load(xv, c, scale, shift, act, slope, transform)
+                        b[c] += _load(xv, c, scale, shift, act, slope, transform)
             inv = 1.0 / ((h1 - h0) * (w1 - w0))
             for c in range(C):
-                o[c] *= inv
+                b[c] *= inv
+            _store_row(o, b)
 
 
 @njit(parallel=True, cache=True)
@@ -174,6 +243,32 @@ def _check_pool_padding(win: Window):
 _NO_INT = np.zeros((0, 0, 0, 0), np.int32)
 _NO_F32 = np.zeros((0, 0, 0), np.float32)
 _NO_VEC = np.zeros(0, np.float32)
+_NO_ACC = np.zeros((0, 0), np.float32)
+# Unused float32s (256 bytes) after each accumulator row, and one spare row before the
+# first: every thread writes its row for every output pixel, so no other hot data (the
+# other thread's row, or a small heap object such as a refcount both threads update)
+# may share its cache line or that line's 128-byte prefetch pair. With 128 bytes the
+# float16-output max pool of a (64,32,32,128) tensor ran 1.25-1.5x slower in most
+# processes on 2 threads (it depends on where malloc puts the buffer); 256 measured clean.
+_ROW_GAP = 64
+
+
+_ACC_ROWS: dict[int, np.ndarray] = {}      # channels -> accumulator rows, allocated once
+
+
+def _acc_rows(out):
+    """The kernels' acc argument for output out (..., C): (pool threads, C + gap) float32
+    rows in which a float16 output is accumulated (row numba.get_thread_id(), below the
+    pool's size); nothing for a float32 output, which is its own accumulator. Allocated
+    on first use per channel count, then reused: steps allocate nothing."""
+    if out.dtype != HALF:
+        return _NO_ACC
+    channels = out.shape[-1]
+    rows = _ACC_ROWS.get(channels)
+    if rows is None:
+        pool = numba.config.NUMBA_NUM_THREADS
+        rows = _ACC_ROWS[channels] = np.empty((pool + 1, channels + _ROW_GAP), np.float32)[1:]
+    return rows
 
 
 def _bn_act_args(bn_act):
@@ -186,25 +281,28 @@ def _bn_act_args(bn_act):
 
 
 def max_pool2d_f32(x, out, win: Window, argmax=None, bn_act=None):
-    """out (N, OH, OW, C) = window max of x.  argmax (N, OH, OW, C) int32 (flat ih*W+iw)
-    is recorded when given: backpropagation needs it, inference and LLS do not.
-    bn_act = (scale, shift, act): pool act(x * scale + shift) instead of x."""
+    """out (N, OH, OW, C) = window max of x (N, H, W, C); x and out float32 or float16
+    storage.  argmax (N, OH, OW, C) int32 (flat ih*W+iw) is recorded when given:
+    backpropagation needs it, inference and LLS do not.
+    bn_act = (scale, shift, act), (C,) float32: pool act(x * scale + shift) instead of x."""
     _check_pool_padding(win)
     keep = argmax is not None
-    _max_pool(x, out, argmax if keep else _NO_INT, win.kh, win.kw, win.sh, win.sw,
+    _max_pool(bits(x), bits(out), argmax if keep else _NO_INT, _acc_rows(out), win.kh, win.kw, win.sh, win.sw,
               win.pad_top, win.pad_left, keep, *_bn_act_args(bn_act))
     return out
 
 
 def max_pool2d_grad_f32(dy, argmax, dx):
+    """dx (N, H, W, C) float32 from dy (N, OH, OW, C) float32 and the forward's argmax."""
     _max_pool_grad(dy, argmax, dx)
     return dx
 
 
 def avg_pool2d_f32(x, out, win: Window, count_include_pad: bool = False):
-    """count_include_pad=False is TFLite's AVERAGE_POOL_2D; True is PyTorch's default."""
+    """out (N, OH, OW, C) = window mean of x (N, H, W, C); x and out float32 or float16
+    storage. count_include_pad=False is TFLite's AVERAGE_POOL_2D; True is PyTorch's default."""
     _check_pool_padding(win)
-    _avg_pool(x, out, win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
+    _avg_pool(bits(x), bits(out), _acc_rows(out), win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
               count_include_pad, _NO_F32)
     return out
 
@@ -216,9 +314,10 @@ def avg_pool2d_grad_f32(dy, dx, win: Window, count_include_pad: bool = False):
 
 
 def adaptive_avg_pool2d_f32(x, out, bn_act=None):
-    """x (N, H, W, C) -> out (N, P, Q, C), the output size given by out's shape.
-    bn_act = (scale, shift, act): pool act(x * scale + shift) instead of x."""
-    _adaptive_avg(x, out, *_bn_act_args(bn_act))
+    """x (N, H, W, C) -> out (N, P, Q, C), the output size given by out's shape; x and out
+    float32 or float16 storage.
+    bn_act = (scale, shift, act), (C,) float32: pool act(x * scale + shift) instead of x."""
+    _adaptive_avg(bits(x), bits(out), _acc_rows(out), *_bn_act_args(bn_act))
     return out
 
 
@@ -228,8 +327,9 @@ def adaptive_avg_pool2d_grad_f32(dy, dx):
 
 
 def adaptive_avg_pool1d_f32(x, out):
-    """Along features: x (N, F) -> out (N, P)."""
-    _adaptive_avg(x.reshape(x.shape[0], 1, x.shape[1], 1), out.reshape(out.shape[0], 1, out.shape[1], 1),
+    """Along features: x (N, F) -> out (N, P); x and out float32 or float16 storage."""
+    out4 = out.reshape(out.shape[0], 1, out.shape[1], 1)
+    _adaptive_avg(bits(x.reshape(x.shape[0], 1, x.shape[1], 1)), bits(out4), _acc_rows(out4),
                   *_bn_act_args(None))
     return out
 

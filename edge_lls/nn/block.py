@@ -78,21 +78,25 @@ class Block:
         return (self.accepts_pooled_grad() and len(self.units) == 1 and len(self.post) == 1
                 and self.post[0].fuses_bn_act)
 
-    def buffers(self, in_shape, *, backprop: bool, pooled_grad: bool = False) -> list[Buf]:
+    def buffers(self, in_shape, *, backprop: bool, pooled_grad: bool = False,
+                storage=np.float32) -> list[Buf]:
         """pooled_grad: dL/da arrives pooled (see backward_pooled), so the last unit has
-        no full-size gradient buffer, only a slice of rows 'dzr' in scratch."""
+        no full-size gradient buffer, only a slice of rows 'dzr' in scratch.
+        storage: dtype of the activations z, y and p (float16 in mixed precision);
+        gradients and scratch are float32."""
         unit_shapes, _, _ = self.shapes(in_shape)
         last = len(self.units) - 1
+        half = np.dtype(storage) == np.float16
         bufs, shape = [], tuple(in_shape)
         scratch = 1
         for k, (u, out_shape) in enumerate(zip(self.units, unit_shapes)):
-            scratch = max(scratch, u.op.scratch_floats(shape, input_grad=backprop))
-            bufs.append(Buf(f"z{k}", out_shape, "keep"))
+            scratch = max(scratch, u.op.scratch_floats(shape, input_grad=backprop, half=half))
+            bufs.append(Buf(f"z{k}", out_shape, "keep", storage))
             if not (k == last and pooled_grad and self.defers_output()):
                 y_role = "out" if (k == last and not self.post) else "keep"
-                bufs.append(Buf(f"y{k}", out_shape, y_role))
+                bufs.append(Buf(f"y{k}", out_shape, y_role, storage))
             if k == last and pooled_grad:
-                cols, dz = u.op.pooled_scratch(shape)
+                cols, dz = u.op.pooled_scratch(shape, half)
                 scratch = max(scratch, cols)
                 bufs.append(Buf("dzr", (max(dz, 1),), "tmp"))
             else:
@@ -103,7 +107,7 @@ class Block:
         bufs.append(Buf("s", (scratch,), "tmp"))
         for j, p in enumerate(self.post):
             out_shape = p.out_shape(shape)
-            bufs.append(Buf(f"p{j}", out_shape, "out" if j == len(self.post) - 1 else "keep"))
+            bufs.append(Buf(f"p{j}", out_shape, "out" if j == len(self.post) - 1 else "keep", storage))
             if backprop:
                 if p.needs_argmax:
                     bufs.append(Buf(f"arg{j}", out_shape, "keep", dtype=np.int32))

@@ -1,7 +1,9 @@
 """Layers: each holds its parameters and has its forward and weight gradient side by side.
 
-Activations are NHWC float32. A layer never allocates in forward/backward: callers pass
-views from the step's Arena (see arena.py).
+Activations are NHWC, stored as float32 or, in mixed-precision training, float16 (every
+kernel widens on load and computes in float32; see kernels/half.py). Weights, gradients
+and optimizer state are float32. A layer never allocates in forward/backward: callers
+pass views from the step's Arena (see arena.py).
 """
 from __future__ import annotations
 
@@ -43,9 +45,9 @@ class Conv2d:
         win = self.window(in_shape)
         return (in_shape[0], win.out_h, win.out_w, self.cout)
 
-    def scratch_floats(self, in_shape, input_grad=False):
+    def scratch_floats(self, in_shape, input_grad=False, half=False):
         return kconv.conv2d_scratch_floats(in_shape, self.w.value.shape, self.window(in_shape), self.groups,
-                                           input_grad)
+                                           input_grad, half)
 
     def forward(self, x, out, scratch):
         kconv.conv2d_f32(x, self.w.value, None if self.b is None else self.b.value, out,
@@ -63,9 +65,9 @@ class Conv2d:
         return self.groups == 1 and self.kernel == (1, 1) and self.stride in (1, (1, 1)) \
             and not resolve_window((1, 1), 1, 1, self.padding).padded
 
-    def pooled_scratch(self, in_shape):
+    def pooled_scratch(self, in_shape, half=False):
         """(scratch floats, dz floats) of grad_weight_pooled for this input shape."""
-        return kconv.pooled_bn_scratch(in_shape, self.w.value.shape, self.window(in_shape))
+        return kconv.pooled_bn_scratch(in_shape, self.w.value.shape, self.window(in_shape), half)
 
     def grad_weight_pooled(self, x, dv_area, z, bn, scratch, dz_scratch, gprev=None):
         if self._db_part is None:
@@ -95,18 +97,34 @@ class Dense:
     def out_shape(self, in_shape):
         return (in_shape[0], self.fout)
 
-    def scratch_floats(self, in_shape, input_grad=False):
-        return 0
+    def scratch_floats(self, in_shape, input_grad=False, half=False):
+        """float16 storage: x widened to (N, F) and the output computed in (N, O) float32."""
+        return in_shape[0] * (self.fin + self.fout) if half else 0
 
     @staticmethod
     def _flat(a):
         return a.reshape(a.shape[0], -1)
 
+    def _widened(self, x, scratch):
+        """x (N, F) as float32: itself, or widened from float16 into the scratch's head."""
+        x = self._flat(x)
+        if x.dtype == np.float32:
+            return x
+        x32 = scratch[:x.size].reshape(x.shape)
+        np.copyto(x32, x)
+        return x32
+
     def forward(self, x, out, scratch=None):
-        kdense.dense_f32(self._flat(x), self.w.value, None if self.b is None else self.b.value, out)
+        x32 = self._widened(x, scratch)
+        n = x32.shape[0]
+        out32 = out if out.dtype == np.float32 else scratch[n * self.fin:n * (self.fin + self.fout)].reshape(out.shape)
+        kdense.dense_f32(x32, self.w.value, None if self.b is None else self.b.value, out32)
+        if out32 is not out:
+            np.copyto(out, out32, casting="same_kind")        # rounded to nearest even float16
 
     def grad_weight(self, x, dy, scratch=None):
-        kdense.dense_grad_weight_f32(self._flat(x), dy, self.w.grad, None if self.b is None else self.b.grad)
+        kdense.dense_grad_weight_f32(self._widened(x, scratch), dy, self.w.grad,
+                                     None if self.b is None else self.b.grad)
 
     def grad_input(self, dy, dx, scratch=None):
         kdense.dense_grad_input_f32(dy, self.w.value, self._flat(dx))

@@ -68,6 +68,7 @@ class Model:
         self.classifier = Dense("classifier", fin, self.num_classes, spec.get("classifier", {}).get("bias", True), rng)
         self._infer_arenas: dict[int, Arena] = {}
         self._lent = None
+        self.activation_dtype = np.dtype(np.float32)   # float16: mixed precision (set_activation_dtype)
 
     # ----------------------------------------------------------------------- structure
     @property
@@ -89,9 +90,22 @@ class Model:
             shape = h_shape
         return out, shape
 
+    def set_activation_dtype(self, dtype) -> None:
+        """Store every activation of training and inference steps as float32 or float16
+        (mixed precision: float32 weights and math, float16 activations)."""
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float16):
+            raise ConfigError(f"activation storage {dtype}; float32 or float16")
+        self.activation_dtype = dtype
+        self._infer_arenas.clear()
+
     def classifier_buffers(self, batch: int, *, backprop: bool) -> list[Buf]:
-        return [Buf("logits", (batch, self.num_classes), "keep"),
+        bufs = [Buf("logits", (batch, self.num_classes), "keep"),
                 Buf("dlogits", (batch, self.num_classes), "grad")]
+        if self.activation_dtype == np.float16:            # the classifier widens its input here
+            _, h_shape = self.stage_shapes(batch)
+            bufs.append(Buf("s", (max(self.classifier.scratch_floats(h_shape, half=True), 1),), "tmp"))
+        return bufs
 
     def arena(self, batch: int, mode: str, extra: list[list[Buf]] | None = None,
               pooled_grad: list[bool] | None = None, memory=None) -> Arena:
@@ -105,7 +119,7 @@ class Model:
         shapes, _ = self.stage_shapes(batch)
         backprop = mode == "backprop"
         pooled = pooled_grad or [False] * len(self.blocks)
-        stages = [b.buffers(s[0], backprop=backprop, pooled_grad=pg)
+        stages = [b.buffers(s[0], backprop=backprop, pooled_grad=pg, storage=self.activation_dtype)
                   for b, s, pg in zip(self.blocks, shapes, pooled)]
         stages.append(self.classifier_buffers(batch, backprop=backprop))
         if extra:
@@ -136,7 +150,7 @@ class Model:
         for block, V in zip(self.blocks, arena.views):
             _, h = block.forward(h, V, training=training)
         logits = arena.views[-1]["logits"]
-        self.classifier.forward(h, logits)
+        self.classifier.forward(h, logits, arena.views[-1].get("s"))
         return logits
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

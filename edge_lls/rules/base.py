@@ -52,10 +52,10 @@ class Rule:
 def classifier_step(model, V, h, labels, optimizer, dh=None):
     """Cross-entropy on the classifier; dh (the last block's output grad) only for BP."""
     logits, dlogits = V["logits"], V["dlogits"]
-    model.classifier.forward(h, logits)
+    model.classifier.forward(h, logits, V.get("s"))
     loss, _ = softmax_cross_entropy(logits, labels, dlogits=dlogits)
     correct = int((logits.argmax(axis=1) == labels).sum())
-    model.classifier.grad_weight(h, dlogits)
+    model.classifier.grad_weight(h, dlogits, V.get("s"))
     if dh is not None:
         model.classifier.grad_input(dlogits, dh)
     optimizer.step()

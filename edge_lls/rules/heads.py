@@ -123,9 +123,11 @@ class ProjectionHead:
         pooled = pool_columns(self.learned.value, self.dim)               # channel-major
         np.take(pooled, self._perm, axis=1, out=self.basis)
 
-    def buffers(self, batch: int) -> list[Buf]:
+    def buffers(self, batch: int, storage=np.float32) -> list[Buf]:
+        """Float32 head buffers; 'hv' holds the pooled output, or a float16 block output
+        widened (an identity pool reads a float32 output in place)."""
         bufs = [Buf("hz", (batch, self.dim), "keep"), Buf("hdz", (batch, self.dim), "keep")]
-        if not self._identity_pool:
+        if not self._identity_pool or np.dtype(storage) != np.float32:
             bufs.append(Buf("hv", (batch, *self.pshape), "keep"))
         return bufs
 
@@ -163,8 +165,11 @@ class ProjectionHead:
     def _signal(self, a, labels, V):
         """Loss and dL/dv (N, D) in V['hdz']; sets the head's own parameter gradients."""
         n = a.shape[0]
-        if self._identity_pool:
+        if self._identity_pool and a.dtype == np.float32:
             v = a
+        elif self._identity_pool:                     # float16 storage: widen once
+            v = V["hv"]
+            np.copyto(v, a.reshape(v.shape))
         elif len(self.a_shape) == 3:
             v = V["hv"]
             if isinstance(a, DeferredOutput):         # pooled straight from the norm input

@@ -51,7 +51,7 @@ class LocalRule(Rule):
         return self.heads[index].params
 
     def head_buffers(self, model, batch):
-        return [head.buffers(batch) for head in self.heads]
+        return [head.buffers(batch, model.activation_dtype) for head in self.heads]
 
     def train_step(self, model, arena, x, labels, optimizers):
         losses, h = [], x

@@ -1,0 +1,164 @@
+"""float16 activation storage in the conv and dense kernels (mixed-precision training).
+
+The invariant (kernels/half.py): with float16 activations a kernel computes exactly what
+its float32 build computes on the same values widened, and rounds its activation outputs
+to float16 (nearest even) as it stores them. So every check here is bit-exact:
+    conv(x16) == conv(x16 as float32).astype(float16)
+    grad_weight(x16, dy) == grad_weight(x16 as float32, dy)
+"""
+import numpy as np
+import pytest
+
+from edge_lls.kernels import conv as kconv
+from edge_lls.kernels.geometry import resolve_window
+from edge_lls.kernels.half import bits, ld, st
+from edge_lls.nn.layers import BatchNorm, Dense
+
+F16, F32 = np.float16, np.float32
+
+# (N, H, Cin, Cout, kernel, stride, padding, groups): 3x3, a stem on 3 channels (short
+# channel runs), pointwise (whose float32 build multiplies x's rows in place), depthwise
+# with a channel multiplier and stride, grouped.
+CONVS = [
+    (4, 8, 16, 32, 3, 1, 1, 1),
+    (4, 8, 3, 8, 3, 1, 1, 1),
+    (4, 8, 16, 24, 1, 1, 0, 1),
+    (3, 9, 8, 16, 3, 2, "same", 8),
+    (4, 9, 16, 32, 3, 1, 1, 2),
+]
+
+
+def test_half_conversions_match_numpy_for_every_bit_pattern():
+    import numba
+
+    @numba.njit
+    def widen(h, out):
+        for i in range(h.size):
+            out[i] = ld(h[i])
+
+    @numba.njit
+    def narrow(x, out):
+        for i in range(x.size):
+            out[i] = st(out, x[i])
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    wide = np.empty(every.size, F32)
+    widen(every, wide)
+    want = every.view(F16).astype(F32)
+    assert np.array_equal(wide, want, equal_nan=True)
+    # Rounding: random values over the whole range, exact halves (ties go to even),
+    # the overflow threshold (65520 rounds to inf) and subnormals.
+    halves = every[:0x7C00].view(F16).astype(np.float64)
+    ties = ((halves[:-1] + halves[1:]) / 2).astype(F32)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([ties, want[np.isfinite(want)], np.array([65504, 65519.996, 65520, -7e4, 1e-8], F32),
+                        *(rng.standard_normal(10000).astype(F32) * s for s in (1e-7, 1e-3, 1, 1e3, 1e5))])
+    out = np.empty(x.size, np.uint16)
+    narrow(x, out)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(out, x.astype(F16).view(np.uint16))
+
+
+def _case(spec, rng):
+    n, h, cin, cout, k, stride, pad, groups = spec
+    x16 = rng.standard_normal((n, h, h, cin)).astype(F16)
+    w = (0.2 * rng.standard_normal((cout, k, k, cin // groups))).astype(F32)
+    b = rng.standard_normal(cout).astype(F32)
+    win = resolve_window((h, h), k, stride, pad)
+    return x16, w, b, win, groups
+
+
+@pytest.mark.parametrize("spec", CONVS)
+def test_conv_forward_with_half_storage_is_the_float32_result_rounded(spec, rng):
+    x16, w, b, win, groups = _case(spec, rng)
+    shape = (len(x16), win.out_h, win.out_w, w.shape[0])
+    want = np.empty(shape, F32)
+    kconv.conv2d_f32(x16.astype(F32), w, b, want, win, groups)
+    half_in = np.empty(shape, F32)                    # float16 in, float32 out
+    kconv.conv2d_f32(x16, w, b, half_in, win, groups)
+    np.testing.assert_array_equal(half_in, want)
+    half_out = np.empty(shape, F16)                   # float16 in and out
+    kconv.conv2d_f32(x16, w, b, half_out, win, groups)
+    np.testing.assert_array_equal(half_out, want.astype(F16))
+    f32_in = np.empty(shape, F16)                     # float32 in (a data batch), float16 out
+    kconv.conv2d_f32(x16.astype(F32), w, b, f32_in, win, groups)
+    np.testing.assert_array_equal(f32_in, want.astype(F16))
+
+
+@pytest.mark.parametrize("spec", CONVS)
+def test_conv_forward_in_many_tasks_with_arena_sized_scratch(spec, rng, monkeypatch):
+    monkeypatch.setattr(kconv, "TASK_FLOATS", 7 * 27)     # many small tasks and tiles
+    x16, w, b, win, groups = _case(spec, rng)
+    shape = (len(x16), win.out_h, win.out_w, w.shape[0])
+    scratch = np.empty(kconv.conv2d_scratch_floats(x16.shape, w.shape, win, groups, half=True), F32)
+    want = np.empty(shape, F32)
+    kconv.conv2d_f32(x16.astype(F32), w, b, want, win, groups)
+    got = np.empty(shape, F16)
+    kconv.conv2d_f32(x16, w, b, got, win, groups, scratch)
+    np.testing.assert_array_equal(got, want.astype(F16))
+
+
+@pytest.mark.parametrize("spec", CONVS)
+def test_conv_weight_gradient_from_half_input_equals_float32(spec, rng):
+    x16, w, _, win, groups = _case(spec, rng)
+    dy = rng.standard_normal((len(x16), win.out_h, win.out_w, w.shape[0])).astype(F32)
+    grads = []
+    for x in (x16.astype(F32), x16):
+        dw, db = np.empty_like(w), np.empty(w.shape[0], F32)
+        kconv.conv2d_grad_weight_f32(x, dy, dw, db, win, groups)
+        grads.append((dw, db))
+    np.testing.assert_array_equal(grads[1][0], grads[0][0])
+    np.testing.assert_array_equal(grads[1][1], grads[0][1])
+
+
+@pytest.mark.parametrize("kernel,want_gprev", [(3, False), (1, False), (1, True)])
+def test_pooled_bn_backward_from_half_storage_equals_float32(kernel, want_gprev, rng):
+    n, h, cin, cout = 4, 8, 8, 12
+    x16 = rng.standard_normal((n, h, h, cin)).astype(F16)
+    z16 = rng.standard_normal((n, h, h, cout)).astype(F16)
+    w = (0.2 * rng.standard_normal((cout, kernel, kernel, cin))).astype(F32)
+    win = resolve_window((h, h), kernel, 1, kernel // 2)
+    dv_area = rng.standard_normal((n, 2, 2, cout)).astype(F32) / 16
+    results = []
+    for x, z in ((x16.astype(F32), z16.astype(F32)), (x16, z16)):
+        bn = BatchNorm("bn", cout, "leaky_relu")
+        bn.gamma.value[:] = rng.uniform(0.5, 1.5, cout) if not results else gamma
+        gamma = bn.gamma.value.copy()
+        bn.stats(z)
+        cols, dzn = kconv.pooled_bn_scratch(x.shape, w.shape, win, half=x.dtype == F16)
+        dw, db = np.empty_like(w), np.empty(cout, F32)
+        gprev = np.empty((n, h, h, cin), F32) if want_gprev else None
+        kconv.conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win, np.empty(cols, F32),
+                                               np.empty(dzn, F32), np.zeros((8, cout)), gprev)
+        results.append([dw, db, bn.gamma.grad.copy(), bn.beta.grad.copy()] + ([gprev] if want_gprev else []))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_half_pointwise_scratch_is_counted():
+    # A float32 pointwise conv needs no columns; a float16 one widens its rows into them.
+    win = resolve_window((8, 8), 1, 1, 0)
+    assert kconv.conv2d_scratch_floats((4, 8, 8, 16), (24, 1, 1, 16), win, half=True) > \
+        kconv.conv2d_scratch_floats((4, 8, 8, 16), (24, 1, 1, 16), win)
+
+
+def test_dense_with_half_storage_is_the_float32_result_rounded(rng):
+    layer = Dense("fc", 24, 10, rng=rng)
+    x16 = rng.standard_normal((6, 2, 2, 6)).astype(F16)
+    scratch = np.empty(layer.scratch_floats((6, 2, 2, 6), half=True), F32)
+    want = np.empty((6, 10), F32)
+    layer.forward(x16.astype(F32), want)
+    got = np.empty((6, 10), F16)
+    layer.forward(x16, got, scratch)
+    np.testing.assert_array_equal(got, want.astype(F16))
+    dy = rng.standard_normal((6, 10)).astype(F32)
+    layer.grad_weight(x16.astype(F32), dy)
+    want_dw = layer.w.grad.copy()
+    layer.grad_weight(x16, dy, scratch)
+    np.testing.assert_array_equal(layer.w.grad, want_dw)
+
+
+def test_bits_passes_float32_through_and_views_float16():
+    a32, a16 = np.zeros(3, F32), np.zeros(3, F16)
+    assert bits(a32) is a32
+    assert bits(a16).dtype == np.uint16 and np.shares_memory(bits(a16), a16)
