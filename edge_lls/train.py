@@ -336,7 +336,8 @@ class TrainingRun:
             "images_per_s": round(t["images"] / t["train_seconds"], 1) if t["train_seconds"] else None,
             "peak_memory_bytes": self.peak_memory_bytes(),
             "seconds": round(t["seconds"], 3),
-            "model": self.s.config.model, "rule": self.s.config.rule, "dataset": self.s.data.name,
+            "model": self.s.config.model, "rule": self.s.config.rule, "precision": self.s.config.precision,
+            "dataset": self.s.data.name,
             "params": self.s.model.num_params(), "threads": self.s.threads, "device": self.s.device.name,
             "run_dir": str(self.run.root), "model_file": str(self.run.model),
         }

@@ -357,6 +357,13 @@ def _rows_per_task(k: int, rows: int, threads: int) -> int:
     return max(1, min(max(8, TASK_FLOATS // k), -(-rows // threads)))
 
 
+def _task_rows_all_threads(k: int, rows: int) -> int:
+    """The most rows all threads' task slices hold at once, at any thread count up to the
+    pool's: threads * rows_per_task, at most about rows (small layers) or pool * L2."""
+    pool = numba.config.NUMBA_NUM_THREADS
+    return max(t * _rows_per_task(k, rows, t) for t in range(1, pool + 1))
+
+
 def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_grad: bool = False,
                           half: bool = False) -> int:
     """float32 elements of scratch the conv kernels need for these shapes, at the largest
@@ -370,10 +377,10 @@ def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_
         return pool * cout if half else 0
     k, cog = win.kh * win.kw * (cin // groups), cout // groups
     rows = x_shape[0] * win.out_h * win.out_w
-    cols = 0 if _is_pointwise(win, groups) and not half else pool * _rows_per_task(k, rows, 1) * k
+    cols = 0 if _is_pointwise(win, groups) and not half else _task_rows_all_threads(k, rows) * k
     need = cols + (pool - 1) * cog * k                   # weight gradient: columns + dW partials
     if half:                                             # forward: columns + output tiles
-        need = max(need, pool * _rows_per_task(k + cog, rows, 1) * (k + cog))
+        need = max(need, _task_rows_all_threads(k + cog, rows) * (k + cog))
     if input_grad and not _is_pointwise(win, groups):
         need = max(need, pool * win.out_h * win.out_w * k)
     return need
@@ -500,9 +507,9 @@ def pooled_bn_scratch(x_shape, w_shape, win: Window, half: bool = False) -> tupl
     cin, cout = x_shape[3], w_shape[0]
     k = win.kh * win.kw * cin
     pool = numba.config.NUMBA_NUM_THREADS
-    rpt = _pooled_rows_per_task(k, cout, rows, 1)
-    cols = 0 if _is_pointwise(win, 1) and not half else pool * rpt * k
-    return cols + (pool - 1) * cout * k, pool * rpt * cout
+    slices = _task_rows_all_threads(max(k, cout), rows)     # = _pooled_rows_per_task's rows
+    cols = 0 if _is_pointwise(win, 1) and not half else slices * k
+    return cols + (pool - 1) * cout * k, slices * cout
 
 
 def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, scratch, dz_scratch,

@@ -3,6 +3,7 @@ buffer a training step touches is a view into it, so a step allocates nothing.
 
 Each buffer belongs to a *stage* (a block, or the classifier) and has a *role*:
     out    what the stage passes on to the next stage
+    outkeep  both: a block output with no pooling after it, which its own backward reads
     keep   what the stage's own backward needs (its intermediates)
     grad   gradients of the stage's activations
     ograd  (backprop) the gradient of the stage's output, written by the next stage
@@ -32,7 +33,7 @@ ALIGN = 64  # bytes: one cache line / AVX-512 vector
 class Buf:
     name: str
     shape: tuple
-    role: str            # 'out' | 'keep' | 'grad' | 'tmp'
+    role: str            # 'out' | 'outkeep' | 'keep' | 'grad' | 'ograd' | 'tmp'
     dtype: type = np.float32
 
     @property
@@ -77,6 +78,8 @@ def lifetime(stage: int, role: str, stages: int, mode: str) -> tuple[int, int]:
         return stage, bwd(stage)
     if role == "out":                          # the next stage's input, forward and backward
         return stage, max(stage + 1, bwd(stage + 1))
+    if role == "outkeep":                      # ... and read by this stage's own backward
+        return stage, max(stage + 1, bwd(stage + 1), bwd(stage))
     if role == "ograd":                        # written by the next stage's backward
         return bwd(stage + 1), bwd(stage)
     if role == "grad":

@@ -93,7 +93,10 @@ class Block:
             scratch = max(scratch, u.op.scratch_floats(shape, input_grad=backprop, half=half))
             bufs.append(Buf(f"z{k}", out_shape, "keep", storage))
             if not (k == last and pooled_grad and self.defers_output()):
-                y_role = "out" if (k == last and not self.post) else "keep"
+                # Without pooling, y of the last unit is what the next stage reads and what
+                # this block's batch-norm backward reads: it lives until both are done (DFA
+                # runs a block's backward long after the next stage's).
+                y_role = "outkeep" if (k == last and not self.post) else "keep"
                 bufs.append(Buf(f"y{k}", out_shape, y_role, storage))
             if k == last and pooled_grad:
                 cols, dz = u.op.pooled_scratch(shape, half)
