@@ -1,9 +1,10 @@
 """fp16 inference of an fp32 Model: weights and activations stored as float16, math in float32.
 
-Numba has no float16 arithmetic on CPU, so each layer converts its float16 operands into
-float32 scratch (np.copyto), runs the ordinary float32 kernel, and rounds its output back to
-float16 for the next layer.  That is what a half-precision deployment stores (half the bytes
-of fp32 for weights and activations); only one layer's operands exist in float32 at a time.
+The kernels read and write float16 activations themselves (kernels/half.py: loads widen
+to float32, a float16 output is accumulated in float32 and rounded once), so activations
+exist only in float16. Weights are widened per layer into one float32 scratch the size of
+the largest layer's (the GEMM is float32 sgemm). That is what a half-precision deployment
+stores: half the bytes of fp32 for weights and activations.
 
     half = Fp16Model(model)          # batch norm folded into conv/dense, then rounded to fp16
     logits = half.forward(x)          # x (N,H,W,C) float32 -> (N,K) float32 (fp16 values)
@@ -11,8 +12,10 @@ of fp32 for weights and activations); only one layer's operands exist in float32
 Layers, in order, per unit: conv or dense with folded batch norm (quantize.fold_batchnorm)
 and its activation; per block the post ops (max/avg/adaptive pooling); then the classifier.
 Buffers are allocated once per batch size (the last two sizes are kept): two float16
-activation buffers used in turn, float32 input and output scratch, float32 weight scratch
-and the convolution scratch, each sized for the largest layer.
+activation buffers used in turn, float32 weight scratch, the convolution scratch and the
+dense layers' input scratch, each sized for the largest layer. A layer's activation is
+applied to its rounded float16 output in place (exact for ReLU and ReLU6; LeakyReLU
+rounds twice).
 """
 from __future__ import annotations
 
@@ -91,22 +94,22 @@ class Fp16Model:
         if plan is not None:
             return plan
         shapes, shape = [], (batch, *self.input_shape)
-        act_max, in_max, out_max, w_max, b_max, conv_max = int(np.prod(shape)), 1, 1, 1, 1, 1
+        act_max, dense_in, w_max, b_max, conv_max = int(np.prod(shape)), 1, 1, 1, 1
         for layer in self.layers:
             out = layer.out_shape(shape)
             shapes.append((shape, out))
             act_max = max(act_max, int(np.prod(out)))
-            in_max, out_max = max(in_max, int(np.prod(shape))), max(out_max, int(np.prod(out)))
             if layer.w is not None:
                 w_max, b_max = max(w_max, layer.w.size), max(b_max, layer.b.size)
             if layer.kind == "conv":
                 conv_max = max(conv_max, kconv.conv2d_scratch_floats(shape, layer.w.shape, layer.op.window(shape),
-                                                                     layer.op.groups))
+                                                                     layer.op.groups, half=True))
+            elif layer.kind == "dense":
+                dense_in = max(dense_in, int(np.prod(shape)) + int(np.prod(out)))
             shape = out
         plan = dict(shapes=shapes, act=[np.empty(act_max, F16), np.empty(act_max, F16)],
-                    x32=np.empty(in_max, np.float32), y32=np.empty(out_max, np.float32),
                     w32=np.empty(w_max, np.float32), b32=np.empty(b_max, np.float32),
-                    scratch=np.empty(conv_max, np.float32))
+                    scratch=np.empty(conv_max, np.float32), dense=np.empty(dense_in, np.float32))
         if len(self._plans) >= 2:
             self._plans.pop(next(iter(self._plans)))
         self._plans[batch] = plan
@@ -121,29 +124,32 @@ class Fp16Model:
         plan = self._plan(len(x))
         current = plan["act"][0][:x.size].reshape(x.shape)
         np.copyto(current, x, casting="unsafe")                 # the input is stored as float16
-        for i, (layer, (in_shape, out_shape)) in enumerate(zip(self.layers, plan["shapes"])):
-            x32 = plan["x32"][:current.size].reshape(in_shape)
-            np.copyto(x32, current)                               # float16 -> float32 scratch
-            y32 = plan["y32"][:int(np.prod(out_shape))].reshape(out_shape)
-            self._run(layer, x32, y32, plan)
-            current = plan["act"][(i + 1) % 2][:y32.size].reshape(out_shape)
-            np.copyto(current, y32, casting="unsafe")             # round the output to float16
+        for i, (layer, (_, out_shape)) in enumerate(zip(self.layers, plan["shapes"])):
+            out = plan["act"][(i + 1) % 2][:int(np.prod(out_shape))].reshape(out_shape)
+            self._run(layer, current, out, plan)
+            current = out
         return current.astype(np.float32)
 
-    def _run(self, layer: _Layer, x32, y32, plan) -> None:
+    def _run(self, layer: _Layer, x16, y16, plan) -> None:
+        """One layer, float16 activations in and out."""
         if layer.kind == "post":
-            layer.op.forward(x32, y32, None)
+            layer.op.forward(x16, y16, None)
             return
         w32 = plan["w32"][:layer.w.size].reshape(layer.w.shape)
         b32 = plan["b32"][:layer.b.size]
         np.copyto(w32, layer.w)
         np.copyto(b32, layer.b)
         if layer.kind == "conv":
-            kconv.conv2d_f32(x32, w32, b32, y32, layer.op.window(x32.shape), layer.op.groups, plan["scratch"])
-        else:
-            kdense.dense_f32(x32.reshape(len(x32), -1), w32, b32, y32)
+            kconv.conv2d_f32(x16, w32, b32, y16, layer.op.window(x16.shape), layer.op.groups, plan["scratch"])
+        else:                           # dense: widened input and float32 product in scratch
+            n = len(x16)
+            x32 = plan["dense"][:x16.size].reshape(n, -1)
+            y32 = plan["dense"][x16.size:x16.size + y16.size].reshape(y16.shape)
+            np.copyto(x32, x16.reshape(n, -1))
+            kdense.dense_f32(x32, w32, b32, y32)
+            np.copyto(y16, y32, casting="same_kind")
         if layer.act != ACT_NONE:
-            activation_f32(y32, y32, layer.act)
+            activation_f32(y16, y16, layer.act)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         out = np.empty(len(x), np.int64)
