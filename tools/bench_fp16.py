@@ -33,7 +33,7 @@ sys.path.insert(0, HERE)                            # benchlib, torch_lls, bench
 sys.path.insert(0, os.path.dirname(HERE))           # edge_lls when run from a checkout
 
 import benchlib  # noqa: E402
-from bench_train import _quiet_stderr, edge_state_bytes  # noqa: E402
+from bench_train import edge_state_bytes, torch_step_peak  # noqa: E402
 from edge_lls.models import build_model  # noqa: E402
 from edge_lls.trainer import Trainer  # noqa: E402
 
@@ -58,20 +58,6 @@ def edge_first_step_peak(name, shape, rule, precision, x, y) -> dict:
         tracemalloc.stop()
     return {"peak_bytes": peak, "arena_bytes": int(trainer.arena(len(x)).nbytes),
             "state_bytes": edge_state_bytes(trainer)}
-
-
-def torch_step_peak(step) -> int:
-    from torch.profiler import ProfilerActivity, profile
-    with _quiet_stderr():
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step()
-        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def part1(args, torch):

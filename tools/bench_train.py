@@ -81,22 +81,29 @@ def _quiet_stderr():
         os.close(devnull)
 
 
-def torch_step_memory(torch, trainer, xt, yt) -> dict:
-    """Peak of the bytes that torch's CPU allocator hands out during one (warmed-up) step
-    and that are live at the same time, from torch.profiler(profile_memory=True)
-    allocation events. Tensors that existed before the step (weights, optimizer state,
-    the previous step's gradients) are not counted; gradients re-allocated by
-    zero_grad(set_to_none=True) + backward are (<= 1.4 MiB for SmallConv)."""
+def torch_step_peak(step) -> int:
+    """Peak bytes live at once among the allocations torch's CPU allocator makes while
+    step() runs (torch.profiler(profile_memory=True) allocation events, in time order)."""
     from torch.profiler import ProfilerActivity, profile
     with _quiet_stderr():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            trainer.step(xt, yt)
+            step()
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())
     live = peak = 0
     for e in events:
         live += e.nbytes()
         peak = max(peak, live)
+    return peak
+
+
+def torch_step_memory(torch, trainer, xt, yt) -> dict:
+    """Peak of the bytes that torch's CPU allocator hands out during one (warmed-up) step
+    and that are live at the same time, from torch.profiler(profile_memory=True)
+    allocation events. Tensors that existed before the step (weights, optimizer state,
+    the previous step's gradients) are not counted; gradients re-allocated by
+    zero_grad(set_to_none=True) + backward are (<= 1.4 MiB for SmallConv)."""
+    peak = torch_step_peak(lambda: trainer.step(xt, yt))
     state = 0
     params = list(trainer.model.parameters())
     state += sum(p.numel() * p.element_size() * 2 for p in params)   # weight + grad
