@@ -227,3 +227,14 @@ def test_batchnorm_statistics_survive_a_large_mean(rng):
     _, ref_mean, ref_inv, _, _ = rnorm.batchnorm_train(x, ones, zeros, zeros, ones)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-7)
     np.testing.assert_allclose(inv_std, ref_inv, rtol=1e-4)
+
+
+def test_row_norms_match_numpy_float64(rng):
+    from edge_lls.kernels.reduce import row_norms
+    x = rng.standard_normal((37, 300)).astype(np.float32) * np.logspace(-20, 15, 37, dtype=np.float32)[:, None]
+    x[5] = 0.0
+    out = np.empty(37, np.float32)
+    row_norms(x, out)
+    want = np.sqrt(np.einsum("nd,nd->n", x, x, dtype=np.float64))
+    np.testing.assert_allclose(out, want.astype(np.float32), rtol=2e-7, atol=0)
+    assert out[5] == 0.0

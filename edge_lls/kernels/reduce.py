@@ -26,3 +26,16 @@ def column_sums(x2d, out):
         for s in range(SLICES):
             t += partial[s, c]
         out[c] = t
+
+
+@njit(parallel=True, cache=True)
+def row_norms(x2d, out):
+    """out[n] = sqrt(sum_d x2d[n, d]^2), summed in float64 in order (no float64 copy of
+    x2d, which NumPy's einsum(..., dtype=float64) makes).  x2d (N, D) float32 -> out (N,)."""
+    N, D = x2d.shape
+    for n in prange(N):
+        s = 0.0
+        for d in range(D):
+            v = np.float64(x2d[n, d])
+            s += v * v
+        out[n] = np.sqrt(s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import pool as kpool
+from ..kernels.reduce import row_norms
 from ..nn.arena import Buf
 from ..nn.block import DeferredOutput
 from ..nn.param import Param
@@ -42,7 +43,8 @@ def project(v2d, labels, basis, *, normalize, temperature, label_smoothing=0.0,
     z = work["z"] if work and "z" in work else np.empty((n, d), np.float32)
     dz = work["dz"] if work and "dz" in work else np.empty((n, d), np.float32)
     if normalize:
-        norms = np.sqrt(np.einsum("nd,nd->n", v2d, v2d, dtype=np.float64)).astype(np.float32)
+        norms = np.empty(n, np.float32)
+        row_norms(v2d, norms)
         denom = np.maximum(norms, NORM_EPS)
         np.divide(v2d, denom[:, None], out=z)
     else:
@@ -70,7 +72,8 @@ def project(v2d, labels, basis, *, normalize, temperature, label_smoothing=0.0,
         # d(v/|v|)/dv = (I - z z^T)/|v| while |v| > eps; below the clamp it is I/eps.
         radial = np.einsum("nd,nd->n", z, dz)
         radial[norms <= NORM_EPS] = 0.0
-        dz -= z * radial[:, None]
+        z *= radial[:, None]            # z is dead after this: its buffer holds z * radial
+        dz -= z
         dz /= denom[:, None]
     return loss, dz, dmod, dbasis, y
 
