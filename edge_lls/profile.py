@@ -56,9 +56,12 @@ Memory (bytes):
 - input: the batch x (N,H,W,C) and its int64 labels.
 Peak training memory = weights + grads + optimizer + rule + arena + transient + input.
 
-Precision: training runs in fp32 today. --precision fp16 / int8 gives analytic figures
-only (weights, gradients, rule tensors, activations and the input at 2 / 1 byte;
-optimizer state and int32 indices stay 4 bytes), marked "analytic, not yet measurable".
+Precision: fp32, or fp16 as the runtime trains it (mixed precision: the arena's
+activation buffers at 2 bytes; gradients, scratch, weights, optimizer state and the
+input batch at 4), both measurable with --measure. --precision int8 gives analytic
+figures only (weights, gradients, rule tensors, activations and the input at 1 byte;
+optimizer state and int32 indices stay 4 bytes), marked "analytic, not yet measurable":
+training runs in float, int8 is for inference and the frozen part of a fine-tuned model.
 """
 from __future__ import annotations
 
@@ -365,7 +368,7 @@ class Profile:
 
     @property
     def analytic_only(self) -> bool:
-        return self.precision != "fp32"
+        return self.precision == "int8"
 
     def memory(self) -> dict:
         return {"weights": self.weight_bytes, "grads": self.grad_bytes,
@@ -443,9 +446,14 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
     if batch < 2:
         raise ConfigError("a training batch needs at least 2 samples (batch norm statistics)")
     if trainer is None:
-        trainer = Trainer(model, rule=rule, optimizer=optimizer, **rule_options)
+        trainer = Trainer(model, rule=rule, optimizer=optimizer, precision="fp16" if precision == "fp16" else "fp32",
+                          **rule_options)
+    elif precision == "fp16" and model.activation_dtype != np.float16:
+        raise ConfigError("profile_model(precision='fp16') needs a trainer built with precision='fp16'")
     rule_obj, opt_kind = trainer.rule, trainer.optimizers[0].kind
-    item = PRECISION_BYTES[precision]
+    # int8 is analytic (every buffer retyped to one byte); fp16 is what the runtime
+    # plans: its arena's activation buffers are float16 already, the rest float32.
+    item = PRECISION_BYTES[precision] if precision == "int8" else 4
     scale = item / 4.0
     n, k = batch, model.num_classes
     mode = rule_obj.mode
@@ -574,7 +582,8 @@ def _build(model_name, num_classes, input_shape, model_options, seed=0):
 
 
 def measure_step(model_name: str, rule: str, batch: int, *, num_classes: int = 10, input_shape=None,
-                 optimizer: str = "adamw-sf", model_options=None, rule_options=None, seed: int = 0) -> dict:
+                 optimizer: str = "adamw-sf", model_options=None, rule_options=None, seed: int = 0,
+                 precision: str = "fp32") -> dict:
     """Traced allocations (tracemalloc) of building a model + Trainer and of its first
     training step, after a warm-up step on another Trainer so that Numba compiles (and
     caches settle) outside the measurement.
@@ -592,7 +601,7 @@ def measure_step(model_name: str, rule: str, batch: int, *, num_classes: int = 1
     x = rng.random((batch, *shape), dtype=np.float32)
     y = (np.arange(batch) % num_classes).astype(np.int64)
     warm = Trainer(_build(model_name, num_classes, shape, model_options, seed), rule=rule,
-                   optimizer=optimizer, **rule_options)
+                   optimizer=optimizer, precision=precision, **rule_options)
     warm.step(x, y)
     del warm
     gc.collect()
@@ -603,7 +612,7 @@ def measure_step(model_name: str, rule: str, batch: int, *, num_classes: int = 1
         xb, yb = x.copy(), y.copy()
         input_bytes = tracemalloc.get_traced_memory()[0]
         model = _build(model_name, num_classes, shape, model_options, seed)
-        trainer = Trainer(model, rule=rule, optimizer=optimizer, **rule_options)
+        trainer = Trainer(model, rule=rule, optimizer=optimizer, precision=precision, **rule_options)
         persistent = tracemalloc.get_traced_memory()[0] - input_bytes
         tracemalloc.reset_peak()
         before = tracemalloc.get_traced_memory()[0]
@@ -674,7 +683,7 @@ def render(profile: Profile) -> str:
     head = (f"{p.model} {_shape_str(p.input_shape)}, {p.num_classes} classes, rule {p.rule} "
             f"({p.mode}), batch {p.batch}, {p.precision}, optimizer {p.optimizer}")
     if p.analytic_only:
-        head += f"  [{p.precision}: analytic, not yet measurable: training runs in fp32 today]"
+        head += f"  [{p.precision}: analytic, not yet measurable: training runs in float]"
     rows = [_COLUMNS]
     for b in p.blocks:
         rows.append([b.name, b.kind, _shape_str(b.output_shape), format_count(b.forward_macs),
@@ -790,7 +799,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a comma-separated list or 'all' prints one summary row per rule")
     parser.add_argument("--batch", type=int, default=64, help="batch size N (default 64)")
     parser.add_argument("--precision", choices=sorted(PRECISION_BYTES), default="fp32",
-                        help="fp32 (default); fp16 / int8 are analytic only (training runs in fp32 today)")
+                        help="fp32 (default); fp16: mixed-precision training as the runtime does it "
+                             "(float16 activations); int8: analytic only (training runs in float)")
     parser.add_argument("--optimizer", default="adamw-sf", help="sgd, adamw, adamw-sf (default)")
     parser.add_argument("--width", type=float, default=None, help="MobileNetV1 width multiplier (default 0.25)")
     parser.add_argument("--reduced-rows", type=int, default=None,
@@ -831,15 +841,15 @@ def profile_zoo(model_name: str, rule: str, batch: int, *, num_classes: int = 10
     if width is not None and model_name != "mobilenetv1":
         raise ConfigError("--width applies to mobilenetv1 only")
     rule_options = {"reduced_rows": reduced_rows} if reduced_rows else {}
-    if measure and precision != "fp32":
-        raise ConfigError(f"--measure needs fp32: {precision} training is not available yet "
-                          f"(its figures are analytic only)")
+    if measure and precision == "int8":
+        raise ConfigError("--measure needs fp32 or fp16: int8 training does not exist "
+                          "(its figures are analytic only)")
     model = _build(model_name, num_classes, input_shape, model_options)
     profile = profile_model(model, rule, batch, optimizer=optimizer, precision=precision, **rule_options)
     if measure:
         measured = measure_step(model_name, rule, batch, num_classes=num_classes,
                                 input_shape=model.input_shape, optimizer=optimizer,
-                                model_options=model_options, rule_options=rule_options)
+                                model_options=model_options, rule_options=rule_options, precision=precision)
         attach_measurement(profile, measured)
     return profile
 
