@@ -86,13 +86,14 @@ def _crash_after(monkeypatch, steps):
     monkeypatch.setattr(TrainingRun, "_step", step)
 
 
-def test_resume_mid_epoch_ends_with_the_same_bits(tmp_path, npz, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resume_mid_epoch_ends_with_the_same_bits(tmp_path, npz, monkeypatch, precision):
     # 80 training images / 16 = 5 steps an epoch: the checkpoint of step 6 is mid epoch 2.
-    _train(tmp_path / "straight", npz, epochs=3, checkpoint_every=3)
+    _train(tmp_path / "straight", npz, epochs=3, checkpoint_every=3, precision=precision)
     with monkeypatch.context() as m:
         _crash_after(m, 7)
         with pytest.raises(KeyboardInterrupt):
-            _train(tmp_path / "crashed", npz, epochs=3, checkpoint_every=3)
+            _train(tmp_path / "crashed", npz, epochs=3, checkpoint_every=3, precision=precision)
     header = mf.read_header(tmp_path / "crashed" / "checkpoint.ells")
     assert (header["train"]["epoch"], header["train"]["step"]) == (1, 1)
     result, logs = _train(tmp_path / "crashed", npz, resume=True)
