@@ -127,7 +127,7 @@ def test_pooled_grad_sums_and_rows(act_name, act):
     # The serial row function as conv.py inlines it: z arrives as its uint16 view.
     r0, part = 17, np.empty((23, C), F32)
     norm.pooled_grad_input_rows(dv_area, bits(z16), mean, inv_std, scale, shift, gamma, dg, db, r0, part, act,
-                                np.float32(kact.LEAKY_SLOPE))
+                                np.float32(kact.LEAKY_SLOPE), np.empty((4, z16.shape[-1]), np.float32))
     same(part, ref[r0:r0 + 23])
 
 

@@ -122,3 +122,41 @@ def test_sharing_the_arena_never_changes_a_step(name, rule, precision):
         grads.append([p.grad.copy() for p in trainer.model.params])
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
+
+
+_NRT_PROBE = """
+import sys, numpy as np
+from numba.core.runtime import rtsys
+from edge_lls.models import build_model
+from edge_lls.trainer import Trainer
+name, rule, precision = sys.argv[1:4]
+shape = {"smallconv": (28, 28, 1), "mobilenetv1": (96, 96, 3)}[name]
+counts = []
+for batch in (8, 32):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((batch, *shape), dtype=np.float32), np.arange(batch) % 10
+    trainer = Trainer(build_model(name, num_classes=10, input_shape=shape, seed=0), rule=rule, precision=precision)
+    trainer.step(x, y)
+    before = rtsys.get_allocation_stats().alloc
+    trainer.step(x, y)
+    counts.append(rtsys.get_allocation_stats().alloc - before)
+print(*counts)
+"""
+
+
+@pytest.mark.parametrize("name,rule,precision", [("smallconv", "lls", "fp32"), ("smallconv", "bp", "fp16"),
+                                                 ("mobilenetv1", "lls", "fp16")])
+def test_kernel_allocations_per_step_do_not_grow_with_the_batch(name, rule, precision):
+    # Numba's own allocations (NRT) inside the kernels are invisible to tracemalloc. A step
+    # may make a fixed number per kernel call (parallel-loop bookkeeping, per-call float64
+    # partial sums), never one per row or per task: once, `dst[r] += b` in the conv
+    # forward allocated per output pixel, 130k times a SmallConv step.
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NUMBA_NRT_STATS": "1"}
+    out = subprocess.run([sys.executable, "-c", _NRT_PROBE, name, rule, precision], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    small, large = (int(v) for v in out)
+    assert small == large, (small, large)
+    assert large < 2000, large

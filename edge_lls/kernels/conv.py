@@ -114,8 +114,11 @@ def _gemm_abt_store_impl(col, w2d, dst, tile, b, has_bias, ints, floats, chars):
     def to_f32(col, w2d, dst, tile, b, has_bias, ints, floats, chars):
         gemm_abt(col, w2d, dst, 0.0, ints, floats, chars)
         if has_bias:
+            # Element by element: `dst[r] += b` on a row view allocates a temporary per
+            # row in Numba (one allocation per output pixel, 130k per SmallConv step).
             for r in range(dst.shape[0]):
-                dst[r] += b
+                for c in range(dst.shape[1]):
+                    dst[r, c] += b[c]
     return to_f32
 
 
@@ -164,7 +167,7 @@ def _grad_weight_tasks(x, dy2d, co0, dw2d, partial, kh, kw, sh, sw, pt, pl, oh_n
 @njit(parallel=True, cache=True)
 def _pooled_bn_grad_weight_tasks(x, dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, act, slope,
                                  dw2d, partial, db_part, w2d, gprev2d, want_gprev, direct,
-                                 kh, kw, sh, sw, pt, pl, oh_n, ow_n, rpt, cols, dzs, ints, floats, chars):
+                                 kh, kw, sh, sw, pt, pl, oh_n, ow_n, rpt, cols, dzs, works, ints, floats, chars):
     # The weight gradient of conv -> batch norm -> activation when dL/dy arrives pooled:
     # each task computes its rows of dL/dz from the pooled gradient, then
     # dW += dz^T im2col(x), db += colsum(dz) and, for a pointwise conv that follows
@@ -183,7 +186,8 @@ def _pooled_bn_grad_weight_tasks(x, dv_area, z, mean, inv_std, scale, shift, gam
             r0 = task * rpt
             r1 = min(rows, r0 + rpt)
             dz = dzs[t, :r1 - r0]
-            pooled_grad_input_rows(dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dz, act, slope)
+            pooled_grad_input_rows(dv_area, z, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dz, act, slope,
+                                   works[t])
             col = _task_columns(x, cols, t, r0, r1, direct, kh, kw, sh, sw, pt, pl, oh_n, ow_n, 0, cin)
             gemm_atb(dz, col, target, beta, ints[t], floats[t], chars[t])
             beta = 1.0
@@ -513,7 +517,7 @@ def pooled_bn_scratch(x_shape, w_shape, win: Window, half: bool = False) -> tupl
 
 
 def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, scratch, dz_scratch,
-                                     db_part, gprev=None):
+                                     db_part, gprev=None, works=None):
     """Gradients of conv (groups 1) -> batch norm -> activation from a pooled gradient.
 
     x (N,H,W,Cin) conv input; w (Cout,KH,KW,Cin) its weights; z (N,OH,OW,C) conv output
@@ -522,7 +526,9 @@ def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, 
     dv_area (N,P,Q,C) pooled dL/dy divided by window areas;
     bn the unit's BatchNorm (its gamma/beta gradients are written here); dw, db (db may
     be None) overwritten; gprev (N,H,W,Cin) float32 receives dL/dx (pointwise convs only);
-    scratch, dz_scratch: pooled_bn_scratch(...) floats; db_part (pool, Cout) float64.
+    scratch, dz_scratch: pooled_bn_scratch(...) floats; db_part (pool, Cout) float64;
+    works (pool, 4, Cout) float32, per-thread rows of the dL/dz computation (allocated
+    here when not given: a layer passes its own, allocated once).
     """
     batchnorm_grad_sums_pooled_f32(dv_area, z, bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.grad,
                                    bn.beta.grad, bn.act)
@@ -541,11 +547,13 @@ def conv2d_bn_grad_weight_pooled_f32(x, w, dv_area, z, bn, dw, db, win: Window, 
     partial = scratch[ncol:ncol + (threads - 1) * cout * k].reshape(threads - 1, cout, k)
     dzs = dz_scratch[:threads * rpt * cout].reshape(threads, rpt, cout)
     want_gprev = gprev is not None
+    if works is None:
+        works = np.empty((numba.config.NUMBA_NUM_THREADS, 4, cout), np.float32)
     _pooled_bn_grad_weight_tasks(
         bits(x), dv_area, bits(z), bn.mean, bn.inv_std, bn.scale, bn.shift, bn.gamma.value, bn.gamma.grad,
         bn.beta.grad, bn.act, np.float32(LEAKY_SLOPE), dw.reshape(cout, k), partial, db_part, w.reshape(cout, k),
         gprev.reshape(-1, cin) if want_gprev else _EMPTY2D, want_gprev, direct,
         win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left, win.out_h, win.out_w,
-        rpt, cols, dzs, SLOTS.ints, SLOTS.floats, SLOTS.chars)
+        rpt, cols, dzs, works, SLOTS.ints, SLOTS.floats, SLOTS.chars)
     if db is not None:
         db[...] = db_part[:threads].sum(axis=0)     # per-thread float64 sums, in thread order

@@ -239,17 +239,19 @@ def _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, ac
 
 
 @njit(cache=True)
-def pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+def pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope,
+                           work):
     # Serial: dL/dx for flattened rows r0 .. r0+R of (N*H*W, C) into dx_rows (R, C) float32.
     # Called per task from inside parallel loops (the conv weight-gradient kernels), so
     # x is whatever the caller passes: (N,H,W,C) float32, or float16 as its uint16 view.
+    # work (4, C) float32: the calling thread's own rows (no allocation per task).
     N, H, W, C = x.shape
     P, Q = dv_area.shape[1], dv_area.shape[2]
     M = N * H * W
-    acc = np.empty(C, np.float32)
-    gscale = np.empty(C, np.float32)    # gamma * inv_std
-    offset = np.empty(C, np.float32)    # dbeta / M, and the xhat coefficient dgamma / M
-    coef = np.empty(C, np.float32)
+    acc = work[0]
+    gscale = work[1]                    # gamma * inv_std
+    offset = work[2]                    # dbeta / M, and the xhat coefficient dgamma / M
+    coef = work[3]
     for c in range(C):
         gscale[c] = gamma[c] * inv_std[c]
         offset[c] = dbeta[c] / M
@@ -272,12 +274,13 @@ def pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamm
 
 
 @njit(parallel=True, cache=True)
-def _pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope):
+def _pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act, slope,
+                            work):
     rows = dx_rows.shape[0]
     for s in prange(SLICES):
         lo, hi = s * rows // SLICES, (s + 1) * rows // SLICES
         pooled_grad_input_rows(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0 + lo, dx_rows[lo:hi],
-                               act, slope)
+                               act, slope, work[s])
 
 
 def batchnorm_grad_sums_pooled_f32(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta,
@@ -293,5 +296,6 @@ def batchnorm_grad_input_pooled_rows_f32(dv_area, x, mean, inv_std, scale, shift
                                          dx_rows, act=ACT_NONE, slope=LEAKY_SLOPE):
     """Rows r0 .. r0+len(dx_rows) of dL/dx (flattened (N*H*W, C), float32); call after the
     sums. x: (N,H,W,C) float32 or float16 storage."""
+    work = np.empty((SLICES, 4, x.shape[-1]), np.float32)
     _pooled_grad_input_rows(dv_area, bits(x), mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0, dx_rows, act,
-                            np.float32(slope))
+                            np.float32(slope), work)

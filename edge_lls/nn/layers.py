@@ -33,6 +33,7 @@ class Conv2d:
         self.w = Param(f"{name}.w", uniform_fan_in(rng, (cout, kh, kw, cin // groups), fan_in))
         self.b = Param(f"{name}.b", uniform_fan_in(rng, (cout,), fan_in)) if bias else None
         self._db_part = None   # (threads, Cout) float64 bias-gradient partials (pooled backward)
+        self._works = None     # (threads, 4, Cout) float32 per-thread rows of the pooled backward
 
     @property
     def params(self):
@@ -72,9 +73,10 @@ class Conv2d:
     def grad_weight_pooled(self, x, dv_area, z, bn, scratch, dz_scratch, gprev=None):
         if self._db_part is None:
             self._db_part = np.zeros((numba.config.NUMBA_NUM_THREADS, self.cout), np.float64)
+            self._works = np.zeros((numba.config.NUMBA_NUM_THREADS, 4, self.cout), np.float32)
         kconv.conv2d_bn_grad_weight_pooled_f32(
             x, self.w.value, dv_area, z, bn, self.w.grad, None if self.b is None else self.b.grad,
-            self.window(x.shape), scratch, dz_scratch, self._db_part, gprev)
+            self.window(x.shape), scratch, dz_scratch, self._db_part, gprev, self._works)
 
     def macs(self, in_shape):
         n, oh, ow, _ = self.out_shape(in_shape)
