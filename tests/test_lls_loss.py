@@ -370,3 +370,17 @@ def test_local_rule_step_gradients_match_finite_differences(rule_cls, rng):
     scale = max(float(np.abs(g).max()) for g in fd.values())   # the conv bias grad is 0 (BN follows)
     for p in params:
         np.testing.assert_allclose(p.grad, fd[p.name], rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("f,dim", [(512, 512), (512, 128), (100, 7), (7, 100), (9, 4)])
+def test_pool_columns_is_adaptive_average_pooling_and_its_grad_is_the_adjoint(f, dim):
+    from edge_lls.rules.basis import pool_columns, pool_columns_grad
+    rng = np.random.default_rng(f * 1000 + dim)
+    m = rng.standard_normal((6, f))
+    want = np.stack([m[:, (i * f) // dim:-((-(i + 1) * f) // dim)].mean(axis=1) for i in range(dim)], axis=1)
+    np.testing.assert_allclose(pool_columns(m.astype(np.float32), dim), want, rtol=1e-6, atol=1e-6)
+    # A linear map's gradient is its adjoint: <P m, d> == <m, P^T d>.
+    d = rng.standard_normal((6, dim))
+    lhs = (pool_columns(m.astype(np.float32), dim).astype(np.float64) * d).sum()
+    rhs = (m * pool_columns_grad(d.astype(np.float32), f).astype(np.float64)).sum()
+    assert abs(lhs - rhs) <= 1e-5 * max(1.0, abs(lhs))

@@ -38,20 +38,34 @@ def nhwc_to_channel_major(pooled_shape) -> np.ndarray:
     return (ch * p * q + i * q + j).reshape(-1)
 
 
+def _column_windows(f: int, dim: int):
+    """Adaptive pooling windows of dim outputs over f columns: [lo, hi) each, as arrays."""
+    i = np.arange(dim)
+    return (i * f) // dim, -((-(i + 1) * f) // dim)
+
+
 def pool_columns(matrix: np.ndarray, dim: int) -> np.ndarray:
-    """Adaptive average pooling along columns (PyTorch adaptive_avg_pool1d): (K, F) -> (K, dim)."""
+    """Adaptive average pooling along columns (PyTorch adaptive_avg_pool1d): (K, F) -> (K, dim).
+    Window sums come from one float64 prefix sum (no Python loop over columns: LocalLosses
+    pools its learned basis every step)."""
     k, f = matrix.shape
-    out = np.empty((k, dim), np.float64)
-    for i in range(dim):
-        lo, hi = (i * f) // dim, -((-(i + 1) * f) // dim)
-        out[:, i] = matrix[:, lo:hi].mean(axis=1)
-    return out.astype(np.float32)
+    if f == dim:
+        return np.array(matrix, np.float32)
+    lo, hi = _column_windows(f, dim)
+    prefix = np.zeros((k, f + 1), np.float64)
+    np.cumsum(matrix, axis=1, dtype=np.float64, out=prefix[:, 1:])
+    return ((prefix[:, hi] - prefix[:, lo]) / (hi - lo)).astype(np.float32)
 
 
 def pool_columns_grad(dpooled: np.ndarray, f: int) -> np.ndarray:
+    """The gradient of pool_columns: (K, dim) -> (K, F), each window's share spread evenly
+    over its columns (a difference array, then one prefix sum)."""
     k, dim = dpooled.shape
-    out = np.zeros((k, f), np.float64)
-    for i in range(dim):
-        lo, hi = (i * f) // dim, -((-(i + 1) * f) // dim)
-        out[:, lo:hi] += dpooled[:, i:i + 1] / (hi - lo)
-    return out.astype(np.float32)
+    if f == dim:
+        return np.array(dpooled, np.float32)
+    lo, hi = _column_windows(f, dim)
+    share = dpooled.astype(np.float64) / (hi - lo)
+    diff = np.zeros((f + 1, k), np.float64)               # transposed: add.at accumulates rows
+    np.add.at(diff, lo, share.T)
+    np.subtract.at(diff, hi, share.T)
+    return np.cumsum(diff[:f], axis=0).T.astype(np.float32)
