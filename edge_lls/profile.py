@@ -51,8 +51,8 @@ Memory (bytes):
   scratch: its 'tmp' region (im2col columns). Per block, `activation_bytes` is what is
   live while that block trains (local rules) or when the backward pass reaches it (BP),
   or while DFA updates it: the largest of these sets the peak and names the block.
-- transient: NumPy / Numba temporaries a step allocates outside the arena (batch-norm
-  float64 partial sums, the heads' small matrices): an estimate from the kernels.
+- transient: what a step allocates outside the arena (the reductions' float64 slice
+  sums at the first step, the heads' and the loss's small matrices): an estimate.
 - input: the batch x (N,H,W,C) and its int64 labels.
 Peak training memory = weights + grads + optimizer + rule + arena + transient + input.
 
@@ -72,6 +72,7 @@ import sys
 import tracemalloc
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from .errors import ConfigError, EdgeLLSError
@@ -87,7 +88,6 @@ ACT_OPS = 1                 # per element
 BN_BACKWARD_OPS = 6         # per element: dgamma, dbeta, activation gradient, input gradient (3)
 BN_INPUT_GRAD_OPS = 3       # of which the input gradient
 OPTIMIZER_OPS = {"sgd": 2, "sgd-momentum": 4, "adamw": 10, "adamw-sf": 10}
-EINSUM_BUFFER = 8192        # elements NumPy's buffered einsum casts at a time (norms in float64)
 MEASURE_TOLERANCE = 0.20
 
 
@@ -423,8 +423,6 @@ def _head_transient(head, n: int, k: int) -> int:
         est += r * k * 4 + n * r * 4
     if head.learned is not None:
         est += r * d * 16                               # column pooling of the learned basis
-    if head.normalize:
-        est = max(3 * 8 * min(n * d, EINSUM_BUFFER), est + n * d * 4)
     return est
 
 
@@ -558,7 +556,9 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
         p.buffers = [(b.name, tuple(b.shape), b.role, b.nbytes) for b in stages[i]]
         if i < nb:
             widest = max(u.bn.channels for u in model.blocks[i].units)
-            t = 2 * SLICES * widest * 8                 # batch-norm float64 partial sums
+            # The reductions' float64 slice sums (reduce.slice_partials): allocated at the
+            # first step for each channel count, then reused.
+            t = 2 * SLICES * widest * 8
             if heads is not None:
                 t = max(t, _head_transient(heads[i], n, k))
             if rule_obj.name == "dfa":
@@ -568,6 +568,12 @@ def profile_model(model: Model, rule="lls", batch: int = 64, *, optimizer: str =
             p.transient_bytes = _ce_transient(n, k)
 
     transient = int(max(p.transient_bytes for p in profiles) * scale)
+    # Each conv layer that takes its gradient pooled allocates its per-thread rows at its
+    # first backward (float64 bias partials, float32 dL/dz rows) and keeps them.
+    threads = numba.config.NUMBA_NUM_THREADS
+    for block, pooled in zip(model.blocks, rule_obj.pooled_grad or [False] * nb):
+        if pooled:
+            transient += threads * block.units[-1].op.cout * (8 + 4 * 4)
     h, w, c = model.input_shape
     input_bytes = n * h * w * c * item + n * 8
     return Profile(model.name, rule_obj.name, mode, batch, tuple(model.input_shape), k, opt_kind,

@@ -160,3 +160,25 @@ def test_kernel_allocations_per_step_do_not_grow_with_the_batch(name, rule, prec
     small, large = (int(v) for v in out)
     assert small == large, (small, large)
     assert large < 2000, large
+
+
+@pytest.mark.parametrize("rule", ["lls", "bp"])
+@pytest.mark.parametrize("name,batch", [("smallconv", 64), ("vgg8", 16)])
+def test_a_steady_step_allocates_only_class_sized_arrays(name, rule, batch):
+    # After its first step a trainer reuses everything: the arena, per-thread rows, the
+    # reductions' slice sums (reduce.slice_partials). What is left is the heads' and the
+    # loss's (N, K) arrays and per-sample norms: tens of KiB, whatever the channel count
+    # (VGG8's 512-channel batch norms once allocated 260 KiB of float64 partials a call).
+    from edge_lls.models import build_model
+    shape = ZOO[name]
+    rng = np.random.default_rng(0)
+    x, y = rng.random((batch, *shape), dtype=np.float32), np.arange(batch) % 10
+    trainer = Trainer(build_model(name, num_classes=10, input_shape=shape, seed=0), rule=rule)
+    trainer.step(x, y)
+    tracemalloc.start()
+    try:
+        trainer.step(x, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, peak

@@ -403,6 +403,18 @@ _EMPTY2D = np.zeros((0, 0), np.float32)
 _NO_SPARES = np.zeros((numba.config.NUMBA_NUM_THREADS, 0), np.float32)   # float32 depthwise output
 
 
+_ZEROS: dict[int, np.ndarray] = {}
+
+
+def _zeros(n: int) -> np.ndarray:
+    """A read-only float32 zero vector of length n (a bias-free conv's bias), made once."""
+    z = _ZEROS.get(n)
+    if z is None:
+        z = _ZEROS[n] = np.zeros(n, np.float32)
+        z.flags.writeable = False
+    return z
+
+
 def _direct(x, win: Window, groups: int) -> bool:
     """A float32 pointwise conv multiplies x's rows in place; float16 rows are widened."""
     return _is_pointwise(win, groups) and x.dtype != HALF
@@ -429,7 +441,7 @@ def conv2d_f32(x, w, b, out, win: Window, groups: int = 1, scratch=None):
     N, _, _, cin = x.shape
     cout = w.shape[0]
     half = HALF in (x.dtype, out.dtype)
-    bias = b if b is not None else np.zeros(cout, np.float32)
+    bias = b if b is not None else _zeros(cout)
     buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups, half=half))
     if is_depthwise(w.shape, cin, groups):
         threads = _threads()

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from .activation import ACT_NONE, LEAKY_SLOPE, act_grad, apply_act
 from .half import bits, ld, st
-from .reduce import SLICES
+from .reduce import SLICES, slice_partials
 
 
 @njit(inline="always")
@@ -34,18 +34,19 @@ def _add_slices(partial, out):
 
 
 @njit(parallel=True, cache=True)
-def _stats(x2d, mean, inv_std, var_out, eps):
+def _stats(x2d, mean, inv_std, var_out, eps, part):
     # One pass of float64 sums of (x - pivot) and (x - pivot)^2, pivot = the first row:
     # shifting by a sample of the data keeps E[d^2] - E[d]^2 from cancelling when the
     # mean is large against the spread, and saves the second read of x a two-pass needs.
     M, C = x2d.shape
     pivot = x2d[0]
-    s1 = np.zeros((SLICES, C), np.float64)
-    s2 = np.zeros((SLICES, C), np.float64)
+    s1, s2 = part[0], part[1]               # (SLICES, C) float64 each, reused across calls
     for s in prange(SLICES):
         lo, hi = s * M // SLICES, (s + 1) * M // SLICES
         a1 = s1[s]
         a2 = s2[s]
+        a1[:] = 0.0
+        a2[:] = 0.0
         for m in range(lo, hi):
             row = x2d[m]
             for c in range(C):
@@ -74,12 +75,13 @@ def _normalize(x2d, scale, shift, y2d, act, slope):
 
 
 @njit(parallel=True, cache=True)
-def _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, slope):
+def _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, slope, part):
     M, C = x2d.shape
-    sg = np.zeros((SLICES, C), np.float64)
-    sgx = np.zeros((SLICES, C), np.float64)
+    sg, sgx = part[0], part[1]
     for s in prange(SLICES):
         lo, hi = s * M // SLICES, (s + 1) * M // SLICES
+        sg[s] = 0.0
+        sgx[s] = 0.0
         for m in range(lo, hi):
             for c in range(C):
                 g = act_grad(dy2d[m, c], ld(y2d[m, c]), act, slope)
@@ -114,7 +116,7 @@ def batchnorm_stats_f32(x, gamma, beta, running_mean, running_var, mean, inv_std
     if M < 2:
         raise ValueError("batch norm in training mode needs more than one value per channel")
     var, scale, shift = scratch[0], scratch[1], scratch[2]
-    _stats(bits(x2d), mean, inv_std, var, eps)
+    _stats(bits(x2d), mean, inv_std, var, eps, slice_partials(x2d.shape[1]))
     running_mean *= 1.0 - momentum
     running_mean += momentum * mean
     running_var *= 1.0 - momentum
@@ -165,7 +167,7 @@ def batchnorm_grad_f32(dy, y, x, mean, inv_std, gamma, dgamma, dbeta, dx,
     dgamma, dbeta: (C,) overwritten.  dx: dL/dx float32, may alias dy; pass None to skip it.
     """
     dy2d, y2d, x2d = _as2d(dy), bits(_as2d(y)), bits(_as2d(x))
-    _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, np.float32(slope))
+    _grad_sums(dy2d, y2d, x2d, mean, inv_std, dgamma, dbeta, act, np.float32(slope), slice_partials(x2d.shape[1]))
     if dx is not None:
         _grad_input(dy2d, y2d, x2d, mean, inv_std, gamma, dgamma, dbeta, _as2d(dx), act, np.float32(slope))
     return dx
@@ -209,16 +211,19 @@ def _pooled_row(dv_area, n, i0, i1, j0, j1, acc):
 
 
 @njit(parallel=True, cache=True)
-def _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, act, slope):
+def _pooled_grad_sums(dv_area, x, mean, inv_std, scale, shift, dgamma, dbeta, act, slope, part, rows32):
+    # part (2, SLICES, C) float64 slice sums, rows32 (SLICES, C) float32 window sums:
+    # reused across calls (reduce.slice_partials).
     N, H, W, C = x.shape
     P, Q = dv_area.shape[1], dv_area.shape[2]
     rows = N * H
-    sg = np.zeros((SLICES, C), np.float64)
-    sgx = np.zeros((SLICES, C), np.float64)
+    sg, sgx = part[0], part[1]
     for s in prange(SLICES):
-        acc = np.empty(C, np.float32)
+        acc = rows32[s]
         a1 = sg[s]
         a2 = sgx[s]
+        a1[:] = 0.0
+        a2[:] = 0.0
         for nh in range(s * rows // SLICES, (s + 1) * rows // SLICES):
             n = nh // H
             h = nh % H
@@ -289,7 +294,9 @@ def batchnorm_grad_sums_pooled_f32(dv_area, x, mean, inv_std, scale, shift, dgam
     gradient is the adaptive-pool upsampling of dv_area (N,P,Q,C) float32. x: (N,H,W,C) the
     norm's input, float32 or float16 storage; scale, shift: the forward's gamma*inv_std and
     beta - mean*scale."""
-    _pooled_grad_sums(dv_area, bits(x), mean, inv_std, scale, shift, dgamma, dbeta, act, np.float32(slope))
+    C = x.shape[-1]
+    _pooled_grad_sums(dv_area, bits(x), mean, inv_std, scale, shift, dgamma, dbeta, act, np.float32(slope),
+                      slice_partials(C), slice_partials(C, np.float32)[0])
 
 
 def batchnorm_grad_input_pooled_rows_f32(dv_area, x, mean, inv_std, scale, shift, gamma, dgamma, dbeta, r0,

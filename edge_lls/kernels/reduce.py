@@ -9,15 +9,28 @@ from numba import njit, prange
 
 SLICES = 16
 
+_PARTIALS: dict[tuple[int, type], np.ndarray] = {}
+
+
+def slice_partials(channels: int, dtype=np.float64) -> np.ndarray:
+    """(2, SLICES, channels) per-slice sums for the reductions here and in norm.py,
+    allocated on first use per channel count and reused by every later call (a step
+    allocates none). Kernels zero the rows they sum into; calls never overlap (the
+    runtime runs one kernel at a time)."""
+    key = (channels, np.dtype(dtype).type)
+    part = _PARTIALS.get(key)
+    if part is None:
+        part = _PARTIALS[key] = np.zeros((2, SLICES, channels), dtype)
+    return part
+
 
 @njit(parallel=True, cache=True)
-def column_sums(x2d, out):
-    """out[c] = sum_m x2d[m, c].   x2d (M, C) float32 -> out (C,) float32."""
+def _column_sums(x2d, out, partial):
     M, C = x2d.shape
-    partial = np.zeros((SLICES, C), np.float64)
     for s in prange(SLICES):
         lo, hi = s * M // SLICES, (s + 1) * M // SLICES
         acc = partial[s]
+        acc[:] = 0.0
         for m in range(lo, hi):
             for c in range(C):
                 acc[c] += x2d[m, c]
@@ -26,6 +39,12 @@ def column_sums(x2d, out):
         for s in range(SLICES):
             t += partial[s, c]
         out[c] = t
+
+
+def column_sums(x2d, out):
+    """out[c] = sum_m x2d[m, c].   x2d (M, C) float32 -> out (C,) float32."""
+    _column_sums(x2d, out, slice_partials(x2d.shape[1])[0])
+    return out
 
 
 @njit(parallel=True, cache=True)
