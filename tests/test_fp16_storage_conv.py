@@ -11,7 +11,8 @@ import pytest
 
 from edge_lls.kernels import conv as kconv
 from edge_lls.kernels.geometry import resolve_window
-from edge_lls.kernels.half import bits, ld, st
+from edge_lls.kernels import half as half_mod
+from edge_lls.kernels.half import bits
 from edge_lls.nn.layers import BatchNorm, Dense
 
 F16, F32 = np.float16, np.float32
@@ -28,18 +29,24 @@ CONVS = [
 ]
 
 
-def test_half_conversions_match_numpy_for_every_bit_pattern():
+IMPLEMENTATIONS = [("integer", half_mod._half_to_f32_soft, half_mod._f32_to_half_soft)]
+if half_mod.NATIVE_HALF:
+    IMPLEMENTATIONS.append(("native", half_mod._half_to_f32_native, half_mod._f32_to_half_native))
+
+
+@pytest.mark.parametrize("name,to_f32,to_half", IMPLEMENTATIONS, ids=[i[0] for i in IMPLEMENTATIONS])
+def test_half_conversions_match_numpy_for_every_bit_pattern(name, to_f32, to_half):
     import numba
 
     @numba.njit
     def widen(h, out):
         for i in range(h.size):
-            out[i] = ld(h[i])
+            out[i] = to_f32(h[i])
 
     @numba.njit
     def narrow(x, out):
         for i in range(x.size):
-            out[i] = st(out, x[i])
+            out[i] = to_half(x[i])
 
     every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     wide = np.empty(every.size, F32)
@@ -47,16 +54,51 @@ def test_half_conversions_match_numpy_for_every_bit_pattern():
     want = every.view(F16).astype(F32)
     assert np.array_equal(wide, want, equal_nan=True)
     # Rounding: random values over the whole range, exact halves (ties go to even),
-    # the overflow threshold (65520 rounds to inf) and subnormals.
+    # the overflow threshold (65520 rounds to inf), subnormals, signed zeros, infinities.
     halves = every[:0x7C00].view(F16).astype(np.float64)
     ties = ((halves[:-1] + halves[1:]) / 2).astype(F32)
     rng = np.random.default_rng(0)
-    x = np.concatenate([ties, want[np.isfinite(want)], np.array([65504, 65519.996, 65520, -7e4, 1e-8], F32),
+    x = np.concatenate([ties, -ties, want[np.isfinite(want)],
+                        np.array([65504, 65519.996, 65520, -7e4, 1e-8, 1e-45, 2.0 ** -25, 1.5 * 2.0 ** -24,
+                                  0.0, -0.0, np.inf, -np.inf], F32),
                         *(rng.standard_normal(10000).astype(F32) * s for s in (1e-7, 1e-3, 1, 1e3, 1e5))])
     out = np.empty(x.size, np.uint16)
     narrow(x, out)
     with np.errstate(over="ignore"):
         assert np.array_equal(out, x.astype(F16).view(np.uint16))
+    nan = np.empty(2, np.uint16)
+    narrow(np.array([np.nan, -np.nan], F32), nan)
+    assert np.isnan(nan.view(F16)).all()
+
+
+_GENERIC_TARGET = """
+import numpy as np
+from edge_lls.kernels import conv, half
+from edge_lls.kernels.geometry import resolve_window
+assert not half.NATIVE_HALF
+rng = np.random.default_rng(0)
+x16 = rng.standard_normal((2, 6, 6, 8)).astype(np.float16)
+w = rng.standard_normal((16, 3, 3, 8)).astype(np.float32)
+win = resolve_window((6, 6), 3, 1, 1)
+want = np.empty((2, 6, 6, 16), np.float32)
+conv.conv2d_f32(x16.astype(np.float32), w, None, want, win)
+got = np.empty((2, 6, 6, 16), np.float16)
+conv.conv2d_f32(x16, w, None, got, win)
+assert np.array_equal(got, want.astype(np.float16))
+print("ok")
+"""
+
+
+def test_a_target_without_half_instructions_uses_the_integer_conversions(tmp_path):
+    # With NUMBA_CPU_NAME=generic (portable caches) x86-64 has no F16C: LLVM's half
+    # conversions would call __extendhfsf2, which Numba's JIT cannot resolve, and the
+    # process would abort. The kernels then use the integer conversions.
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _GENERIC_TARGET], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
 def _case(spec, rng):
