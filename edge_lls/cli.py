@@ -235,7 +235,7 @@ def model_info(text: str, rule: str | None = None, batch_size: int = 128, width:
             "rule": rule_config if header else None, "precision": header.get("precision", "fp32"),
             "params": model.num_params(), "weights_bytes": model.num_params() * 4,
             "blocks": blocks, "classifier_params": sum(p.value.size for p in model.classifier.params),
-            "trained": {k: header[k] for k in ("dataset", "epochs", "eval_accuracy", "optimizer")
+            "trained": {k: header[k] for k in ("dataset", "epochs", "eval_accuracy", "optimizer", "train_precision")
                         if k in header},
             "training_memory": {"rule": rule_name, "batch_size": batch_size, "bytes": footprint}}
 
@@ -258,7 +258,8 @@ def _run_info(args: argparse.Namespace) -> int:
     trained = info["trained"]
     if trained:
         ds = trained.get("dataset", {})
-        print(f"trained    {trained.get('epochs')} epochs on {ds.get('name')}, {trained.get('optimizer')}, "
+        mixed = " (fp16 activations)" if trained.get("train_precision") == "fp16" else ""
+        print(f"trained    {trained.get('epochs')} epochs on {ds.get('name')}, {trained.get('optimizer')}{mixed}, "
               f"eval accuracy {trained.get('eval_accuracy', float('nan')):.4f}")
     print(f"\n{'block':<8}{'type':<7}{'output':>12}{'passes on':>12}{'LLS pool':>10}{'params':>12}")
     for b in info["blocks"]:

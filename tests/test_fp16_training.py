@@ -185,6 +185,9 @@ def test_cli_train_fp16_records_precision_and_a_smaller_footprint(tmp_path, caps
     assert arena16 < arena32          # digits is 8x8: the scratch, the same in both, weighs a lot
     assert r16["peak_memory_bytes"] < r32["peak_memory_bytes"]
     assert r16["eval_accuracy"] > 0.5
+    assert main(["info", str(tmp_path / "fp16" / "model.ells"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["precision"] == "fp32" and info["trained"]["train_precision"] == "fp16"   # fp32 master weights
 
 
 def test_cli_resume_keeps_the_training_precision(tmp_path, capsys):
