@@ -110,6 +110,11 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
         print(f"final eval accuracy {result['eval_accuracy']:.4f} ({result['dataset']}, {epochs}, "
               f"{result['seconds']:.1f} s); model: {result['model_file']}")
+        if "fp16_accuracy" in result:
+            print(f"fp16 inference (float16 weights and activations): accuracy {result['fp16_accuracy']:.4f}")
+        if "int8_accuracy" in result:
+            print(f"int8 after quantization: accuracy {result['int8_accuracy']:.4f}; "
+                  f"model: {result['int8_model_file']}")
     return EXIT_OK
 
 

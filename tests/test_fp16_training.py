@@ -215,3 +215,10 @@ def _train_mnist(rule, precision, epochs=2):
 def test_fp16_training_reaches_98_percent_on_real_mnist(rule):
     accuracy = _train_mnist(rule, "fp16")
     assert accuracy >= 0.98, f"{rule} fp16: {accuracy:.4f}"
+
+
+def test_cli_train_fp16_prints_the_half_precision_accuracy(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "r"),
+                 "--precision", "fp16", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "final eval accuracy" in out and "fp16 inference (float16 weights and activations): accuracy" in out
