@@ -32,7 +32,7 @@ import numba
 
 from .blas import SLOTS, gemm_ab, gemm_abt, gemm_atb
 from .geometry import Window
-from .half import HALF, bits, f32_to_half, ld, widen_into
+from .half import HALF, acc_row, bits, f32_to_half, ld, store_row, widen_into
 from .activation import LEAKY_SLOPE
 from .norm import batchnorm_grad_sums_pooled_f32, pooled_grad_input_rows
 from .reduce import column_sums
@@ -236,32 +236,6 @@ def _grad_input_tasks(dy2d, w2d, co0, dx, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0
 
 
 # -------------------------------------------------------------------------- depthwise
-def _accumulator(out_px, spare):
-    """Where one output pixel's channels accumulate: in place for float32 storage, in a
-    float32 spare row (then _store_pixel) for float16."""
-
-
-@overload(_accumulator)
-def _accumulator_impl(out_px, spare):
-    if out_px.dtype == types.uint16:
-        return lambda out_px, spare: spare
-    return lambda out_px, spare: out_px
-
-
-def _store_pixel(out_px, acc):
-    """Nothing when acc is out_px itself (float32); acc rounded into a float16 pixel."""
-
-
-@overload(_store_pixel)
-def _store_pixel_impl(out_px, acc):
-    if out_px.dtype == types.uint16:
-        def round_into(out_px, acc):
-            for c in range(acc.shape[0]):
-                out_px[c] = f32_to_half(acc[c])
-        return round_into
-    return lambda out_px, acc: None
-
-
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult, spares):
     # Rows (n, oh) are dealt to threads round-robin; spares (threads, CO) float32 holds a
@@ -275,7 +249,7 @@ def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult, spares):
             n = nr // OH
             oh = nr % OH
             for ow in range(OW):
-                acc = _accumulator(out[n, oh, ow], spares[t])
+                acc = acc_row(out[n, oh, ow], spares[t])
                 for co in range(CO):
                     acc[co] = b[co]
                 for i in range(KH):
@@ -289,7 +263,7 @@ def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult, spares):
                         xv = x[n, ih, iw]
                         for co in range(CO):
                             acc[co] += ld(xv[co // mult]) * w[co, i, j, 0]
-                _store_pixel(out[n, oh, ow], acc)
+                store_row(out[n, oh, ow], acc)
 
 
 @njit(parallel=True, cache=True)

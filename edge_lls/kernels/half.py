@@ -11,6 +11,8 @@ __extendhfsf2, which Numba's JIT cannot resolve (the process aborts).
     ld(v)       element -> float32   (uint16 bits are widened; float32 passes through)
     st(a, v)    float32 value -> the element type of array a (rounded to half for uint16)
     widen_into(dst, src)   a 1-D run of elements -> float32 dst
+    acc_row / store_row    where an output row accumulates (itself, or a float32 row
+                           rounded once into a float16 output)
 
 A kernel written with ld/st is compiled once per storage type, and its float32 build is
 the same machine code as before. Values are rounded to float32 before float16, so a
@@ -186,4 +188,37 @@ def _widen_into(dst, src):
     return copy
 
 
-__all__ = ["HALF", "NATIVE_HALF", "bits", "ld", "st", "widen_into", "half_to_f32", "f32_to_half"]
+def acc_row(out_row, spare):
+    """Where a kernel accumulates output row out_row (C,): the row itself for float32
+    storage; for float16 the float32 spare row (at least C long), rounded once by
+    store_row -- accumulating in half would round after every term, and a half running
+    max would change which tap wins (Python stand-in; kernels get the overload)."""
+    return spare if out_row.dtype == np.uint16 else out_row
+
+
+@overload(acc_row)
+def _acc_row(out_row, spare):
+    if out_row.dtype == types.uint16:
+        return lambda out_row, spare: spare
+    return lambda out_row, spare: out_row
+
+
+def store_row(out_row, acc):
+    """Nothing when acc is out_row itself (float32); else acc[:C] rounded into the
+    float16 row (Python stand-in; kernels get the overload)."""
+    if out_row.dtype == np.uint16:
+        out_row[:] = acc[:len(out_row)].astype(HALF).view(np.uint16)
+
+
+@overload(store_row)
+def _store_row(out_row, acc):
+    if out_row.dtype == types.uint16:
+        def round_into(out_row, acc):
+            for c in range(out_row.shape[0]):
+                out_row[c] = f32_to_half(acc[c])
+        return round_into
+    return lambda out_row, acc: None
+
+
+__all__ = ["HALF", "NATIVE_HALF", "bits", "ld", "st", "widen_into", "acc_row", "store_row",
+           "half_to_f32", "f32_to_half"]

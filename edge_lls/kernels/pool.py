@@ -16,7 +16,7 @@ from numba.extending import overload
 
 from .activation import LEAKY_SLOPE, apply_act
 from .geometry import Window
-from .half import HALF, bits, ld, st
+from .half import HALF, acc_row, bits, ld, store_row
 
 
 @njit(inline="always")
@@ -43,47 +43,12 @@ def _thread_acc_impl(out, acc):
     return lambda out, acc: acc
 
 
-def _acc_row(o, ta):
-    """The float32 row (at least C long) in which a kernel builds output row o (C,)
-    (Python stand-in; kernels get the overload)."""
-    return ta if o.dtype == np.uint16 else o
-
-
-@overload(_acc_row, inline="always")
-def _acc_row_impl(o, ta):
-    # A float32 output row is its own accumulator (the float32 build is unchanged). A
-    # float16 one is built in this thread's float32 row ta = _thread_acc(out, acc) (the
-    # kernels index it below C) and rounded once by _store_row: accumulating in half
-    # would round after every tap, and a half running max would change which tap wins.
-    if o.dtype == types.uint16:
-        return lambda o, ta: ta
-    return lambda o, ta: o
-
-
-def _is_half(o):
-    return o.dtype == np.uint16
-
-
-@overload(_is_half, inline="always")
-def _is_half_impl(o):
-    half = o.dtype == types.uint16     # a constant of the build, so the branch on it folds away
-    return lambda o: half
-
-
-@njit(inline="always")
-def _store_row(o, b):
-    # Output row o (C,) from its accumulator b = _acc_row(o, ta); nothing to do for float32.
-    if _is_half(o):
-        for c in range(o.shape[0]):
-            o[c] = st(o, b[c])
-
-
 @njit(parallel=True, cache=True)
 def _max_pool(x, out, argmax, acc, kh, kw, sh, sw, pt, pl, keep_argmax, scale, shift, act, slope, transform):
     # Padding cells never win (they are -inf), as in PyTorch and TFLite. Window taps
     # are visited in row-major order and only a strictly greater value replaces the
     # best, so ties go to the first tap. Channels are innermost: contiguous, vectorised.
-    # The running best b is float32 whatever out stores (see _acc_row): comparing
+    # The running best b is float32 whatever out stores (see half.acc_row): comparing
     # against a half-rounded best would change which tap wins.
     N, H, W, C = x.shape
     _, OH, OW, _ = out.shape
@@ -95,7 +60,7 @@ def _max_pool(x, out, argmax, acc, kh, kw, sh, sw, pt, pl, keep_argmax, scale, s
         for ow in range(OW):
             wa, wb = max(ow * sw - pl, 0), min(ow * sw - pl + kw, W)
             o = out[n, oh, ow]
-            b = _acc_row(o, ta)
+            b = acc_row(o, ta)
             first = x[n, ha, wa]
             for c in range(C):
                 b[c] = _load(first, c, scale, shift, act, slope, transform)
@@ -115,7 +80,7 @@ def _max_pool(x, out, argmax, acc, kh, kw, sh, sw, pt, pl, keep_argmax, scale, s
                     else:
                         for c in range(C):
                             b[c] = max(b[c], _load(xv, c, scale, shift, act, slope, transform))
-            _store_row(o, b)
+            store_row(o, b)
 
 
 @njit(parallel=True, cache=True)
@@ -145,7 +110,7 @@ def _avg_pool(x, out, acc, kh, kw, sh, sw, pt, pl, count_include_pad, scale_out)
             wa, wb = max(w0, 0), min(w0 + kw, W)
             cnt = kh * kw if count_include_pad else (hb - ha) * (wb - wa)
             o = out[n, oh, ow]
-            b = _acc_row(o, ta)
+            b = acc_row(o, ta)
             for c in range(C):
                 b[c] = 0.0
             for ih in range(ha, hb):
@@ -155,7 +120,7 @@ def _avg_pool(x, out, acc, kh, kw, sh, sw, pt, pl, count_include_pad, scale_out)
                         b[c] += ld(xv[c])
             for c in range(C):
                 b[c] /= cnt
-            _store_row(o, b)
+            store_row(o, b)
             if scale_out.size > 0:
                 scale_out[n, oh, ow] = 1.0 / cnt
 
@@ -199,7 +164,7 @@ def _adaptive_avg(x, out, acc, scale, shift, act, slope, transform):
         for j in range(Q):
             w0, w1 = _adaptive_bounds(j, W, Q)
             o = out[n, i, j]
-            b = _acc_row(o, ta)
+            b = acc_row(o, ta)
             for c in range(C):
                 b[c] = 0.0
             for ih in range(h0, h1):
@@ -210,7 +175,7 @@ def _adaptive_avg(x, out, acc, scale, shift, act, slope, transform):
             inv = 1.0 / ((h1 - h0) * (w1 - w0))
             for c in range(C):
                 b[c] *= inv
-            _store_row(o, b)
+            store_row(o, b)
 
 
 @njit(parallel=True, cache=True)
