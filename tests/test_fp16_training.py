@@ -11,12 +11,11 @@ real MNIST 8k/2k, LLS and BP reach 98 % in fp16 as in fp32 (long).
 """
 import contextlib
 import json
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, traced_peak
 from edge_lls.cli import main
 from edge_lls.data import load_dataset
 from edge_lls.errors import ConfigError
@@ -131,12 +130,7 @@ def test_every_rule_trains_every_zoo_model_in_fp16(model_name, rule, rng):
 
 def _second_step_peak(trainer, x, y) -> int:
     trainer.step(x, y)                                  # allocates the arena
-    tracemalloc.start()
-    try:
-        trainer.step(x, y)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    return traced_peak(lambda: trainer.step(x, y))
 
 
 @pytest.mark.parametrize("rule", ["lls", "bp"])

@@ -4,11 +4,10 @@ while backpropagation's grows with every block added.
 The step's memory is what tracemalloc sees during the first training step of a fresh
 Trainer (it allocates the step arena); weights and optimizer state exist before.
 """
-import tracemalloc
-
 import numpy as np
 import pytest
 
+from conftest import traced_peak
 from edge_lls.nn.model import Model
 from edge_lls.trainer import Trainer
 
@@ -28,12 +27,7 @@ def _step_peak(rule, depth):
     y = rng.integers(0, 10, 32)
     trainer.step(x, y)                        # compile kernels outside the measurement
     trainer = Trainer(Model(_stack(depth), seed=0), rule=rule, optimizer="adamw-sf", lr=1e-3)
-    tracemalloc.start()
-    try:
-        trainer.step(x, y)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    return traced_peak(lambda: trainer.step(x, y))
 
 
 DEPTHS = (2, 4, 8)
@@ -70,13 +64,8 @@ def test_evaluation_lays_its_buffers_over_the_training_arena(rule):
     trainer.step(x, rng.integers(0, 10, 32))
     model.forward(x)                                   # compile outside the measurement
     model.lend_memory(trainer.arena(32).memory)        # as a fresh trainer would
-    tracemalloc.start()
-    try:
-        logits = model.forward(x)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert np.shares_memory(logits, trainer.arena(32).memory)
+    peak = traced_peak(lambda: model.forward(x))
+    assert np.shares_memory(model.forward(x), trainer.arena(32).memory)
     assert peak < 0.05 * trainer.arena(32).nbytes, (peak, trainer.arena(32).nbytes)
 
 
@@ -147,10 +136,10 @@ print(*counts)
 @pytest.mark.parametrize("name,rule,precision", [("smallconv", "lls", "fp32"), ("smallconv", "bp", "fp16"),
                                                  ("mobilenetv1", "lls", "fp16")])
 def test_kernel_allocations_per_step_do_not_grow_with_the_batch(name, rule, precision):
-    # Numba's own allocations (NRT) inside the kernels are invisible to tracemalloc. A step
-    # may make a fixed number per kernel call (parallel-loop bookkeeping, per-call float64
-    # partial sums), never one per row or per task: once, `dst[r] += b` in the conv
-    # forward allocated per output pixel, 130k times a SmallConv step.
+    # Counted, not weighed: a temporary allocated and freed per row barely moves a traced
+    # peak. A step may make a fixed number of Numba allocations per kernel call
+    # (parallel-loop bookkeeping), never one per row or per task: once, `dst[r] += b` in
+    # the conv forward allocated per output pixel, 130k times a SmallConv step.
     import os
     import subprocess
     import sys
@@ -175,10 +164,5 @@ def test_a_steady_step_allocates_only_class_sized_arrays(name, rule, batch):
     x, y = rng.random((batch, *shape), dtype=np.float32), np.arange(batch) % 10
     trainer = Trainer(build_model(name, num_classes=10, input_shape=shape, seed=0), rule=rule)
     trainer.step(x, y)
-    tracemalloc.start()
-    try:
-        trainer.step(x, y)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = traced_peak(lambda: trainer.step(x, y))
     assert peak < 64 * 1024, peak
