@@ -105,7 +105,7 @@ class Fp16Model:
                 conv_max = max(conv_max, kconv.conv2d_scratch_floats(shape, layer.w.shape, layer.op.window(shape),
                                                                      layer.op.groups, half=True))
             elif layer.kind == "dense":
-                dense_in = max(dense_in, int(np.prod(shape)) + int(np.prod(out)))
+                dense_in = max(dense_in, kdense.dense_scratch_floats(shape[0], int(np.prod(shape[1:])), out[1], True))
             shape = out
         plan = dict(shapes=shapes, act=[np.empty(act_max, F16), np.empty(act_max, F16)],
                     w32=np.empty(w_max, np.float32), b32=np.empty(b_max, np.float32),
@@ -141,13 +141,8 @@ class Fp16Model:
         np.copyto(b32, layer.b)
         if layer.kind == "conv":
             kconv.conv2d_f32(x16, w32, b32, y16, layer.op.window(x16.shape), layer.op.groups, plan["scratch"])
-        else:                           # dense: widened input and float32 product in scratch
-            n = len(x16)
-            x32 = plan["dense"][:x16.size].reshape(n, -1)
-            y32 = plan["dense"][x16.size:x16.size + y16.size].reshape(y16.shape)
-            np.copyto(x32, x16.reshape(n, -1))
-            kdense.dense_f32(x32, w32, b32, y32)
-            np.copyto(y16, y32, casting="same_kind")
+        else:
+            kdense.dense_f32(x16.reshape(len(x16), -1), w32, b32, y16, plan["dense"])
         if layer.act != ACT_NONE:
             activation_f32(y16, y16, layer.act)
 

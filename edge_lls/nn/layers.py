@@ -100,33 +100,17 @@ class Dense:
         return (in_shape[0], self.fout)
 
     def scratch_floats(self, in_shape, input_grad=False, half=False):
-        """float16 storage: x widened to (N, F) and the output computed in (N, O) float32."""
-        return in_shape[0] * (self.fin + self.fout) if half else 0
+        return kdense.dense_scratch_floats(in_shape[0], self.fin, self.fout, half)
 
     @staticmethod
     def _flat(a):
         return a.reshape(a.shape[0], -1)
 
-    def _widened(self, x, scratch):
-        """x (N, F) as float32: itself, or widened from float16 into the scratch's head."""
-        x = self._flat(x)
-        if x.dtype == np.float32:
-            return x
-        x32 = scratch[:x.size].reshape(x.shape)
-        np.copyto(x32, x)
-        return x32
-
     def forward(self, x, out, scratch=None):
-        x32 = self._widened(x, scratch)
-        n = x32.shape[0]
-        out32 = out if out.dtype == np.float32 else scratch[n * self.fin:n * (self.fin + self.fout)].reshape(out.shape)
-        kdense.dense_f32(x32, self.w.value, None if self.b is None else self.b.value, out32)
-        if out32 is not out:
-            np.copyto(out, out32, casting="same_kind")        # rounded to nearest even float16
+        kdense.dense_f32(self._flat(x), self.w.value, None if self.b is None else self.b.value, out, scratch)
 
     def grad_weight(self, x, dy, scratch=None):
-        kdense.dense_grad_weight_f32(self._widened(x, scratch), dy, self.w.grad,
-                                     None if self.b is None else self.b.grad)
+        kdense.dense_grad_weight_f32(self._flat(x), dy, self.w.grad, None if self.b is None else self.b.grad, scratch)
 
     def grad_input(self, dy, dx, scratch=None):
         kdense.dense_grad_input_f32(dy, self.w.value, self._flat(dx))
