@@ -32,7 +32,7 @@ import numba
 
 from .blas import SLOTS, gemm_ab, gemm_abt, gemm_atb
 from .geometry import Window
-from .half import HALF, acc_row, bits, f32_to_half, ld, store_row, widen_into
+from .half import HALF, acc_row, bits, f32_to_half, ld, store_row, thread_rows, widen_into
 from .activation import LEAKY_SLOPE
 from .norm import batchnorm_grad_sums_pooled_f32, pooled_grad_input_rows
 from .reduce import column_sums
@@ -237,13 +237,12 @@ def _grad_input_tasks(dy2d, w2d, co0, dx, kh, kw, sh, sw, pt, pl, oh_n, ow_n, c0
 
 # -------------------------------------------------------------------------- depthwise
 @njit(parallel=True, cache=True)
-def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult, spares):
-    # Rows (n, oh) are dealt to threads round-robin; spares (threads, CO) float32 holds a
-    # float16 output's accumulators, one row per thread (unused for float32 storage).
+def _depthwise_forward(x, w, b, out, sh, sw, pt, pl, mult, threads, spares):
+    # Rows (n, oh) are dealt to threads round-robin; spares (>= threads, >= CO) float32
+    # holds a float16 output's accumulators, one row per thread (half.thread_rows).
     _, H, W, _ = x.shape
     N, OH, OW, CO = out.shape
     KH, KW = w.shape[1], w.shape[2]
-    threads = spares.shape[0]
     for t in prange(threads):
         for nr in range(t, N * OH, threads):
             n = nr // OH
@@ -352,7 +351,7 @@ def conv2d_scratch_floats(x_shape, w_shape, win: Window, groups: int = 1, input_
     cin, cout = x_shape[3], w_shape[0]
     pool = numba.config.NUMBA_NUM_THREADS
     if is_depthwise(w_shape, cin, groups):
-        return pool * cout if half else 0
+        return 0
     k, cog = win.kh * win.kw * (cin // groups), cout // groups
     rows = x_shape[0] * win.out_h * win.out_w
     cols = 0 if _is_pointwise(win, groups) and not half else _task_rows_all_threads(k, rows) * k
@@ -374,7 +373,6 @@ def _scratch(scratch, n):
 
 _EMPTY3D = np.zeros((1, 0, 0), np.float32)
 _EMPTY2D = np.zeros((0, 0), np.float32)
-_NO_SPARES = np.zeros((numba.config.NUMBA_NUM_THREADS, 0), np.float32)   # float32 depthwise output
 
 
 _ZEROS: dict[int, np.ndarray] = {}
@@ -414,15 +412,12 @@ def conv2d_f32(x, w, b, out, win: Window, groups: int = 1, scratch=None):
     scratch: float32 buffer of conv2d_scratch_floats(..., half=any float16 operand) or None."""
     N, _, _, cin = x.shape
     cout = w.shape[0]
-    half = HALF in (x.dtype, out.dtype)
     bias = b if b is not None else _zeros(cout)
-    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups, half=half))
     if is_depthwise(w.shape, cin, groups):
-        threads = _threads()
-        spares = buf[:threads * cout].reshape(threads, cout) if out.dtype == HALF else _NO_SPARES[:threads]
         _depthwise_forward(bits(x), w, bias, bits(out), win.sh, win.sw, win.pad_top, win.pad_left, cout // cin,
-                           spares)
+                           _threads(), thread_rows(out))
         return out
+    buf = _scratch(scratch, conv2d_scratch_floats(x.shape, w.shape, win, groups, half=HALF in (x.dtype, out.dtype)))
     rows = N * win.out_h * win.out_w
     cg, cog = cin // groups, cout // groups
     k = win.kh * win.kw * cg

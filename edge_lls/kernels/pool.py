@@ -16,7 +16,7 @@ from numba.extending import overload
 
 from .activation import LEAKY_SLOPE, apply_act
 from .geometry import Window
-from .half import HALF, acc_row, bits, ld, store_row
+from .half import acc_row, bits, ld, store_row, thread_rows
 
 
 @njit(inline="always")
@@ -208,34 +208,6 @@ def _check_pool_padding(win: Window):
 _NO_INT = np.zeros((0, 0, 0, 0), np.int32)
 _NO_F32 = np.zeros((0, 0, 0), np.float32)
 _NO_VEC = np.zeros(0, np.float32)
-_NO_ACC = np.zeros((0, 0), np.float32)
-# Unused float32s (256 bytes) after each accumulator row, and one spare row before the
-# first: every thread writes its row for every output pixel, so no other hot data (the
-# other thread's row, or a small heap object such as a refcount both threads update)
-# may share its cache line or that line's 128-byte prefetch pair. With 128 bytes the
-# float16-output max pool of a (64,32,32,128) tensor ran 1.25-1.5x slower in most
-# processes on 2 threads (it depends on where malloc puts the buffer); 256 measured clean.
-_ROW_GAP = 64
-
-
-_ACC_ROWS: dict[int, np.ndarray] = {}      # channels -> accumulator rows, allocated once
-
-
-def _acc_rows(out):
-    """The kernels' acc argument for output out (..., C): (pool threads, C + gap) float32
-    rows in which a float16 output is accumulated (row numba.get_thread_id(), below the
-    pool's size); nothing for a float32 output, which is its own accumulator. Allocated
-    on first use per channel count, then reused: steps allocate nothing."""
-    if out.dtype != HALF:
-        return _NO_ACC
-    channels = out.shape[-1]
-    rows = _ACC_ROWS.get(channels)
-    if rows is None:
-        pool = numba.config.NUMBA_NUM_THREADS
-        rows = _ACC_ROWS[channels] = np.empty((pool + 1, channels + _ROW_GAP), np.float32)[1:]
-    return rows
-
-
 def _bn_act_args(bn_act):
     """(scale, shift, act, slope, transform) kernel arguments for an optional fused
     batch norm + activation (scale, shift, act) applied to the pooled input."""
@@ -252,7 +224,7 @@ def max_pool2d_f32(x, out, win: Window, argmax=None, bn_act=None):
     bn_act = (scale, shift, act), (C,) float32: pool act(x * scale + shift) instead of x."""
     _check_pool_padding(win)
     keep = argmax is not None
-    _max_pool(bits(x), bits(out), argmax if keep else _NO_INT, _acc_rows(out), win.kh, win.kw, win.sh, win.sw,
+    _max_pool(bits(x), bits(out), argmax if keep else _NO_INT, thread_rows(out), win.kh, win.kw, win.sh, win.sw,
               win.pad_top, win.pad_left, keep, *_bn_act_args(bn_act))
     return out
 
@@ -267,7 +239,7 @@ def avg_pool2d_f32(x, out, win: Window, count_include_pad: bool = False):
     """out (N, OH, OW, C) = window mean of x (N, H, W, C); x and out float32 or float16
     storage. count_include_pad=False is TFLite's AVERAGE_POOL_2D; True is PyTorch's default."""
     _check_pool_padding(win)
-    _avg_pool(bits(x), bits(out), _acc_rows(out), win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
+    _avg_pool(bits(x), bits(out), thread_rows(out), win.kh, win.kw, win.sh, win.sw, win.pad_top, win.pad_left,
               count_include_pad, _NO_F32)
     return out
 
@@ -282,7 +254,7 @@ def adaptive_avg_pool2d_f32(x, out, bn_act=None):
     """x (N, H, W, C) -> out (N, P, Q, C), the output size given by out's shape; x and out
     float32 or float16 storage.
     bn_act = (scale, shift, act), (C,) float32: pool act(x * scale + shift) instead of x."""
-    _adaptive_avg(bits(x), bits(out), _acc_rows(out), *_bn_act_args(bn_act))
+    _adaptive_avg(bits(x), bits(out), thread_rows(out), *_bn_act_args(bn_act))
     return out
 
 
@@ -294,7 +266,7 @@ def adaptive_avg_pool2d_grad_f32(dy, dx):
 def adaptive_avg_pool1d_f32(x, out):
     """Along features: x (N, F) -> out (N, P); x and out float32 or float16 storage."""
     out4 = out.reshape(out.shape[0], 1, out.shape[1], 1)
-    _adaptive_avg(bits(x.reshape(x.shape[0], 1, x.shape[1], 1)), bits(out4), _acc_rows(out4),
+    _adaptive_avg(bits(x.reshape(x.shape[0], 1, x.shape[1], 1)), bits(out4), thread_rows(out4),
                   *_bn_act_args(None))
     return out
 
