@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import sys
-import tracemalloc
 
 import numpy as np
 
@@ -33,7 +32,7 @@ sys.path.insert(0, HERE)                            # benchlib, torch_lls, bench
 sys.path.insert(0, os.path.dirname(HERE))           # edge_lls when run from a checkout
 
 import benchlib  # noqa: E402
-from bench_train import edge_state_bytes, torch_step_peak  # noqa: E402
+from bench_train import first_step_memory, torch_step_peak  # noqa: E402
 from edge_lls.models import build_model  # noqa: E402
 from edge_lls.trainer import Trainer  # noqa: E402
 
@@ -45,19 +44,6 @@ ZOO = [("smallconv", (28, 28, 1), 128), ("vgg8", (32, 32, 3), 64), ("mobilenetv1
 def edge_trainer(name, shape, rule, precision):
     model = build_model(name, num_classes=CLASSES, input_shape=shape, seed=0)
     return Trainer(model, rule=rule, optimizer="adamw-sf", lr=LR, temperature=TEMPERATURE, precision=precision)
-
-
-def edge_first_step_peak(name, shape, rule, precision, x, y) -> dict:
-    trainer = edge_trainer(name, shape, rule, precision)
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        trainer.step(x, y)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return {"peak_bytes": peak, "arena_bytes": int(trainer.arena(len(x)).nbytes),
-            "state_bytes": edge_state_bytes(trainer)}
 
 
 def part1(args, torch):
@@ -97,7 +83,7 @@ def part1(args, torch):
         impl, rule, precision = key
         s = benchlib.summarize(seconds)
         if impl == "edge-lls":
-            mem = edge_first_step_peak("smallconv", INPUT, rule, precision, x, y)
+            mem = first_step_memory(edge_trainer("smallconv", INPUT, rule, precision), x, y)
         else:
             mem = {"peak_bytes": torch_step_peak(torch_steps[key]), "arena_bytes": None, "state_bytes": None}
         rows.append({"impl": impl, "rule": rule, "precision": precision, **s, **mem})
@@ -115,7 +101,7 @@ def part2():
                 t = edge_trainer(name, shape, rule, precision)
                 layout = t.rule.plan(t.model, batch)
                 t.step(x, y)                                     # JIT outside the measurement
-                mem = edge_first_step_peak(name, shape, rule, precision, x, y)
+                mem = first_step_memory(edge_trainer(name, shape, rule, precision), x, y)
                 rows.append({"model": name, "input": "x".join(map(str, shape)), "batch": batch, "rule": rule,
                              "precision": precision, "live_bytes": layout.region_bytes["live"],
                              "scratch_bytes": layout.region_bytes["tmp"], **mem})

@@ -49,11 +49,10 @@ def edge_state_bytes(trainer) -> int:
     return total
 
 
-def edge_step_memory(rule, x, y) -> dict:
+def first_step_memory(trainer, x, y) -> dict:
     """tracemalloc peak during the first step of a fresh Trainer (that step allocates the
     step arena; later steps allocate nothing). Run after the JIT warm-up, so no compiler
     memory is counted."""
-    trainer = edge_trainer(rule)
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
@@ -160,7 +159,7 @@ def run(args):
 
             for (impl, rule), key in chosen.items():
                 if impl == "edge-lls":
-                    mem = edge_step_memory(rule, x, y)
+                    mem = first_step_memory(edge_trainer(rule), x, y)
                 else:
                     t, xt, yt = trainers[key]
                     mem = torch_step_memory(torch, t, xt, yt)
