@@ -5,7 +5,7 @@ helper from another file (every float16 kernel inlines kernels/half.py; conv inl
 norm.pooled_grad_input_rows; quantize inlines kernels/quant.py) keeps its stale machine
 code when only the helper changes: once here it ran 5x slow, and it could as well
 compute with an old rounding rule. So at import the package hashes the sources of
-everything it compiles with cache=True; when the hash differs from the one stored next
+every module that defines jitted code; when the hash differs from the one stored next
 to the cache, it deletes the cached kernels (*.nbi, *.nbc) before any is loaded, and
 Numba compiles afresh. A read-only install keeps whatever it has.
 """
@@ -19,17 +19,28 @@ PACKAGE = Path(__file__).resolve().parent
 STAMP = "edge_lls_sources.sha256"
 
 
-def compiled_sources(package: Path = PACKAGE) -> list[Path]:
-    """The files whose code ends up in cached kernels: the kernels package, and the two
-    modules outside it that compile with cache=True."""
-    return sorted((package / "kernels").rglob("*.py")) + [package / "optim.py", package / "quantize.py"]
+_JIT_MARKERS = (b"njit", b"@intrinsic", b"@overload")
 
 
-def sources_digest(files: list[Path]) -> str:
+def compiled_sources(package: Path = PACKAGE) -> dict[Path, bytes]:
+    """The files whose code can end up in a cached kernel (they define jitted functions,
+    intrinsics or overloads), with their contents; found by reading, not listed, so a
+    new kernel module is covered without anyone remembering to add it."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.name == Path(__file__).name and path.parent == package:
+            continue                             # this file names the markers itself
+        text = path.read_bytes()
+        if any(marker in text for marker in _JIT_MARKERS):
+            found[path] = text
+    return found
+
+
+def sources_digest(sources: dict[Path, bytes]) -> str:
     h = hashlib.sha256()
-    for path in files:
+    for path, text in sources.items():
         h.update(path.name.encode())
-        h.update(path.read_bytes())
+        h.update(text)
     return h.hexdigest()
 
 

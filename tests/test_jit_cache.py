@@ -6,10 +6,10 @@ from edge_lls import jit_cache
 def _package(tmp_path):
     pkg = tmp_path / "edge_lls"
     (pkg / "kernels" / "__pycache__").mkdir(parents=True)
-    (pkg / "kernels" / "half.py").write_text("x = 1\n")
-    (pkg / "kernels" / "conv.py").write_text("y = 2\n")
-    (pkg / "optim.py").write_text("")
-    (pkg / "quantize.py").write_text("")
+    (pkg / "kernels" / "half.py").write_text("@overload(len)\ndef f(): pass\nx = 1\n")
+    (pkg / "kernels" / "conv.py").write_text("from numba import njit\ny = 2\n")
+    (pkg / "optim.py").write_text("from numba import njit\n")
+    (pkg / "cli.py").write_text("print('no kernels here')\n")
     return pkg
 
 
@@ -27,7 +27,10 @@ def test_an_edited_helper_drops_every_cached_kernel(tmp_path, monkeypatch):
     files = _cached(pkg)
     assert not jit_cache.drop_stale_kernel_caches(pkg)      # unchanged: the cache stays
     assert all(f.exists() for f in files)
-    (pkg / "kernels" / "half.py").write_text("x = 2\n")     # only the helper changes
+    (pkg / "cli.py").write_text("print('edited')\n")    # no jitted code: the cache stays
+    assert not jit_cache.drop_stale_kernel_caches(pkg)
+    assert all(f.exists() for f in files)
+    (pkg / "kernels" / "half.py").write_text("@overload(len)\ndef f(): pass\nx = 2\n")  # the helper
     assert jit_cache.drop_stale_kernel_caches(pkg)
     assert not any(f.exists() for f in files)
     assert not jit_cache.drop_stale_kernel_caches(pkg)      # stamped again
@@ -42,7 +45,7 @@ def test_a_custom_numba_cache_dir_is_handled(tmp_path, monkeypatch):
     mirrored.mkdir(parents=True)
     stale = mirrored / "conv.k-1.py311.nbi"
     stale.write_bytes(b"machine code")
-    (pkg / "optim.py").write_text("changed = True\n")
+    (pkg / "optim.py").write_text("from numba import njit\nchanged = True\n")
     assert jit_cache.drop_stale_kernel_caches(pkg)
     assert not stale.exists()
 
