@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/bench_precision.py ptq        # SmallConv on MNIST: fp32 vs fp16 vs int8 PTQ
     .venv/bin/python tools/bench_precision.py finetune   # vww_96_int8 fine-tuned on MNIST at 96x96x3
+    .venv/bin/python tools/bench_precision.py fp16       # fp16 training and inference (docs/fp16.md)
     .venv/bin/python tools/bench_precision.py all
 
 Data: shared/data/mnist (the 10k MNIST test set: first 8k train, last 2k held out) and
@@ -73,6 +74,110 @@ def bench_ptq(args) -> dict:
             "int8": results}
 
 
+def mnist_accuracy(rule: str, precision: str, epochs: int) -> float:
+    """SmallConv on MNIST 8k/2k as tests/test_training.py trains it, at a training precision."""
+    from edge_lls.data import load_dataset
+    from edge_lls.models import build_model
+    from edge_lls.trainer import Trainer
+    data = load_dataset("mnist", MNIST_DIR, val_split=0.2)
+    trainer = Trainer(build_model("smallconv", 10, (28, 28, 1), seed=0), rule=rule, optimizer="adamw-sf", lr=5e-3,
+                      temperature=0.5, seed=0, precision=precision)
+    for epoch in range(epochs):
+        for x, y in data.train.batches(128, shuffle=True, seed=0, epoch=epoch):
+            trainer.step(x, y)
+    x_test, y_test = data.test.arrays()
+    return trainer.evaluate(x_test, y_test, refresh=data.train.batches(128, shuffle=True, seed=0, epoch=epochs))
+
+
+def gradient_cosines(rule: str, batch: int) -> dict:
+    """One step of MobileNetV1-0.25 (96x96x3, 4 classes) from initialisation at fp32 and at
+    fp16: the smallest per-tensor cosine between the two steps' gradients, over batch-norm
+    gammas and over all tensors (biases before batch norm, whose true gradient is zero,
+    left out)."""
+    from edge_lls.models import build_model
+    from edge_lls.trainer import Trainer
+    rng = np.random.default_rng(1234)
+    x = rng.random((batch, 96, 96, 3), dtype=np.float32)
+    y = np.arange(batch) % 4
+    grads = []
+    for precision in ("fp32", "fp16"):
+        trainer = Trainer(build_model("mobilenetv1", 4, (96, 96, 3), seed=0), rule=rule, optimizer="sgd", lr=0.0,
+                          precision=precision)
+        trainer.step(x, y)
+        grads.append({p.name: p.grad.astype(np.float64) for p in trainer.model.params
+                      if not (p.name.endswith(".b") and not p.name.startswith("classifier"))})
+    cos = {k: float((g * grads[1][k]).sum() / (np.linalg.norm(g) * np.linalg.norm(grads[1][k])))
+           for k, g in grads[0].items()}
+    return {"rule": rule, "batch": batch, "min_cosine_bn_gamma": min(v for k, v in cos.items() if k.endswith("gamma")),
+            "min_cosine_all": min(cos.values())}
+
+
+def random_slice_fp16_error(blocks: int) -> float:
+    """Fp16Model against fp32 on the first `blocks` blocks of a random-weight MobileNetV1
+    (tests/test_fp16.py's construction): the largest per-sample |logit error| / max |logit|."""
+    from edge_lls.fp16 import Fp16Model
+    from edge_lls.models import model_spec
+    from edge_lls.nn.model import Model
+    spec = model_spec("mobilenetv1", 3, (32, 32, 3))
+    spec["blocks"] = spec["blocks"][:blocks]
+    spec["blocks"][-1]["post"] = [{"type": "adaptive_avgpool", "size": [1, 1]}]
+    model = Model(spec, seed=0)
+    rng = np.random.default_rng(0)
+    for bn in model.batch_norms():
+        bn.momentum = 1.0
+    model.forward(rng.random((32, 32, 32, 3)).astype(np.float32), training=True)
+    x = rng.random((8, 32, 32, 3)).astype(np.float32)
+    fp32 = model.forward(x).copy()
+    fp16 = Fp16Model(model).forward(x)
+    return float((np.abs(fp16 - fp32).max(axis=1) / np.abs(fp32).max(axis=1)).max())
+
+
+def conversion_ms(n: int = 10_000_000) -> dict:
+    """Milliseconds to widen and to round n values with each float16 conversion the kernels
+    can use (kernels/half.py; 'native' only where the target has the instructions)."""
+    import numba
+    from edge_lls.kernels import half
+    impls = {"integer": (half._half_to_f32_soft, half._f32_to_half_soft)}
+    if half.NATIVE_HALF:
+        impls["native"] = (half._half_to_f32_native, half._f32_to_half_native)
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    h = x.astype(np.float16).view(np.uint16)
+    out32, out16 = np.empty_like(x), np.empty_like(h)
+    result = {}
+    for name, (to_f32, to_half) in impls.items():
+        @numba.njit
+        def widen(h, out):
+            for i in range(h.size):
+                out[i] = to_f32(h[i])
+
+        @numba.njit
+        def narrow(x, out):
+            for i in range(x.size):
+                out[i] = to_half(x[i])
+        for label, fn, args in (("widen", widen, (h, out32)), ("round", narrow, (x, out16))):
+            fn(*args)
+            best = min(_timed(fn, args) for _ in range(5))
+            result[f"{label}_{name}_ms"] = round(best * 1e3, 2)
+    return result
+
+
+def _timed(fn, args) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def bench_fp16(args) -> dict:
+    return {"task": "fp16", "epochs": args.epochs,
+            "mnist_smallconv_accuracy": {f"{rule} {precision}": mnist_accuracy(rule, precision, args.epochs)
+                                         for rule in ("lls", "bp") for precision in ("fp32", "fp16")},
+            "mobilenetv1_gradient_cosines": [gradient_cosines(rule, batch) for rule in ("bp", "lls")
+                                             for batch in (8, 32)],
+            "random_mobilenet_slice_fp16_inference_error": {blocks: random_slice_fp16_error(blocks)
+                                                            for blocks in (2, 4, 8, 14)},
+            "half_conversion_10M": conversion_ms()}
+
+
 def write_mnist_folder(root: Path) -> None:
     from PIL import Image
     from edge_lls.data.idx import read_idx, IMAGES_MAGIC, LABELS_MAGIC
@@ -112,7 +217,7 @@ def bench_finetune(args) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=("ptq", "finetune", "all"))
+    parser.add_argument("task", choices=("ptq", "finetune", "fp16", "all"))
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     parser.add_argument("--calibration", type=int, nargs="+", default=[64, 512], help="PTQ calibration sizes")
     parser.add_argument("--train-last", type=int, nargs="+", default=[0, 2, 4], help="fine-tuned blocks")
@@ -127,6 +232,8 @@ def main(argv=None) -> int:
         set_threads(args.threads)
     if args.task in ("ptq", "all"):
         print(json.dumps(bench_ptq(args)), flush=True)
+    if args.task in ("fp16", "all"):
+        print(json.dumps(bench_fp16(args)), flush=True)
     if args.task in ("finetune", "all"):
         for row in bench_finetune(args):
             print(json.dumps(row), flush=True)
