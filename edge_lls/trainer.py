@@ -31,7 +31,6 @@ class Trainer:
         if precision not in TRAIN_PRECISIONS:
             raise ConfigError(f"training precision {precision!r}; one of {', '.join(TRAIN_PRECISIONS)}")
         self.model = model
-        self.precision = precision
         model.set_activation_dtype(np.float16 if precision == "fp16" else np.float32)
         self.rule = make_rule(rule, **rule_options) if isinstance(rule, str) else rule
         self.rule.attach(model, np.random.default_rng([seed, 1]))
@@ -39,6 +38,11 @@ class Trainer:
         groups.append(model.classifier.params)
         self.optimizers = [make_optimizer(optimizer, g, lr, weight_decay) for g in groups]
         self._arenas: dict[int, object] = {}
+
+    @property
+    def precision(self) -> str:
+        """'fp16' when the model stores activations in float16 (read from the model)."""
+        return "fp16" if self.model.activation_dtype == np.float16 else "fp32"
 
     # ------------------------------------------------------------------------ training
     def arena(self, batch: int):
