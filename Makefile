@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-fast bench clean clean-cache
+.PHONY: install train test test-fast test-portable bench clean clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 ## Unit tests only.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not long"
+
+## The unit tests as an AVX2-only machine runs them: OpenBLAS's Haswell kernels and
+## Numba code generated for Haswell (other BLAS kernels, other vector widths). Numba's
+## cache for that target goes to its own folder, so the native cache is left alone.
+PORTABLE_CACHE ?= build/numba-haswell
+test-portable: $(STAMP)
+	OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CACHE_DIR=$(abspath $(PORTABLE_CACHE)) \
+	    $(PY) -m pytest -q -m "not long"
 
 ## Benchmarks against peers (PyTorch CPU installed on demand into the venv).
 bench: $(STAMP)

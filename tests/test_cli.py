@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, require_shared
 from edge_lls.cli import main
 from edge_lls.formats import model_file as mf
 
@@ -298,7 +298,7 @@ def test_edge_lls_train_with_no_flags_trains_digits_past_90_percent(tmp_path):
 @pytest.mark.long
 def test_smallconv_lls_on_mnist_reaches_98_percent_from_the_command_line(tmp_path):
     p = subprocess.run(CLI + ["train", "--model", "smallconv", "--rule", "lls", "--dataset", "mnist",
-                              "--data", str(MNIST_DIR), "--epochs", "2", "--json"],
+                              "--data", str(require_shared(MNIST_DIR)), "--epochs", "2", "--json"],
                        capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout)

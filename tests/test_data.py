@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import MNIST_DIR, require_shared
+
 from edge_lls.data import DATASET_NAMES, Dataset, Split, load_dataset
 from edge_lls.data import stores as stores_module
 from edge_lls.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
@@ -594,10 +596,7 @@ def test_no_pickle_anywhere_in_the_data_package():
 # The real MNIST test set in shared/
 # --------------------------------------------------------------------------------------
 def shared_mnist() -> Path:
-    for candidate in (REPO.parent / "shared" / "data" / "mnist", Path("/work/shared/data/mnist")):
-        if (candidate / "t10k-images-idx3-ubyte.gz").is_file():
-            return candidate
-    pytest.skip("shared/data/mnist not present")
+    return require_shared(MNIST_DIR)
 
 
 def test_real_mnist_8000_train_2000_test():

@@ -25,7 +25,7 @@ VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 PERSON_DETECT = VWW_DIR / "person_detect.tflite"
 VWW_FLOAT = VWW_DIR / "vww_96_float.tflite"
 
-pytestmark = pytest.mark.skipif(not VWW_INT8.exists(), reason=f"shared models not found under {VWW_DIR}")
+pytestmark = pytest.mark.shared(VWW_DIR)
 
 
 def make_image_folder(root, per_class: int = 12, classes=("horizontal", "vertical"), size: int = 96, gray=False):
@@ -52,7 +52,7 @@ def train_args(*argv: str) -> argparse.Namespace:
 
 
 def litert_reference(path):
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    import ai_edge_litert.interpreter as litert
     interpreter = litert.Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True,
                                      experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
     interpreter.allocate_tensors()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, require_shared
 from edge_lls.errors import ConfigError
 from edge_lls.fp16 import Fp16Model
 from edge_lls.models import build_model
@@ -21,7 +21,7 @@ def mnist_smallconv():
     """SmallConv after a few LLS steps on MNIST (enough for structured logits), and test images."""
     from edge_lls.data import load_dataset
     from edge_lls.trainer import Trainer
-    data = load_dataset("mnist", MNIST_DIR, val_split=0.2)
+    data = load_dataset("mnist", require_shared(MNIST_DIR), val_split=0.2)
     model = build_model("smallconv", 10, (28, 28, 1), seed=0)
     trainer = Trainer(model, rule="lls", optimizer="adamw", lr=2e-3, temperature=0.5)
     for step, (x, y) in enumerate(data.train.batches(64, shuffle=True)):

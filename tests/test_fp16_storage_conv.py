@@ -110,6 +110,7 @@ def _case(spec, rng):
     return x16, w, b, win, groups
 
 
+@pytest.mark.fixed_order       # widened copies vs rows in place: other GEMM calls (tests/test_fixed_order.py)
 @pytest.mark.parametrize("spec", CONVS)
 def test_conv_forward_with_half_storage_is_the_float32_result_rounded(spec, rng):
     x16, w, b, win, groups = _case(spec, rng)
@@ -127,6 +128,7 @@ def test_conv_forward_with_half_storage_is_the_float32_result_rounded(spec, rng)
     np.testing.assert_array_equal(f32_in, want.astype(F16))
 
 
+@pytest.mark.fixed_order       # widened copies vs rows in place: other GEMM calls (tests/test_fixed_order.py)
 @pytest.mark.parametrize("spec", CONVS)
 def test_conv_forward_in_many_tasks_with_arena_sized_scratch(spec, rng, monkeypatch):
     monkeypatch.setattr(kconv, "TASK_FLOATS", 7 * 27)     # many small tasks and tiles
@@ -141,6 +143,30 @@ def test_conv_forward_in_many_tasks_with_arena_sized_scratch(spec, rng, monkeypa
 
 
 @pytest.mark.parametrize("spec", CONVS)
+def test_conv_forward_in_many_tasks_is_within_the_float32_summation_bound(spec, rng, monkeypatch):
+    # With the machine's BLAS, splitting the GEMM into other tasks may change the order in
+    # which each output's K = kh*kw*cin/groups products (+ bias) are summed. Two float32
+    # orders of the same sum differ by at most 2 gamma_K sum|x w| (Higham, gamma_K =
+    # K u / (1 - K u), u = 2^-24); rounding to half then adds at most one half ulp.
+    monkeypatch.setattr(kconv, "TASK_FLOATS", 7 * 27)
+    x16, w, b, win, groups = _case(spec, rng)
+    shape = (len(x16), win.out_h, win.out_w, w.shape[0])
+    scratch = np.empty(kconv.conv2d_scratch_floats(x16.shape, w.shape, win, groups, half=True), F32)
+    want = np.empty(shape, F32)
+    kconv.conv2d_f32(x16.astype(F32), w, b, want, win, groups)
+    got = np.empty(shape, F16)
+    kconv.conv2d_f32(x16, w, b, got, win, groups, scratch)
+    magnitude = np.empty(shape, F32)
+    kconv.conv2d_f32(np.abs(x16.astype(F32)), np.abs(w), np.abs(b), magnitude, win, groups)
+    k = w.shape[1] * w.shape[2] * w.shape[3] + 1
+    gamma = k * 2.0 ** -24 / (1 - k * 2.0 ** -24)
+    half_ulp = np.spacing(np.abs(want).astype(F16)).astype(np.float64)
+    error = np.abs(got.astype(np.float64) - want)
+    assert np.all(error <= 2 * gamma * magnitude * 1.01 + half_ulp)
+
+
+@pytest.mark.fixed_order       # widened copies vs rows in place: other GEMM calls (tests/test_fixed_order.py)
+@pytest.mark.parametrize("spec", CONVS)
 def test_conv_weight_gradient_from_half_input_equals_float32(spec, rng):
     x16, w, _, win, groups = _case(spec, rng)
     dy = rng.standard_normal((len(x16), win.out_h, win.out_w, w.shape[0])).astype(F32)
@@ -153,6 +179,7 @@ def test_conv_weight_gradient_from_half_input_equals_float32(spec, rng):
     np.testing.assert_array_equal(grads[1][1], grads[0][1])
 
 
+@pytest.mark.fixed_order       # widened copies vs rows in place: other GEMM calls (tests/test_fixed_order.py)
 @pytest.mark.parametrize("kernel,want_gprev", [(3, False), (1, False), (1, True)])
 def test_pooled_bn_backward_from_half_storage_equals_float32(kernel, want_gprev, rng):
     n, h, cin, cout = 4, 8, 8, 12

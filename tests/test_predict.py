@@ -22,7 +22,7 @@ PERSON_DETECT = VWW_DIR / "person_detect.tflite"
 VWW_FLOAT = VWW_DIR / "vww_96_float.tflite"
 PERSON, NO_PERSON = SAMPLES_DIR / "person.bmp", SAMPLES_DIR / "no_person.bmp"
 
-pytestmark = pytest.mark.skipif(not VWW_INT8.exists(), reason=f"shared models not found under {VWW_DIR}")
+pytestmark = pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
 
 
 def predict_args(*argv: str) -> argparse.Namespace:

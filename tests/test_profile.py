@@ -218,7 +218,6 @@ def test_command_table_and_summary(capsys):
 
 
 def test_command_device_budget(capsys):
-    pytest.importorskip("edge_lls.devices", reason="edge_lls/devices.py not there yet")
     base = ["--model", "vgg8", "--input", "32x32x3", "--rule", "lls", "--batch", "64", "--json"]
     d = json.loads(_run(base + ["--device", "rpi4"], capsys)[1])
     assert d["device"]["fits"] and d["device"]["margin_bytes"] > 0

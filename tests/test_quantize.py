@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, require_shared
 from edge_lls import graph as graph_module
 from edge_lls import quantize as quantize_module
 from edge_lls.errors import ConfigError, FormatError
@@ -27,7 +27,7 @@ from edge_lls.quantize import (
     weight_quant,
 )
 
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+import ai_edge_litert.interpreter as litert  # noqa: E402  (a test dependency)
 
 
 def with_statistics(model, rng, inputs: int = 64):
@@ -226,7 +226,7 @@ def test_ptq_of_mnist_smallconv_loses_at_most_half_a_point():
     from edge_lls.fp16 import Fp16Model
     from edge_lls.quantize import calibration_sample
     from edge_lls.trainer import Trainer
-    data = load_dataset("mnist", MNIST_DIR, val_split=0.2)
+    data = load_dataset("mnist", require_shared(MNIST_DIR), val_split=0.2)
     model = build_model("smallconv", 10, (28, 28, 1), seed=0)
     trainer = Trainer(model, rule="lls", optimizer="adamw-sf", lr=5e-3, temperature=0.5)
     for epoch in range(2):

@@ -24,17 +24,15 @@ from edge_lls.errors import FormatError
 from edge_lls.formats.tflite import load_tflite, parse_tflite
 from edge_lls.kernels.quant import dequantize, quantize
 
-litert = pytest.importorskip("ai_edge_litert.interpreter")
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MODELS = SHARED / "models" / "vww"
-SAMPLES = SHARED / "data" / "vww_samples"
+import ai_edge_litert.interpreter as litert
+from conftest import SAMPLES_DIR as SAMPLES
+from conftest import VWW_DIR as MODELS
 VWW_INT8 = MODELS / "vww_96_int8.tflite"
 VWW_FLOAT = MODELS / "vww_96_float.tflite"
 PERSON_DETECT = MODELS / "person_detect.tflite"
 NO_PERSON, PERSON = 0, 1  # output order of all three models
 
-pytestmark = pytest.mark.skipif(not VWW_INT8.exists(), reason=f"shared models not found under {MODELS}")
+pytestmark = pytest.mark.shared(MODELS, SAMPLES)
 
 
 # ------------------------------------------------------------------ helpers

@@ -3,7 +3,7 @@ and on real MNIST (8,000 train / 2,000 held out) LLS and BP reach 98 % (long).""
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, require_shared
 from edge_lls.data import load_dataset
 from edge_lls.models import build_model
 from edge_lls.rules import RULES
@@ -56,7 +56,7 @@ def test_lls_local_losses_fall_on_a_fixed_batch(rng):
 
 
 def _train_mnist(rule, epochs=2):
-    data = load_dataset("mnist", MNIST_DIR, val_split=0.2)
+    data = load_dataset("mnist", require_shared(MNIST_DIR), val_split=0.2)
     assert (len(data.train), len(data.test)) == (8000, 2000)
     model = build_model("smallconv", num_classes=10, input_shape=(28, 28, 1), seed=0)
     trainer = Trainer(model, rule=rule, optimizer="adamw-sf", lr=5e-3, temperature=0.5, seed=0)

@@ -16,16 +16,60 @@ from __future__ import annotations
 import llvmlite.binding as llvm
 import numba
 import numpy as np
-from numba import njit, types
+from numba import cfunc, njit, types
 from numba.extending import get_cython_function_address
 
 # Called through a named symbol rather than a ctypes pointer: kernels that hold a ctypes
 # pointer cannot be cached by Numba, a named external function can (the symbol is
 # registered again at every import, before any cached kernel is loaded).
-llvm.add_symbol("el_sgemm_f77", get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
 _sgemm = types.ExternalFunction("el_sgemm_f77", types.void(*([types.voidptr] * 13)))
 
+# EDGE_LLS_SGEMM=reference binds the same symbol to reference_sgemm below instead: one
+# fixed summation order for every call, whatever the CPU, the BLAS build or the shapes a
+# caller splits its work into. Tests use it where two code paths must agree bit for bit
+# by construction (tests/fixed_order.py); cached kernels stay valid, since they call the
+# symbol by name. Never for speed: it is a plain triple loop.
+GEMM_ENV = "EDGE_LLS_SGEMM"
+
 _N, _T = 78, 84  # 'N', 'T'
+
+_p8, _p32, _pf = types.CPointer(types.uint8), types.CPointer(types.int32), types.CPointer(types.float32)
+
+
+@cfunc(types.void(_p8, _p8, _p32, _p32, _p32, _pf, _pf, _p32, _pf, _p32, _pf, _pf, _p32), cache=True)
+def reference_sgemm(transa, transb, m_, n_, k_, alpha_, a, lda_, b, ldb_, beta_, c, ldc_):
+    """Fortran sgemm, column-major: C (m, n) = alpha op(A) (m, k) op(B) (k, n) + beta C.
+    Each element is one float32 sum over l = 0 .. k-1 in order, scaled once."""
+    m, n, k, lda, ldb, ldc = m_[0], n_[0], k_[0], lda_[0], ldb_[0], ldc_[0]
+    alpha, beta = alpha_[0], beta_[0]
+    a_t, b_t = transa[0] == _T, transb[0] == _T
+    for j in range(n):
+        for i in range(m):
+            acc = np.float32(0.0)
+            for l in range(k):
+                av = a[l + i * lda] if a_t else a[i + l * lda]
+                bv = b[j + l * ldb] if b_t else b[l + j * ldb]
+                acc += av * bv
+            out = alpha * acc
+            if beta != 0:
+                out += beta * c[i + j * ldc]
+            c[i + j * ldc] = out
+
+
+def _bind_sgemm() -> str:
+    """Register the sgemm symbol the kernels call; returns which one it is."""
+    import os
+    choice = os.environ.get(GEMM_ENV, "blas")
+    if choice == "reference":
+        llvm.add_symbol("el_sgemm_f77", reference_sgemm.address)
+    elif choice == "blas":
+        llvm.add_symbol("el_sgemm_f77", get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+    else:
+        raise ValueError(f"{GEMM_ENV}={choice!r}: expected 'blas' or 'reference'")
+    return choice
+
+
+SGEMM = _bind_sgemm()
 
 # Every parallel GEMM of a step runs inside Numba's pool (this module's sgemm, one call
 # per thread), so both BLAS libraries run single-threaded: SciPy's, which these calls
