@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_lls.errors import ConfigError, FormatError
-from edge_lls.kernels.quant import quantize
+from edge_lls.kernels.fixedpoint import quantize
 from edge_lls.quantize import Int8Model, Program, float_program, quantize_program, read_program, splice, subprogram
 
 TRAINABLE_KINDS = ("dwsep", "conv", "dense")

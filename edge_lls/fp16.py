@@ -9,7 +9,7 @@ stores: half the bytes of fp32 for weights and activations.
     half = Fp16Model(model)          # batch norm folded into conv/dense, then rounded to fp16
     logits = half.forward(x)          # x (N,H,W,C) float32 -> (N,K) float32 (fp16 values)
 
-Layers, in order, per unit: conv or dense with folded batch norm (quantize.fold_batchnorm)
+Layers, in order, per unit: conv or dense with folded batch norm (nn/fold.py)
 and its activation; per block the post ops (max/avg/adaptive pooling); then the classifier.
 Buffers are allocated once per batch size (the last two sizes are kept): two float16
 activation buffers used in turn, float32 weight scratch, the convolution scratch and the
@@ -28,7 +28,7 @@ from edge_lls.kernels import conv as kconv
 from edge_lls.kernels import dense as kdense
 from edge_lls.kernels.activation import ACT_NONE, ACTIVATIONS, activation_f32
 from edge_lls.nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dense, MaxPool2d
-from edge_lls.quantize import fold_batchnorm
+from edge_lls.nn.fold import fold_batchnorm
 
 F16 = np.float16
 F16_MAX = float(np.finfo(np.float16).max)

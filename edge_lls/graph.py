@@ -25,7 +25,7 @@ from numba import typed, types
 from edge_lls.errors import FormatError
 from edge_lls.kernels import blas
 from edge_lls.kernels import int8 as kernels
-from edge_lls.kernels.quant import (
+from edge_lls.kernels.fixedpoint import (
     ADD_LEFT_SHIFT,
     activation_range_s8,
     add_params,
@@ -564,7 +564,7 @@ def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, bias, multipliers, shifts, o
 
 def _clamp_first(multipliers, shifts, bias_eff, out_zp, act_min, act_max, tile: int = 1):
     """Requantization tables of kernels.conv_gemm_f32 / pointwise_gemm_f32 / depthwise3x3_f32
-    (quant.clamp_first_tables, repeated ``tile`` times along the span), or None."""
+    (fixedpoint.clamp_first_tables, repeated ``tile`` times along the span), or None."""
     tables = clamp_first_tables(multipliers, shifts, bias_eff, out_zp, act_min, act_max)
     if tables is None:
         return None

@@ -2,7 +2,7 @@
 
 Numba checks a cached kernel against its own source file only. A kernel that inlines a
 helper from another file (every float16 kernel inlines kernels/half.py; conv inlines
-norm.pooled_grad_input_rows; quantize inlines kernels/quant.py) keeps its stale machine
+norm.pooled_grad_input_rows; quantize inlines kernels/fixedpoint.py) keeps its stale machine
 code when only the helper changes: once here it ran 5x slow, and it could as well
 compute with an old rounding rule. So at import the package hashes the sources of
 every module that defines jitted code; when the hash differs from the one stored next

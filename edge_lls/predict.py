@@ -31,9 +31,10 @@ from PIL import Image
 
 from edge_lls.errors import ConfigError, DataError, FormatError
 from edge_lls.finetune import METADATA_KEY, pixel_range, quantize_pixels
-from edge_lls.kernels.quant import dequantize
+from edge_lls.formats.sniff import model_kind, model_path
+from edge_lls.kernels.fixedpoint import dequantize
+from edge_lls.precision import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 PIXEL_FORMATS = ("image", "int8")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError,
                   Image.DecompressionBombError)
@@ -136,29 +137,20 @@ class ModelFilePredictor:
 
 def load_predictor(path, precision: str | None = None):
     """A predictor for a .tflite file, a .ells model file, or a run folder (its model.ells)."""
-    path = Path(path)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if path.is_dir():
-        path = path / "model.ells"
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: model file not found") from None
-    if head[4:8] == b"TFL3":
+    path = model_path(path)
+    if model_kind(path) == "tflite":
         predictor = TflitePredictor(path)
         if precision is not None and precision != predictor.precision:
             raise ConfigError(f"{path}: a .tflite model runs at its own precision ({predictor.precision}), "
                               f"not --precision {precision}")
         return predictor
-    if head[:4] == b"ELLS":
-        precision = precision or "fp32"
-        if precision == "int8":
-            raise ConfigError(f"{path}: int8 inference of a model file needs calibration data: convert it with "
-                              f"`edge-lls quantize` and predict with the .tflite it writes")
-        return ModelFilePredictor(path, precision)
-    raise FormatError(f"{path}: neither a .tflite file (identifier TFL3) nor an edge-lls model file (magic ELLS)")
+    precision = precision or "fp32"
+    if precision == "int8":
+        raise ConfigError(f"{path}: int8 inference of a model file needs calibration data: convert it with "
+                          f"`edge-lls quantize` and predict with the .tflite it writes")
+    return ModelFilePredictor(path, precision)
 
 
 def predict_files(predictor, paths, pixel_format: str = "image", labels=None, batch_size: int = 32):

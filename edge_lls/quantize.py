@@ -41,7 +41,8 @@ from edge_lls.errors import ConfigError, FormatError
 from edge_lls.formats import tflite as tflite_format
 from edge_lls.graph import Graph, Operator, Tensor
 from edge_lls.kernels.activation import LEAKY_SLOPE
-from edge_lls.kernels.quant import (
+from edge_lls.nn.fold import unit_affine
+from edge_lls.kernels.fixedpoint import (
     INT8_MAX,
     INT8_MIN,
     dequantize,
@@ -205,20 +206,6 @@ class _Builder:
 # fp32 Model -> float program (batch norm folded)
 # ====================================================================================
 
-def fold_batchnorm(op, bn) -> tuple[np.ndarray, np.ndarray]:
-    """Weights and bias of op followed by bn in evaluation mode, as one affine op.
-
-    w' = w * g,  b' = (b - running_mean) * g + beta,  g = gamma / sqrt(running_var + eps),
-    scaling output channel c (axis 0 of OHWI and of (out, in)).  float64, returned float32.
-    """
-    w = op.w.value.astype(np.float64)
-    b = op.b.value.astype(np.float64) if op.b is not None else np.zeros(w.shape[0])
-    g = bn.gamma.value.astype(np.float64) / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
-    w_folded = w * g.reshape((-1,) + (1,) * (w.ndim - 1))
-    b_folded = (b - bn.running_mean.astype(np.float64)) * g + bn.beta.value.astype(np.float64)
-    return w_folded.astype(np.float32), b_folded.astype(np.float32)
-
-
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     """TensorFlow SAME: (output size, pad before, pad after)."""
     out = -(-size // stride)
@@ -240,8 +227,7 @@ def _tflite_padding(win) -> str | None:
 def _emit_unit(b: _Builder, op, bn, x: int, shape: tuple, name: str) -> tuple[int, tuple]:
     """conv/dense + folded batch norm + activation; returns (output tensor, shape)."""
     from edge_lls.nn.layers import Conv2d, Dense
-    w, bias = fold_batchnorm(op, bn) if bn is not None else (
-        op.w.value.astype(np.float32), (op.b.value if op.b is not None else np.zeros(op.w.value.shape[0])))
+    w, bias = unit_affine(op, bn)
     act = bn.act_name if bn is not None else "none"
     if act not in FUSED and act != "leaky_relu":
         raise ConfigError(f"{name}: activation {act!r} has no TFLite int8 form")
@@ -803,7 +789,7 @@ def subprogram(program: Program, start_op: int, end_op: int | None = None) -> Pr
 
 
 # ====================================================================================
-# Model files: post-training quantization and evaluation at a precision
+# Calibration data
 # ====================================================================================
 
 def calibration_sample(split, images: int, seed: int = 0) -> np.ndarray:
@@ -814,93 +800,7 @@ def calibration_sample(split, images: int, seed: int = 0) -> np.ndarray:
     return split.subset(np.sort(order)).arrays()[0]
 
 
-def quantize_model_file(path, *, out=None, dataset=None, data=None, val_split=None, calibration_images: int = 512,
-                        seed: int = 0, batch_size: int = 256) -> dict:
-    """PTQ of a .ells model (or run folder): calibrate on its training split, write an int8
-    .tflite, and measure fp32 and int8 accuracy on the test split."""
-    import json
-    import time
-    from edge_lls.formats.model_file import load_model
-    from edge_lls.train import load_recorded_dataset
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.ells"
-    model, header = load_model(path)
-    out = Path(out) if out is not None else path.with_name(path.stem + "_int8.tflite")
-    ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
-    started = time.perf_counter()
-    calibration = calibration_sample(ds.train, calibration_images, seed)
-    q = quantize_model(model, calibration, name=path.stem)
-    seconds = time.perf_counter() - started
-    q.program.metadata["edge_lls"] = json.dumps({"classes": list(ds.class_names), "pixel_range": [0.0, 1.0],
-                                                 "quantized_from": path.name}).encode()
-    size = q.save(out)
-    fp32 = int8 = total = 0
-    for x, y in ds.test.batches(batch_size):
-        fp32 += int((model.predict(x, batch_size) == y).sum())
-        int8 += int((q.predict(x) == y).sum())
-        total += len(y)
-    return {"model_file": str(path), "tflite": str(out), "tflite_bytes": size, "dataset": ds.name,
-            "calibration_images": len(calibration), "test_images": total, "fp32_accuracy": fp32 / max(total, 1),
-            "int8_accuracy": int8 / max(total, 1), "quantize_seconds": round(seconds, 3)}
-
-
-def evaluate_at_precision(path, precision: str | None = None, *, dataset=None, data=None, val_split=None,
-                          split: str = "test", batch_size: int = 256, calibration_images: int = 512) -> dict:
-    """Top-1 accuracy of a .ells model at fp32 / fp16 / int8 (PTQ with calibration images
-    from the training split), or of a .tflite model at its own precision."""
-    import time
-    from edge_lls.finetune import quantize_pixels
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.ells"
-    if split not in ("test", "train"):
-        raise ConfigError(f"--split must be test or train, got {split!r}")
-    head = b""
-    if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(8)
-    if head[4:8] == b"TFL3":
-        program = read_program(path)
-        runner = Int8Model(program)
-        own = "int8" if runner.input.dtype == np.int8 else "fp32"
-        if precision not in (None, own):
-            raise ConfigError(f"{path}: a .tflite model runs at its own precision ({own}), not --precision {precision}")
-        if dataset is None:
-            raise ConfigError(f"{path}: pass --dataset (and --data) to evaluate a .tflite model")
-        from edge_lls.data import load_dataset
-        ds = load_dataset(dataset, data, input_shape=runner.input_shape, val_split=0.2 if val_split is None else val_split)
-
-        def predict(x):
-            return runner.run(quantize_pixels(x, runner.input)).reshape(len(x), -1).argmax(1)
-        precision = own
-    else:
-        from edge_lls.formats.model_file import load_model
-        from edge_lls.train import load_recorded_dataset
-        model, header = load_model(path)
-        precision = precision or "fp32"
-        ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
-        if precision == "fp32":
-            def predict(x):
-                return model.predict(x, batch_size)
-        elif precision == "fp16":
-            from edge_lls.fp16 import Fp16Model
-            predict = Fp16Model(model).predict
-        elif precision == "int8":
-            predict = quantize_model(model, calibration_sample(ds.train, calibration_images)).predict
-        else:
-            raise ConfigError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    part = ds.test if split == "test" else ds.train
-    started = time.perf_counter()
-    correct = sum(int((predict(x) == y).sum()) for x, y in part.batches(batch_size))
-    seconds = time.perf_counter() - started
-    kind = "held-out" if split == "test" and ds.test_is_holdout else split
-    return {"accuracy": correct / max(len(part), 1), "images": len(part), "dataset": ds.name, "split": kind,
-            "model_file": str(path), "precision": precision, "seconds": round(seconds, 3),
-            "images_per_s": round(len(part) / seconds, 1) if seconds else None}
-
-
 __all__ = ["Program", "ProgramGraph", "Int8Model", "float_program", "quantize_program", "quantize_model",
-           "fold_batchnorm", "activation_quant", "weight_quant", "bias_quant", "read_program", "write_tflite",
+           "activation_quant", "weight_quant", "bias_quant", "read_program", "write_tflite",
            "splice", "subprogram", "leaky_relu_s8", "leaky_relu_s8_reference", "leaky_relu_params",
-           "quantize_model_file", "evaluate_at_precision", "calibration_sample"]
+           "calibration_sample"]

@@ -18,10 +18,10 @@ import numpy as np
 from .errors import ConfigError
 from .nn.model import Model
 from .optim import make_optimizer
+from .precision import TRAIN_PRECISIONS
 from .rules import Rule, StepStats, make_rule
 
 BN_REFRESH_BATCHES = 50  # the reference's batch-norm refresh before a schedule-free eval
-TRAIN_PRECISIONS = ("fp32", "fp16")
 
 
 class Trainer:

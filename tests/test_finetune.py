@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from conftest import VWW_DIR
-from edge_lls import cli, cli_ext
+from edge_lls.cli import train as train_command
 from edge_lls import graph as graph_module
 from edge_lls.errors import ConfigError
 from edge_lls.finetune import FineTuner, load_backbone, quantize_pixels
 from edge_lls.formats.tflite import load_tflite
-from edge_lls.kernels.quant import dequantize
+from edge_lls.kernels.fixedpoint import dequantize
 from edge_lls.kernels.ref import int8 as ref_int8
 from edge_lls.quantize import Int8Model, read_program
 
@@ -45,9 +45,9 @@ def make_image_folder(root, per_class: int = 12, classes=("horizontal", "vertica
 
 
 def train_args(*argv: str) -> argparse.Namespace:
-    """`edge-lls train` options exactly as cli.py defines them (precision group included)."""
+    """`edge-lls train` options exactly as edge_lls/cli/train.py defines them (precision group included)."""
     parser = argparse.ArgumentParser()
-    cli._train_arguments(parser)
+    train_command.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -121,7 +121,7 @@ def finetuned(tmp_path_factory):
     folder = make_image_folder(root / "stripes")
     args = train_args("--backbone", str(VWW_INT8), "--train-last", "2", "--data", str(folder), "--epochs", "2",
                       "--batch-size", "8", "--out", str(root / "run"), "--json", "--calibration-images", "16")
-    assert cli_ext.finetune_from_args(args) == 0
+    assert train_command.finetune_from_args(args) == 0
     return root / "run", folder
 
 
@@ -176,7 +176,7 @@ def test_finetune_to_another_class_count_and_a_grayscale_backbone(tmp_path, caps
                                gray=True)
     args = train_args("--backbone", str(PERSON_DETECT), "--train-last", "1", "--data", str(folder), "--epochs", "1",
                       "--batch-size", "6", "--out", str(tmp_path / "run"), "--calibration-images", "8")
-    assert cli_ext.finetune_from_args(args) == 0
+    assert train_command.finetune_from_args(args) == 0
     assert "fine-tuned last 1 blocks" in capsys.readouterr().out
     graph = load_tflite(tmp_path / "run" / "model.tflite")
     assert graph.output_details[0]["shape"] == (1, 3) and graph.input_details[0]["shape"] == (1, 96, 96, 1)
@@ -191,12 +191,12 @@ def test_bad_fine_tuning_options(tmp_path, argv, message):
     folder = make_image_folder(tmp_path / "f", per_class=3)
     args = train_args("--backbone", str(VWW_INT8), "--data", str(folder), "--out", str(tmp_path / "run"), *argv)
     with pytest.raises(ConfigError, match=message):
-        cli_ext.finetune_from_args(args)
+        train_command.finetune_from_args(args)
 
 
 def test_fine_tuning_needs_data():
     with pytest.raises(ConfigError, match="--data"):
-        cli_ext.finetune_from_args(train_args("--backbone", str(VWW_INT8)))
+        train_command.finetune_from_args(train_args("--backbone", str(VWW_INT8)))
 
 
 def test_streamed_features_give_the_same_model_as_cached_ones(tmp_path, vww):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_lls.kernels import int8 as fast
-from edge_lls.kernels import quant
+from edge_lls.kernels import fixedpoint
 from edge_lls.kernels.ref import int8 as ref
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -53,18 +53,18 @@ EDGE_INT32 = [0, 1, -1, 2, -2, 3, -3, 1 << 30, -(1 << 30), (1 << 30) + 1, -(1 <<
 @pytest.mark.parametrize("b", EDGE_INT32)
 def test_saturating_rounding_doubling_high_mul_edges(a, b):
     expected = exact_srdhm(a, b)
-    assert quant.saturating_rounding_doubling_high_mul(a, b) == expected
-    assert quant.saturating_rounding_doubling_high_mul_array(np.array([a]), np.array([b]))[0] == expected
+    assert fixedpoint.saturating_rounding_doubling_high_mul(a, b) == expected
+    assert fixedpoint.saturating_rounding_doubling_high_mul_array(np.array([a]), np.array([b]))[0] == expected
 
 
 def test_saturating_rounding_doubling_high_mul_saturates_only_min_times_min():
-    assert quant.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN) == INT32_MAX
-    assert quant.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MAX) == -INT32_MAX
+    assert fixedpoint.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN) == INT32_MAX
+    assert fixedpoint.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MAX) == -INT32_MAX
     # exact ties round toward +infinity: +0.5 -> 1, -0.5 -> 0, -1.5 -> -1
-    assert quant.saturating_rounding_doubling_high_mul(1 << 30, 1) == 1
-    assert quant.saturating_rounding_doubling_high_mul(-(1 << 30), 1) == 0
-    assert quant.saturating_rounding_doubling_high_mul(-(3 << 30), 1) == -1
-    assert quant.saturating_rounding_doubling_high_mul((1 << 30) - 1, 1) == 0
+    assert fixedpoint.saturating_rounding_doubling_high_mul(1 << 30, 1) == 1
+    assert fixedpoint.saturating_rounding_doubling_high_mul(-(1 << 30), 1) == 0
+    assert fixedpoint.saturating_rounding_doubling_high_mul(-(3 << 30), 1) == -1
+    assert fixedpoint.saturating_rounding_doubling_high_mul((1 << 30) - 1, 1) == 0
 
 
 @pytest.mark.parametrize("x, exponent, expected", [
@@ -73,8 +73,8 @@ def test_saturating_rounding_doubling_high_mul_saturates_only_min_times_min():
 ])
 def test_rounding_divide_by_pot_ties_away_from_zero(x, exponent, expected):
     assert exact_rdbp(x, exponent) == expected
-    assert quant.rounding_divide_by_pot(x, exponent) == expected
-    assert quant.rounding_divide_by_pot_array(np.array([x]), exponent)[0] == expected
+    assert fixedpoint.rounding_divide_by_pot(x, exponent) == expected
+    assert fixedpoint.rounding_divide_by_pot_array(np.array([x]), exponent)[0] == expected
 
 
 def test_multiply_by_quantized_multiplier_random_and_large_shifts():
@@ -85,9 +85,9 @@ def test_multiply_by_quantized_multiplier_random_and_large_shifts():
                           (0, 0), (1073741825, -1), (2147483000, 30)]]
     for x, m, s in cases:
         expected = exact_mbqm(x, m, s)
-        assert quant.multiply_by_quantized_multiplier(x, m, s) == expected, (x, m, s)
+        assert fixedpoint.multiply_by_quantized_multiplier(x, m, s) == expected, (x, m, s)
     xs_arr = np.array([c[0] for c in cases])
-    got = quant.multiply_by_quantized_multiplier_array(xs_arr, np.array([c[1] for c in cases]),
+    got = fixedpoint.multiply_by_quantized_multiplier_array(xs_arr, np.array([c[1] for c in cases]),
                                                        np.array([c[2] for c in cases]))
     assert got.tolist() == [exact_mbqm(*c) for c in cases]
 
@@ -99,7 +99,7 @@ def test_single_shift_requantize_equals_two_step_rounding():
     for right in range(0, 32):
         for multiplier in (1 << 30, (1 << 31) - 1, 1518500250, int(rng.integers(1 << 30, 1 << 31))):
             shifts = np.array([-right], np.int32)
-            table = quant.requantize_tables(np.array([multiplier], np.int32), shifts)
+            table = fixedpoint.requantize_tables(np.array([multiplier], np.int32), shifts)
             xs = set(int(v) for v in rng.integers(-(1 << 31), 1 << 31, 60))
             for k in (1, 2, 3, 5):  # values whose product lands next to a tie of either rounding
                 target = k * (1 << (30 + right)) // multiplier
@@ -107,12 +107,12 @@ def test_single_shift_requantize_equals_two_step_rounding():
             xs.update(EDGE_INT32)
             for x in (v for v in xs if INT32_MIN <= v <= INT32_MAX):
                 expected = exact_mbqm(x, multiplier, -right)
-                got = quant.requantize_value(x, table[0, 0], table[1, 0], table[2, 0], table[3, 0], table[4, 0])
+                got = fixedpoint.requantize_value(x, table[0, 0], table[1, 0], table[2, 0], table[3, 0], table[4, 0])
                 assert got == expected, (x, multiplier, right)
     for left in range(1, 8):  # multipliers >= 1: left shift with int32 wrap
-        table = quant.requantize_tables(np.array([1 << 30], np.int32), np.array([left], np.int32))
+        table = fixedpoint.requantize_tables(np.array([1 << 30], np.int32), np.array([left], np.int32))
         for x in EDGE_INT32:
-            got = quant.requantize_value(x, table[0, 0], table[1, 0], table[2, 0], table[3, 0], table[4, 0])
+            got = fixedpoint.requantize_value(x, table[0, 0], table[1, 0], table[2, 0], table[3, 0], table[4, 0])
             assert got == exact_mbqm(x, 1 << 30, left)
 
 
@@ -121,8 +121,8 @@ def test_single_rounding_multiplier_matches_exact_rounding():
     for x in list(rng.integers(-(1 << 24), 1 << 24, 300)) + EDGE_INT32[:11]:
         for multiplier, shift in ((1 << 30, -1), (1387987940, -7), (2061584397, -6), (1 << 30, 2)):
             expected = math.floor(Fraction(int(x) * multiplier, 1 << (31 - shift)) + Fraction(1, 2))
-            assert quant.multiply_by_quantized_multiplier_single_rounding(int(x), multiplier, shift) == expected
-            assert quant.multiply_by_quantized_multiplier_single_rounding_array(np.array([x]), multiplier, shift)[0] == expected
+            assert fixedpoint.multiply_by_quantized_multiplier_single_rounding(int(x), multiplier, shift) == expected
+            assert fixedpoint.multiply_by_quantized_multiplier_single_rounding_array(np.array([x]), multiplier, shift)[0] == expected
 
 
 @pytest.mark.parametrize("real, expected", [
@@ -131,50 +131,50 @@ def test_single_rounding_multiplier_matches_exact_rounding():
     (2.0 ** -31, (1 << 30, -30)), (3.0, (3 << 29, 2)),
 ])
 def test_quantize_multiplier_known_values(real, expected):
-    assert quant.quantize_multiplier(real) == expected
+    assert fixedpoint.quantize_multiplier(real) == expected
 
 
 def test_quantize_multiplier_reconstructs_real():
     rng = np.random.default_rng(2)
     for real in rng.uniform(1e-9, 100.0, 500):
-        significand, shift = quant.quantize_multiplier(float(real))
+        significand, shift = fixedpoint.quantize_multiplier(float(real))
         assert (1 << 30) <= significand < (1 << 31)
         assert abs(significand * 2.0 ** (shift - 31) - real) <= real * 2.0 ** -31
 
 
 def test_round_half_away():
-    assert [quant.round_half_away(v) for v in (0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999, -2.4)] == [1, 2, 3, -1, -2, 0, -2]
+    assert [fixedpoint.round_half_away(v) for v in (0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999, -2.4)] == [1, 2, 3, -1, -2, 0, -2]
 
 
 def test_exp_and_reciprocal_match_numpy_versions_and_math():
     grid = np.concatenate([-np.arange(0, 1 << 31, 1 << 19, dtype=np.int64)[:4096], [0, -1, -(1 << 24), -(1 << 26)]])
-    scalar = np.array([quant.exp_on_negative_values_q5_26(int(v)) for v in grid])
-    vector = quant.exp_on_negative_values_q5_26_array(grid)
+    scalar = np.array([fixedpoint.exp_on_negative_values_q5_26(int(v)) for v in grid])
+    vector = fixedpoint.exp_on_negative_values_q5_26_array(grid)
     assert np.array_equal(scalar, vector)
     assert scalar[grid == 0][0] == INT32_MAX
     assert np.allclose(scalar / 2.0 ** 31, np.exp(grid / 2.0 ** 26), atol=3e-8)
     sums = np.array([1 << 19, (1 << 19) + 1, 3 << 19, 1000, 123456789, INT32_MAX], np.int64)
     for value in sums:
-        scale, bits = quant.reciprocal_q12(int(value))
-        vscale, vbits = quant.reciprocal_q12_array(np.array([value]))
+        scale, bits = fixedpoint.reciprocal_q12(int(value))
+        vscale, vbits = fixedpoint.reciprocal_q12_array(np.array([value]))
         assert (scale, bits) == (vscale[0], vbits[0])
         assert abs(scale / 2.0 ** 31 * 2.0 ** -bits - 2.0 ** 19 / value) <= 1e-7 * 2.0 ** 19 / value
 
 
 def test_softmax_and_activation_params():
-    multiplier, left_shift, diff_min = quant.softmax_params(0.0625, 1.0)
+    multiplier, left_shift, diff_min = fixedpoint.softmax_params(0.0625, 1.0)
     assert (multiplier, left_shift) == (1 << 30, 23)
     assert diff_min == -math.floor(31 * 2 ** 26 / 2 ** 23)
-    assert quant.activation_range_s8("RELU6", 6.0 / 255, -128) == (-128, 127)
-    assert quant.activation_range_s8("RELU", 0.1, -5) == (-5, 127)
-    assert quant.activation_range_s8("NONE", 0.1, 3) == (-128, 127)
-    assert quant.activation_range_s8("RELU6", 0.02, 10) == (10, 127)
+    assert fixedpoint.activation_range_s8("RELU6", 6.0 / 255, -128) == (-128, 127)
+    assert fixedpoint.activation_range_s8("RELU", 0.1, -5) == (-5, 127)
+    assert fixedpoint.activation_range_s8("NONE", 0.1, 3) == (-128, 127)
+    assert fixedpoint.activation_range_s8("RELU6", 0.02, 10) == (10, 127)
 
 
 def test_quantize_dequantize_helpers_round_trip():
     codes = np.arange(-128, 128, dtype=np.int8)
-    assert np.array_equal(quant.quantize(quant.dequantize(codes, 0.05, 7), 0.05, 7), codes)
-    assert quant.quantize(np.array([0.025, -0.025, 1e9, np.float32(0.49999997) * 0.05]), 0.05, 0).tolist() == [1, -1, 127, 0]
+    assert np.array_equal(fixedpoint.quantize(fixedpoint.dequantize(codes, 0.05, 7), 0.05, 7), codes)
+    assert fixedpoint.quantize(np.array([0.025, -0.025, 1e9, np.float32(0.49999997) * 0.05]), 0.05, 0).tolist() == [1, -1, 127, 0]
 
 
 # ------------------------------------------------------------------ kernel twins
@@ -184,7 +184,7 @@ def random_multipliers(rng, channels, allow_left_shift=True):
     if allow_left_shift and channels > 2:
         reals[0] = rng.uniform(1.0, 4.0)  # a multiplier > 1 exercises the left shift
         reals[1] = 0.0  # a flushed channel
-    return quant.quantize_multipliers(reals)
+    return fixedpoint.quantize_multipliers(reals)
 
 
 def random_window(rng, size_max=9):
@@ -230,7 +230,7 @@ def test_conv2d_matches_twin_and_gemm_path(seed):
     # the graph's exact float32 GEMM path: im2col with zero-point padding, folded bias
     taps = weights.reshape(out_c, -1)
     bias_eff = (bias - in_zp * taps.astype(np.int64).sum(axis=1)).astype(np.int32)
-    table = quant.requantize_tables(multipliers, shifts)
+    table = fixedpoint.requantize_tables(multipliers, shifts)
     pixels = win["out"][0] * win["out"][1]
     cols = np.zeros((pixels, taps.shape[1]), np.float32)
     acc = np.zeros((pixels, out_c), np.float32)
@@ -276,7 +276,7 @@ def test_depthwise_matches_twin_and_row_kernel(seed):
         rows = np.zeros_like(got)
         row_mirror = np.zeros_like(mirror)
         fast.depthwise_rows_s8(x, np.tile(weights[0].astype(np.int16), (1, 1, out_w)), np.tile(bias, out_w),
-                               np.tile(quant.requantize_tables(multipliers, shifts), (1, out_w)), rows, row_mirror,
+                               np.tile(fixedpoint.requantize_tables(multipliers, shifts), (1, out_w)), rows, row_mirror,
                                *geometry, in_zp, out_zp, act_min, act_max)
         assert np.array_equal(rows, want)
         assert np.array_equal(row_mirror, mirror)
@@ -321,7 +321,7 @@ def test_mean_matches_twin(seed):
     rng = np.random.default_rng(400 + seed)
     outer, count, inner = int(rng.integers(1, 4)), int(rng.integers(1, 200)), int(rng.integers(1, 9))
     x = random_int8(rng, (outer, count, inner))
-    multiplier, shift = quant.mean_multiplier(float(rng.uniform(0.01, 0.1)), float(rng.uniform(0.01, 0.1)), count)
+    multiplier, shift = fixedpoint.mean_multiplier(float(rng.uniform(0.01, 0.1)), float(rng.uniform(0.01, 0.1)), count)
     args = (int(rng.integers(-128, 128)), int(rng.integers(-128, 128)), multiplier, shift)
     got, want = np.zeros((outer, inner), np.int8), np.ones((outer, inner), np.int8)
     fast.mean_s8(x, got, *args)
@@ -334,8 +334,8 @@ def test_add_matches_twin(seed):
     rng = np.random.default_rng(500 + seed)
     size = int(rng.integers(1, 500))
     x1, x2 = random_int8(rng, size), random_int8(rng, size)
-    (m1, s1), (m2, s2), (mo, so) = quant.add_params(*(float(v) for v in rng.uniform(0.001, 0.2, 3)))
-    args = (*(int(v) for v in rng.integers(-128, 128, 3)), quant.ADD_LEFT_SHIFT, m1, s1, m2, s2, mo, so,
+    (m1, s1), (m2, s2), (mo, so) = fixedpoint.add_params(*(float(v) for v in rng.uniform(0.001, 0.2, 3)))
+    args = (*(int(v) for v in rng.integers(-128, 128, 3)), fixedpoint.ADD_LEFT_SHIFT, m1, s1, m2, s2, mo, so,
             *clamp_range(rng))
     got, want = np.zeros(size, np.int8), np.ones(size, np.int8)
     fast.add_s8(x1, x2, got, *args)
@@ -349,7 +349,7 @@ def test_softmax_matches_twin(seed):
     rows, depth = int(rng.integers(1, 5)), int(rng.integers(1, 40))
     x = random_int8(rng, (rows, depth))
     x[0, 0] = 127  # a wide spread makes some differences fall below diff_min
-    params = quant.softmax_params(float(rng.choice([0.001, 0.05, 0.2, 1.0, 4.0])), float(rng.choice([0.5, 1.0, 2.0])))
+    params = fixedpoint.softmax_params(float(rng.choice([0.001, 0.05, 0.2, 1.0, 4.0])), float(rng.choice([0.5, 1.0, 2.0])))
     got, want = np.zeros_like(x), np.ones_like(x)
     fast.softmax_s8(x, got, *params)
     ref.softmax_s8(x, want, *params)
@@ -380,7 +380,7 @@ def test_quantize_requantize_dequantize_match_twins():
     ref.quantize_f32_to_s8(reals, want, 0.05, -3)
     assert np.array_equal(got, want)
     codes = random_int8(rng, 1000)
-    multiplier, shift = quant.quantize_multiplier(0.05 / 0.07)
+    multiplier, shift = fixedpoint.quantize_multiplier(0.05 / 0.07)
     got, want = np.zeros(1000, np.int8), np.ones(1000, np.int8)
     fast.requantize_s8(codes, got, 4, -9, multiplier, shift)
     ref.requantize_s8(codes, want, 4, -9, multiplier, shift)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES_DIR, VWW_DIR
-from edge_lls import cli_ext
+from edge_lls.cli import predict as predict_command
 from edge_lls.errors import ConfigError, DataError, FormatError
 from edge_lls.finetune import pixel_range, quantize_pixels
 from edge_lls.formats.model_file import save_model
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
 
 def predict_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    cli_ext.add_predict_arguments(parser)
+    predict_command.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -89,7 +89,7 @@ def test_int8_pixel_format(tmp_path):
 # ------------------------------------------------------------------ the CLI hook
 
 def test_run_predict_json_lines(capsys):
-    assert cli_ext.run_predict(predict_args(str(VWW_INT8), str(NO_PERSON), str(PERSON), "--json",
+    assert predict_command.run(predict_args(str(VWW_INT8), str(NO_PERSON), str(PERSON), "--json",
                                             "--labels", "no_person,person")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     records = [json.loads(line) for line in lines]
@@ -99,7 +99,7 @@ def test_run_predict_json_lines(capsys):
 
 
 def test_run_predict_text(capsys):
-    cli_ext.run_predict(predict_args(str(PERSON_DETECT), str(PERSON), "--pixels", "int8"))
+    predict_command.run(predict_args(str(PERSON_DETECT), str(PERSON), "--pixels", "int8"))
     out = capsys.readouterr().out
     assert f"{PERSON}: class 1" in out and "probability 0.9375" in out
 

@@ -11,9 +11,9 @@ from edge_lls.errors import ConfigError
 from edge_lls.models import build_model
 from edge_lls.nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dense, MaxPool2d
 from edge_lls.nn.model import Model
-from edge_lls.profile import (add_arguments, attach_measurement, head_signal_macs, layout_bytes,
-                              measure_step, op_macs, pool_backward_macs, pool_macs, profile_model,
-                              run)
+from edge_lls.cli.profile import add_arguments, run
+from edge_lls.profile import (attach_measurement, head_signal_macs, layout_bytes, measure_step, op_macs,
+                              pool_backward_macs, pool_macs, profile_model)
 from edge_lls.rules import RULES
 from edge_lls.rules.heads import ProjectionHead
 from edge_lls.trainer import Trainer

@@ -22,7 +22,7 @@ from tflite.TensorType import TensorType
 
 from edge_lls.errors import FormatError
 from edge_lls.formats.tflite import load_tflite, parse_tflite
-from edge_lls.kernels.quant import dequantize, quantize
+from edge_lls.kernels.fixedpoint import dequantize, quantize
 
 import ai_edge_litert.interpreter as litert
 from conftest import SAMPLES_DIR as SAMPLES

@@ -10,7 +10,8 @@ from edge_lls.devices import DeviceProfile, check_footprint, get_device, require
 from edge_lls.errors import ConfigError, DataError, DivergedError
 from edge_lls.formats import model_file as mf
 from edge_lls.rules import StepStats
-from edge_lls.train import RunDir, TrainingRun, evaluate_model_file, train
+from edge_lls.evaluate import evaluate_model_file
+from edge_lls.training_run import RunDir, TrainingRun, train
 from edge_lls.trainer import Trainer
 
 
@@ -211,7 +212,7 @@ def test_a_footprint_over_budget_is_refused_naming_its_parts():
 
 
 def test_a_run_on_a_device_over_its_budget_writes_nothing(tmp_path, npz, monkeypatch):
-    import edge_lls.train as train_module
+    import edge_lls.training_run as train_module
     tiny = DeviceProfile("tiny", "a test board", 1, 64 << 10, "fp32", True)
     monkeypatch.setattr(train_module, "get_device", lambda name: tiny)
     with pytest.raises(ConfigError, match="the tiny budget is 64.0 KiB"):

@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 
 from edge_lls.models import build_model  # noqa: E402
 from edge_lls.nn.arena import aligned  # noqa: E402
-from edge_lls.profile import (format_bytes, layout_bytes, measure_step,  # noqa: E402
+from edge_lls.devices import format_bytes  # noqa: E402
+from edge_lls.profile import (layout_bytes, measure_step,  # noqa: E402
                               attach_measurement, profile_model)
 
 TARGETS = {"smallconv": 0.5, "vgg8": 0.35}

@@ -20,9 +20,10 @@ from tflite.Padding import Padding
 from tflite.TensorType import TensorType
 
 from edge_lls.errors import FormatError
+from edge_lls.formats.sniff import TFLITE_IDENTIFIER
 from edge_lls.graph import Graph, Operator, Tensor
 
-FILE_IDENTIFIER = b"TFL3"
+FILE_IDENTIFIER = TFLITE_IDENTIFIER
 
 OPCODE_NAMES = {value: name for name, value in vars(BuiltinOperator).items() if not name.startswith("_")}
 OPTIONS_TYPE_NAMES = {value: name for name, value in vars(BuiltinOptions).items() if not name.startswith("_")}

@@ -24,7 +24,7 @@ magnitude <= 1024 * 2^14 = 2^24, and float32 represents every integer up to 2^24
 any summation order (fused multiply-adds included: they round nothing either).  The loader uses
 that path only when K <= 1024.  Two generations:
   * conv_gemm_f32, pointwise_gemm_f32, depthwise3x3_f32 (used whenever
-    quant.clamp_first_tables applies: every multiplier below 1): each layer is one compiled
+    fixedpoint.clamp_first_tables applies: every multiplier below 1): each layer is one compiled
     call (sgemm is called from inside, edge_lls.kernels.blas), requantization clamps the
     accumulator first so that it needs no output clamp, and run_program runs a whole run of
     such layers (plus pooling, fully connected and softmax) in one call;
@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, uintp
 
 from edge_lls.kernels import blas
-from edge_lls.kernels.quant import (
+from edge_lls.kernels.fixedpoint import (
     exp_on_negative_values_q5_26,
     has_left_shift,
     multiply_by_quantized_multiplier,
@@ -57,7 +57,7 @@ FLOAT32_EXACT_MAX_TAPS = 1024
 @njit(cache=True)
 def requantize_into(acc, table, output_zero_point, act_min, act_max, out_flat, start):
     """acc (C,) int32 -> out_flat[start:start+C] int8 through the per-channel table of
-    quant.requantize_tables, the output zero point and the clamp.  Writing through a flat
+    fixedpoint.requantize_tables, the output zero point and the clamp.  Writing through a flat
     array and an offset avoids creating a view per pixel (an atomic refcount each)."""
     for c in range(acc.shape[0]):
         value = requantize_value(np.int64(acc[c]), table[0, c], table[1, c], table[2, c], table[3, c],
@@ -171,7 +171,7 @@ def fully_connected_s8(x, weights, bias, out, input_zero_point, output_zero_poin
     """FULLY_CONNECTED.  x (B,In) int8; weights (Out,In) int8; bias (Out,) int32;
     multipliers/shifts (Out,) int32 (a per-tensor scale repeated); out (B,Out) int8.
     Requantization rounds once (LiteRT's reference kernel does; see
-    quant.multiply_by_quantized_multiplier_single_rounding), unlike the convolutions."""
+    fixedpoint.multiply_by_quantized_multiplier_single_rounding), unlike the convolutions."""
     batches, depth = x.shape
     out_c = weights.shape[0]
     for b in range(batches):
@@ -243,7 +243,7 @@ def max_pool2d_s8(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_l
 @njit(cache=True)
 def mean_s8(x, out, input_zero_point, output_zero_point, multiplier, shift):
     """MEAN over the middle axis.  x (Outer,R,Inner) int8 -> out (Outer,Inner) int8.
-    multiplier/shift already include the 1/R factor (quant.mean_multiplier)."""
+    multiplier/shift already include the 1/R factor (fixedpoint.mean_multiplier)."""
     outer, count, inner = x.shape
     acc = np.empty(inner, np.int32)
     for o in range(outer):
@@ -404,7 +404,7 @@ def depthwise_rows_s8(x, weights_tiled, bias_tiled, table_tiled, out, out_f32, s
     x (N,H,W,C) int8; out (N,OH,OW,C) int8.  Per-channel constants are pre-tiled along the
     output row so that every inner loop runs over OW*C contiguous values:
     weights_tiled (KH,KW,OW*C) int16, bias_tiled (OW*C,) int32, table_tiled (5,OW*C) int64
-    (quant.requantize_tables).  out_f32 (N*OH*OW, C) float32 receives a copy, or is (0,0).
+    (fixedpoint.requantize_tables).  out_f32 (N*OH*OW, C) float32 receives a copy, or is (0,0).
     Same arithmetic as depthwise_conv2d_s8: taps outside the image are skipped.
     """
     batches, in_h, in_w, channels = x.shape
@@ -474,7 +474,7 @@ def _requantize_span(acc, table, left_shifts, output_zero_point, act_min, act_ma
 @njit(cache=True)
 def requantize_gemm(acc, bias, table, output_zero_point, act_min, act_max, out, out_f32):
     """Exact float32 accumulators -> int8.  acc (P,C) float32 holding integers below 2^24;
-    bias (C,) int32 with the input zero point folded in; table from quant.requantize_tables;
+    bias (C,) int32 with the input zero point folded in; table from fixedpoint.requantize_tables;
     out (P,C) int8; out_f32 (P,C) float32 copy of out for a following GEMM, or (0,0) to skip."""
     rows, channels = acc.shape
     write_mirror = out_f32.shape[0] == rows
@@ -504,14 +504,14 @@ def requantize_gemm(acc, bias, table, output_zero_point, act_min, act_max, out, 
 # inside the kernels (edge_lls.kernels.blas), one compiled call per layer
 # ----------------------------------------------------------------------------------------
 #
-# Requantization tables come from quant.clamp_first_tables, laid out per position of the
+# Requantization tables come from fixedpoint.clamp_first_tables, laid out per position of the
 # span being requantized (per channel for GEMM outputs, tiled along the output row for the
 # depthwise kernel):
 #   bounds (2, L) float32   accumulator clamp [lo, hi] (exact integers)
 #   longs  (6, L) int64     multiplier, total shift, folded offset (bias * m + rounding offset),
 #                           bias * m, offset for P >= 0, offset difference for P < 0 (the last
 #                           three only when ``signed``)
-# The clamp makes the output clamp unnecessary and every result fits int8 (see quant).
+# The clamp makes the output clamp unnecessary and every result fits int8 (see fixedpoint).
 
 @njit(cache=True)
 def _requantize_block(acc, rows, width, bounds, longs, signed, zero_point, out_flat, mirror_flat, start,

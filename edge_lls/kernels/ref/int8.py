@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_lls.kernels.quant import (
+from edge_lls.kernels.fixedpoint import (
     exp_on_negative_values_q5_26_array,
     multiply_by_quantized_multiplier_array,
     multiply_by_quantized_multiplier_single_rounding_array,

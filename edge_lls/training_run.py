@@ -32,9 +32,10 @@ import numpy as np
 from . import __version__
 from .devices import DeviceProfile, check_footprint, get_device, require_local
 from .errors import ConfigError, DivergedError, FormatError
+from .evaluate import EVAL_BATCH, require_int
+from .precision import PRECISIONS
 from .formats import model_file
 
-EVAL_BATCH = 256
 
 
 # ------------------------------------------------------------------------------- config
@@ -61,19 +62,19 @@ class TrainConfig:
     precision: str = "fp32"           # fp16: float16 activations (mixed precision); int8: fp32, quantized after
 
     def validate(self) -> TrainConfig:
-        _require_int(self.epochs, "epochs", 1)
-        _require_int(self.batch_size, "batch-size", 2)   # batch norm needs two samples
-        _require_int(self.seed, "seed", 0)
-        _require_int(self.checkpoint_every, "checkpoint-every", 0)
+        require_int(self.epochs, "epochs", 1)
+        require_int(self.batch_size, "batch-size", 2)   # batch norm needs two samples
+        require_int(self.seed, "seed", 0)
+        require_int(self.checkpoint_every, "checkpoint-every", 0)
         if self.threads is not None:
-            _require_int(self.threads, "threads", 1)
+            require_int(self.threads, "threads", 1)
         for name in ("lr", "temperature", "width"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"--{name} must be a number > 0, got {value!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be a number >= 0, got {self.weight_decay!r}")
-        if self.precision not in ("fp32", "fp16", "int8"):
+        if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}; choose fp32, fp16 or int8")
         _check_names(self)
         return self
@@ -90,11 +91,6 @@ def _check_names(config: TrainConfig) -> None:
                                  ("optimizer", config.optimizer, list(OPTIMIZERS))):
         if value not in choices:
             raise ConfigError(f"unknown {flag} {value!r}; choose one of: {', '.join(choices)}")
-
-
-def _require_int(value, flag: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"--{flag} must be an integer >= {minimum}, got {value!r}")
 
 
 # What a resumed run may change: how long, how and where it runs, never what it learns
@@ -485,46 +481,6 @@ class TrainingRun:
         loss, _, local = self.sums.means()
         blocks = " ".join(f"{v:.3f}" for v in local)
         return f"loss {loss:.3f}" + (f" | local {blocks}" if blocks else "")
-
-
-# --------------------------------------------------------------------------- evaluation
-def load_recorded_dataset(path, header: dict, input_shape, dataset=None, data=None, val_split=None):
-    """The dataset a saved model is evaluated on: the one recorded in its file (name,
-    path, val_split) unless the caller names another."""
-    from .data import load_dataset
-
-    trained_on = header.get("dataset") if isinstance(header.get("dataset"), dict) else {}
-    name = dataset or trained_on.get("name")
-    if name is None:
-        raise ConfigError(f"{path}: the file does not record a dataset; pass --dataset (and --data)")
-    if data is None and name == trained_on.get("name"):
-        data = trained_on.get("path")
-    if val_split is None:
-        val_split = trained_on.get("val_split", 0.2)
-    return load_dataset(name, data, input_shape=input_shape, val_split=val_split)
-
-
-def evaluate_model_file(path: str | Path, *, dataset: str | None = None, data: str | None = None,
-                        val_split: float | None = None, split: str = "test",
-                        batch_size: int = EVAL_BATCH) -> dict:
-    """Top-1 accuracy of a saved model on a dataset split. The dataset, its path and its
-    val_split default to those the model was trained on (recorded in the file)."""
-    _require_int(batch_size, "batch-size", 1)
-    if split not in ("test", "train"):
-        raise ConfigError(f"--split must be test or train, got {split!r}")
-    model, header = model_file.load_model(path)
-    ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
-    if ds.num_classes > model.num_classes:
-        raise ConfigError(f"{ds.name}: labels go up to {ds.num_classes - 1}, out of range for a model "
-                          f"with {model.num_classes} classes (0..{model.num_classes - 1})")
-    part = ds.test if split == "test" else ds.train
-    started = time.perf_counter()
-    correct = sum(int((model.predict(x, batch_size) == y).sum()) for x, y in part.batches(batch_size))
-    seconds = time.perf_counter() - started
-    kind = "held-out" if split == "test" and ds.test_is_holdout else split
-    return {"accuracy": correct / len(part), "images": len(part), "dataset": ds.name, "split": kind,
-            "model_file": str(path), "seconds": round(seconds, 3),
-            "images_per_s": round(len(part) / seconds, 1) if seconds else None}
 
 
 # ---------------------------------------------------------------------------- outputs
