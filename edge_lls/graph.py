@@ -10,7 +10,7 @@ run as one compiled call, so a whole model like VWW is a single call with no Pyt
 per layer, and their transient buffers (padded inputs, patches, accumulators) share one
 scratch buffer per role to keep the working set in L2.
 
-int8 ops follow TFLite's integer semantics bit for bit (edge_lls/kernels/int8.py); float32
+int8 ops follow TFLite's integer semantics bit for bit (edge_lls/kernels/int8/); float32
 ops are plain NumPy.  Every runtime tensor has its own buffer, so after a run every
 intermediate tensor is still available (Graph.run_all).
 """
@@ -25,6 +25,7 @@ from numba import typed, types
 from edge_lls.errors import FormatError
 from edge_lls.kernels import blas
 from edge_lls.kernels import int8 as kernels
+from edge_lls.kernels.geometry import same_padding, valid_output
 from edge_lls.kernels.fixedpoint import (
     ADD_LEFT_SHIFT,
     activation_range_s8,
@@ -233,7 +234,7 @@ class NativeStep:
 
 class NativeProgram:
     """Fast-path layers as rows of an int64 table over typed lists of flat arrays (layout in
-    edge_lls/kernels/int8.py, run_program), so that a run of consecutive layers is one
+    edge_lls/kernels/int8/program.py, run_program), so that a run of consecutive layers is one
     compiled call: no Python dispatch and no argument unboxing per layer."""
 
     def __init__(self):
@@ -368,13 +369,10 @@ def _same_shape(expected, actual, graph: Graph, op: Operator, role: str) -> None
 
 def _window_geometry(padding: str, in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """(output size, padding before) as TFLite computes them for SAME / VALID."""
-    effective = (kernel - 1) * dilation + 1
     if padding == "SAME":
-        out_size = (in_size + stride - 1) // stride
-    else:
-        out_size = (in_size - effective + stride) // stride
-    total = max((out_size - 1) * stride + effective - in_size, 0)
-    return out_size, total // 2
+        out_size, before, _ = same_padding(in_size, kernel, stride, dilation)
+        return out_size, before
+    return valid_output(in_size, kernel, stride, dilation), 0
 
 
 def _spatial_setup(graph: Graph, op: Operator, x: Tensor, out: Tensor, kernel_h: int, kernel_w: int,
@@ -504,7 +502,7 @@ def _conv_2d_float(graph, op, x_value, weights: Tensor, out_buffer, geometry) ->
 
 def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, bias, multipliers, shifts, out: Tensor, out_buffer,
                   geometry, act_min, act_max) -> Step:
-    """int8 convolution as an exact float32 GEMM (bound in edge_lls/kernels/int8.py).
+    """int8 convolution as an exact float32 GEMM (bound in edge_lls/kernels/int8/__init__.py).
 
     The input zero point is folded into the bias, bias_eff = bias - zp * sum(w): exact in
     int64, and padded taps carry the zero point so that they cancel exactly as TFLite's

@@ -33,7 +33,6 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 import tflite
-from numba import njit
 from tflite.BuiltinOperator import BuiltinOperator
 
 from edge_lls import graph as graph_module
@@ -41,16 +40,16 @@ from edge_lls.errors import ConfigError, FormatError
 from edge_lls.formats import tflite as tflite_format
 from edge_lls.graph import Graph, Operator, Tensor
 from edge_lls.kernels.activation import LEAKY_SLOPE
-from edge_lls.nn.fold import unit_affine
 from edge_lls.kernels.fixedpoint import (
     INT8_MAX,
     INT8_MIN,
     dequantize,
-    multiply_by_quantized_multiplier,
-    multiply_by_quantized_multiplier_array,
     quantize,
     quantize_multiplier,
 )
+from edge_lls.kernels.geometry import tflite_padding, uniform_adaptive_pool
+from edge_lls.kernels.int8 import leaky_relu_s8
+from edge_lls.nn.fold import unit_affine
 
 F32, I8, I32 = np.dtype(np.float32), np.dtype(np.int8), np.dtype(np.int32)
 WEIGHT_MAX = 127                    # symmetric weights use [-127, 127], as TFLite does
@@ -59,31 +58,8 @@ FUSED = {"none": "NONE", "relu": "RELU", "relu6": "RELU6"}
 
 
 # ====================================================================================
-# LEAKY_RELU: kernels (Numba and a NumPy twin) and the graph handler
+# LEAKY_RELU: parameters and the graph handler (kernels: kernels/int8/literal.py)
 # ====================================================================================
-
-@njit(cache=True)
-def leaky_relu_s8(x, out, input_zero_point, output_zero_point, multiplier_identity, shift_identity,
-                  multiplier_alpha, shift_alpha):
-    """TFLite's reference int8 LEAKY_RELU on flat arrays: v = x - zp_in; v >= 0 is rescaled by
-    s_in/s_out, v < 0 by alpha*s_in/s_out (each MultiplyByQuantizedMultiplier), + zp_out, clamp."""
-    for i in range(x.shape[0]):
-        v = np.int64(x[i]) - input_zero_point
-        if v >= 0:
-            r = multiply_by_quantized_multiplier(v, multiplier_identity, shift_identity)
-        else:
-            r = multiply_by_quantized_multiplier(v, multiplier_alpha, shift_alpha)
-        out[i] = min(max(r + output_zero_point, INT8_MIN), INT8_MAX)
-
-
-def leaky_relu_s8_reference(x, out, input_zero_point, output_zero_point, multiplier_identity, shift_identity,
-                            multiplier_alpha, shift_alpha):
-    """NumPy twin of leaky_relu_s8."""
-    v = x.astype(np.int64) - input_zero_point
-    identity = multiply_by_quantized_multiplier_array(v, multiplier_identity, shift_identity)
-    negative = multiply_by_quantized_multiplier_array(v, multiplier_alpha, shift_alpha)
-    out[...] = np.clip(np.where(v >= 0, identity, negative) + output_zero_point, INT8_MIN, INT8_MAX)
-
 
 def leaky_relu_params(input_scale: float, output_scale: float, alpha: float) -> tuple[int, int, int, int]:
     """(identity multiplier, shift, alpha multiplier, shift) as TFLite's LeakyReluPrepare: the
@@ -206,24 +182,6 @@ class _Builder:
 # fp32 Model -> float program (batch norm folded)
 # ====================================================================================
 
-def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
-    """TensorFlow SAME: (output size, pad before, pad after)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return out, total // 2, total - total // 2
-
-
-def _tflite_padding(win) -> str | None:
-    """'SAME' or 'VALID' when a core Window equals TFLite's geometry, else None."""
-    h = _same_pads(win.in_h, win.kh, win.sh)
-    w = _same_pads(win.in_w, win.kw, win.sw)
-    if (win.out_h, win.pad_top, win.pad_bottom) == h and (win.out_w, win.pad_left, win.pad_right) == w:
-        return "SAME"
-    if not win.padded:
-        return "VALID"
-    return None
-
-
 def _emit_unit(b: _Builder, op, bn, x: int, shape: tuple, name: str) -> tuple[int, tuple]:
     """conv/dense + folded batch norm + activation; returns (output tensor, shape)."""
     from edge_lls.nn.layers import Conv2d, Dense
@@ -234,7 +192,7 @@ def _emit_unit(b: _Builder, op, bn, x: int, shape: tuple, name: str) -> tuple[in
     fused = FUSED.get(act, "NONE")
     if isinstance(op, Conv2d):
         win = op.window(shape)
-        padding = _tflite_padding(win)
+        padding = tflite_padding(win)
         if padding is None:  # explicit padding TFLite cannot express: a PAD op, then VALID
             pads = np.array([[0, 0], [win.pad_top, win.pad_bottom], [win.pad_left, win.pad_right], [0, 0]], np.int32)
             padded_shape = (shape[0], shape[1] + win.pad_top + win.pad_bottom,
@@ -270,31 +228,17 @@ def _emit_unit(b: _Builder, op, bn, x: int, shape: tuple, name: str) -> tuple[in
     return out, out_shape
 
 
-def _adaptive_as_pool(size_in: int, size_out: int) -> tuple[int, int] | None:
-    """(window, stride) when PyTorch's adaptive windows over size_in are uniform, else None."""
-    starts = [(i * size_in) // size_out for i in range(size_out)]
-    ends = [-(-((i + 1) * size_in) // size_out) for i in range(size_out)]
-    lengths = {e - s for s, e in zip(starts, ends)}
-    if len(lengths) != 1:
-        return None
-    window = lengths.pop()
-    stride = starts[1] - starts[0] if size_out > 1 else size_in
-    if any(s != i * stride for i, s in enumerate(starts)) or (size_in - window + stride) // stride != size_out:
-        return None
-    return window, stride
-
-
 def _emit_post(b: _Builder, post, x: int, shape: tuple, name: str) -> tuple[int, tuple]:
     from edge_lls.nn.layers import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
     if isinstance(post, (MaxPool2d, AvgPool2d)):
         win = post.window(shape)
-        padding = _tflite_padding(win)
+        padding = tflite_padding(win)
         if padding is None or (isinstance(post, AvgPool2d) and post.count_include_pad and win.padded):
             raise ConfigError(f"{name}: pooling padding {post.padding} has no TFLite form")
         opcode, kh, kw, sh, sw, oh, ow = ("MAX_POOL_2D" if isinstance(post, MaxPool2d) else "AVERAGE_POOL_2D",
                                           win.kh, win.kw, win.sh, win.sw, win.out_h, win.out_w)
     elif isinstance(post, AdaptiveAvgPool2d):
-        rows, cols = _adaptive_as_pool(shape[1], post.size[0]), _adaptive_as_pool(shape[2], post.size[1])
+        rows, cols = uniform_adaptive_pool(shape[1], post.size[0]), uniform_adaptive_pool(shape[2], post.size[1])
         if rows is None or cols is None:
             raise ConfigError(f"{name}: adaptive pooling {shape[1]}x{shape[2]} -> {post.size[0]}x{post.size[1]} "
                               f"has uneven windows, no TFLite form")
@@ -802,5 +746,5 @@ def calibration_sample(split, images: int, seed: int = 0) -> np.ndarray:
 
 __all__ = ["Program", "ProgramGraph", "Int8Model", "float_program", "quantize_program", "quantize_model",
            "activation_quant", "weight_quant", "bias_quant", "read_program", "write_tflite",
-           "splice", "subprogram", "leaky_relu_s8", "leaky_relu_s8_reference", "leaky_relu_params",
+           "splice", "subprogram", "leaky_relu_params",
            "calibration_sample"]

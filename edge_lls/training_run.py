@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .devices import DeviceProfile, check_footprint, get_device, require_local
 from .errors import ConfigError, DivergedError, FormatError
-from .evaluate import EVAL_BATCH, require_int
+from .evaluate import require_int
 from .precision import PRECISIONS
 from .formats import model_file
 

@@ -12,7 +12,9 @@ from edge_lls import graph as graph_module
 from edge_lls import quantize as quantize_module
 from edge_lls.errors import ConfigError, FormatError
 from edge_lls.formats.tflite import load_tflite
+from edge_lls.kernels.int8 import leaky_relu_s8
 from edge_lls.kernels.ref import int8 as ref_int8
+from edge_lls.kernels.ref.int8 import leaky_relu_s8_reference
 from edge_lls.models import build_model
 from edge_lls.nn.model import Model
 from edge_lls.quantize import (
@@ -20,8 +22,6 @@ from edge_lls.quantize import (
     activation_quant,
     float_program,
     leaky_relu_params,
-    leaky_relu_s8,
-    leaky_relu_s8_reference,
     quantize_model,
     read_program,
     weight_quant,

@@ -48,7 +48,7 @@ def load_tflite(path, fast: bool = True) -> Graph:
     """Parse the .tflite file at ``path`` into a runnable Graph (first subgraph).
 
     fast=True runs convolutions through the exact float32 GEMM path where its bound holds
-    (see edge_lls/kernels/int8.py); fast=False uses the plain Numba kernels for every op.
+    (see edge_lls/kernels/int8/); fast=False uses the plain Numba kernels for every op.
     Raises FormatError naming the field or op when the file is malformed or unsupported.
     """
     path = Path(path)

@@ -7,7 +7,7 @@ Three flavours of each primitive live here, all bit-identical:
 
 Every int32 quantity is carried in an int64 so that products never overflow; where
 TFLite's C++ would wrap an int32 (it never does for valid models, see the bounds in
-edge_lls/kernels/int8.py) we wrap explicitly with ``wrap_int32``.
+edge_lls/kernels/int8/) we wrap explicitly with ``wrap_int32``.
 
 Rounding conventions copied from TFLite/gemmlowp semantics (not from their code):
   * SaturatingRoundingDoublingHighMul: floor(a*b / 2^31 + 1/2), i.e. ties toward +infinity

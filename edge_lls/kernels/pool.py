@@ -16,6 +16,7 @@ from numba.extending import overload
 
 from .activation import LEAKY_SLOPE, apply_act
 from .geometry import Window
+from .geometry import adaptive_bounds_jit as adaptive_bounds
 from .half import acc_row, bits, ld, store_row, thread_rows
 
 
@@ -145,13 +146,6 @@ def _avg_pool_grad(dy, dx, kh, kw, sh, sw, pt, pl, count_include_pad):
                             d[c] += g[c] / cnt
 
 
-@njit(inline="always")
-def _adaptive_bounds(i, size_in, size_out):
-    lo = (i * size_in) // size_out
-    hi = -((-(i + 1) * size_in) // size_out)  # ceil
-    return lo, hi
-
-
 @njit(parallel=True, cache=True)
 def _adaptive_avg(x, out, acc, scale, shift, act, slope, transform):
     N, H, W, C = x.shape
@@ -160,9 +154,9 @@ def _adaptive_avg(x, out, acc, scale, shift, act, slope, transform):
         n = nr // P
         i = nr % P
         ta = _thread_acc(out, acc)
-        h0, h1 = _adaptive_bounds(i, H, P)
+        h0, h1 = adaptive_bounds(i, H, P)
         for j in range(Q):
-            w0, w1 = _adaptive_bounds(j, W, Q)
+            w0, w1 = adaptive_bounds(j, W, Q)
             o = out[n, i, j]
             b = acc_row(o, ta)
             for c in range(C):
@@ -185,9 +179,9 @@ def _adaptive_avg_grad(dy, dx):
     for n in prange(N):
         dx[n] = 0.0
         for i in range(P):
-            h0, h1 = _adaptive_bounds(i, H, P)
+            h0, h1 = adaptive_bounds(i, H, P)
             for j in range(Q):
-                w0, w1 = _adaptive_bounds(j, W, Q)
+                w0, w1 = adaptive_bounds(j, W, Q)
                 inv = 1.0 / ((h1 - h0) * (w1 - w0))
                 g = dy[n, i, j]
                 for ih in range(h0, h1):

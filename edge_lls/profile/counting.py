@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.geometry import adaptive_taps
 from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dense, MaxPool2d
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -36,19 +37,13 @@ def _window_taps(size: int, kernel: int, stride: int, pad_before: int, out: int)
     return total
 
 
-def _adaptive_taps(size_in: int, size_out: int) -> int:
-    """Sum of PyTorch adaptive-pooling window lengths (windows overlap when size_out does
-    not divide size_in)."""
-    return sum(-((-(i + 1) * size_in) // size_out) - (i * size_in) // size_out for i in range(size_out))
-
-
 def pool_macs(op, in_shape) -> int:
     """Forward ops of a pooling layer: one add (average) or compare (max) per input tap in
     a window, padding taps excluded, summed over every output element."""
     n, h, w, c = in_shape
     if isinstance(op, AdaptiveAvgPool2d):
         p, q = op.size
-        return n * c * _adaptive_taps(h, p) * _adaptive_taps(w, q)
+        return n * c * adaptive_taps(h, p) * adaptive_taps(w, q)
     win = op.window(in_shape)
     rows = _window_taps(h, win.kh, win.sh, win.pad_top, win.out_h)
     cols = _window_taps(w, win.kw, win.sw, win.pad_left, win.out_w)
@@ -64,7 +59,7 @@ def pool_backward_macs(op, in_shape) -> int:
 
 
 def adaptive_pool1d_macs(n: int, features: int, size: int) -> int:
-    return n * _adaptive_taps(features, size)
+    return n * adaptive_taps(features, size)
 
 
 def batchnorm_ops(shape, act: str = "leaky_relu", training: bool = True) -> int:

@@ -1,4 +1,4 @@
-"""Plain-NumPy reference twins of edge_lls/kernels/int8.py.
+"""Plain-NumPy reference twins of edge_lls/kernels/int8/.
 
 Same signatures, same results bit for bit, written the obvious vectorised way (int64 arrays,
 explicit padding, einsum) so that a bug in one implementation is unlikely to hide in the other.
@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_lls.kernels.fixedpoint import (
+    INT8_MAX,
+    INT8_MIN,
     exp_on_negative_values_q5_26_array,
     multiply_by_quantized_multiplier_array,
     multiply_by_quantized_multiplier_single_rounding_array,
@@ -158,3 +160,12 @@ def requantize_s8(x, out, input_zero_point, output_zero_point, multiplier, shift
 
 def dequantize_s8(x, out, scale, zero_point):
     out[...] = np.float32(scale) * (x.astype(np.int32) - zero_point).astype(np.float32)
+
+
+def leaky_relu_s8_reference(x, out, input_zero_point, output_zero_point, multiplier_identity, shift_identity,
+                            multiplier_alpha, shift_alpha):
+    """NumPy twin of leaky_relu_s8."""
+    v = x.astype(np.int64) - input_zero_point
+    identity = multiply_by_quantized_multiplier_array(v, multiplier_identity, shift_identity)
+    negative = multiply_by_quantized_multiplier_array(v, multiplier_alpha, shift_alpha)
+    out[...] = np.clip(np.where(v >= 0, identity, negative) + output_zero_point, INT8_MIN, INT8_MAX)
