@@ -54,9 +54,10 @@ def _tflite_classifier(path: Path, precision, dataset, data, val_split):
     """(predict, precision, dataset, classes) of a .tflite model at its own precision."""
     from .data import load_dataset
     from .finetune import quantize_pixels
-    from .quantize import Int8Model, read_program
+    from .formats.tflite import read_tflite
+    from .program.runner import Int8Model
 
-    runner = Int8Model(read_program(path))
+    runner = Int8Model(read_tflite(path))
     own = "int8" if runner.input.dtype == np.int8 else "fp32"
     if precision not in (None, own):
         raise ConfigError(f"{path}: a .tflite model runs at its own precision ({own}), not --precision {precision}")
@@ -84,7 +85,7 @@ def _model_file_classifier(path: Path, precision, dataset, data, val_split, batc
         from .fp16 import Fp16Model
         predict = Fp16Model(model).predict
     else:
-        from .quantize import calibration_sample, quantize_model
+        from .program.ptq import calibration_sample, quantize_model
         predict = quantize_model(model, calibration_sample(ds.train, calibration_images)).predict
     return predict, precision, ds, model.num_classes
 
@@ -122,7 +123,7 @@ def quantize_model_file(path, *, out=None, dataset=None, data=None, val_split=No
     """PTQ of a .ells model (or run folder): calibrate on its training split, write an int8
     .tflite, and measure fp32 and int8 accuracy on the test split."""
     from .formats.model_file import load_model
-    from .quantize import calibration_sample, quantize_model
+    from .program.ptq import calibration_sample, quantize_model
 
     path = model_path(path)
     model, header = load_model(path)

@@ -24,7 +24,7 @@ Design (docs/int8.md has the measurements):
     start the tail computes what the int8 tail computed (up to quantization error).
   * Export: with the schedule-free averaged weights and refreshed batch-norm statistics,
     batch norm is folded back into the conv weights and biases, and the tail is
-    re-quantized exactly like post-training quantization (edge_lls.quantize): per-channel
+    re-quantized exactly like post-training quantization (edge_lls/program/ptq.py): per-channel
     int8 weights, int32 biases, per-tensor activation ranges calibrated on the sample.  The
     tail's input keeps the prefix's output quantization, so the int8 model is the untouched
     prefix followed by the new tail: a standard .tflite file.
@@ -42,7 +42,12 @@ import numpy as np
 
 from edge_lls.errors import ConfigError, FormatError
 from edge_lls.kernels.fixedpoint import quantize
-from edge_lls.quantize import Int8Model, Program, float_program, quantize_program, read_program, splice, subprogram
+from edge_lls.formats.tflite import read_tflite
+from edge_lls.program.edit import splice, subprogram
+from edge_lls.program.ir import Program
+from edge_lls.program.lower import float_program
+from edge_lls.program.ptq import quantize_program
+from edge_lls.program.runner import Int8Model
 
 TRAINABLE_KINDS = ("dwsep", "conv", "dense")
 ACTIVATIONS = {"NONE": "none", "RELU": "relu", "RELU6": "relu6"}
@@ -215,7 +220,7 @@ class Backbone:
 
 
 def load_backbone(path) -> Backbone:
-    return Backbone(read_program(path), str(path))
+    return Backbone(read_tflite(path), str(path))
 
 
 # ====================================================================================

@@ -74,8 +74,9 @@ class TflitePredictor:
     """A .tflite model (int8 or float32 input), run on edge-lls's TFLite-exact kernels."""
 
     def __init__(self, path: Path):
-        from edge_lls.quantize import Int8Model, read_program
-        program = read_program(path)
+        from edge_lls.formats.tflite import read_tflite
+        from edge_lls.program.runner import Int8Model
+        program = read_tflite(path)
         self.path, self.model = path, Int8Model(program, batch_size=32)
         self.input, self.output = self.model.input, self.model.output
         if len(self.input.shape) != 4:

@@ -13,13 +13,14 @@ from PIL import Image
 
 from conftest import VWW_DIR
 from edge_lls.cli import train as train_command
-from edge_lls import graph as graph_module
+from edge_lls.program import interpreter as graph_module
 from edge_lls.errors import ConfigError
 from edge_lls.finetune import FineTuner, load_backbone, quantize_pixels
-from edge_lls.formats.tflite import load_tflite
+from edge_lls.formats.tflite import read_tflite, write_tflite
 from edge_lls.kernels.fixedpoint import dequantize
 from edge_lls.kernels.ref import int8 as ref_int8
-from edge_lls.quantize import Int8Model, read_program
+from edge_lls.program.interpreter import load_tflite
+from edge_lls.program.runner import Int8Model
 
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 PERSON_DETECT = VWW_DIR / "person_detect.tflite"
@@ -102,7 +103,7 @@ def test_tail_starts_as_the_imported_tail(vww):
     x = np.clip(rng.random((1, 96, 96, 3)) * 0.3 + rng.random((24, 96, 96, 3)) * 0.7, 0, 1).astype(np.float32)
     features = tuner.features(x)
     tuner.start(features)
-    original = Int8Model(read_program(VWW_INT8))
+    original = Int8Model(read_tflite(VWW_INT8))
     expected = dequantize(original.run(quantize_pixels(x, vww.input)), 1 / 256, -128)
     logits = tuner.model.forward(tuner.dequantize(features)).astype(np.float64)
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
@@ -131,14 +132,14 @@ def test_finetune_writes_an_int8_model_and_result(finetuned, capsys):
     assert result["train_last"] == 2 and result["trainable_ops"] == [[23, 24], [25, 26]]
     assert result["classes"] == ["horizontal", "vertical"] and result["train_images"] == 20
     assert 0 <= result["int8_accuracy"] <= 1 and 0 <= result["fp32_accuracy"] <= 1
-    program = read_program(run / "model.tflite")
+    program = read_tflite(run / "model.tflite")
     assert all(t.dtype != np.float32 for t in program.tensors)
     assert json.loads(program.metadata["edge_lls"])["classes"] == ["horizontal", "vertical"]
 
 
 def test_frozen_prefix_is_unchanged_and_tail_is_trained(finetuned, vww):
     run, _ = finetuned
-    tuned = read_program(run / "model.tflite")
+    tuned = read_tflite(run / "model.tflite")
     assert [op.opcode for op in tuned.operators] == [op.opcode for op in vww.program.operators[:28]] + \
         ["FULLY_CONNECTED", "SOFTMAX"]
     for i in range(23):
@@ -207,5 +208,5 @@ def test_streamed_features_give_the_same_model_as_cached_ones(tmp_path, vww):
     cached, a = finetune(vww, data, train_last=1, epochs=2, batch_size=4, calibration_images=6)
     streamed, b = finetune(vww, data, train_last=1, epochs=2, batch_size=4, calibration_images=6, cache_bytes=0)
     assert a["features_cached"] and not b["features_cached"]
-    assert cached.to_tflite() == streamed.to_tflite()
+    assert write_tflite(cached) == write_tflite(streamed)
     assert (a["fp32_accuracy"], a["int8_accuracy"]) == (b["fp32_accuracy"], b["int8_accuracy"])

@@ -9,7 +9,7 @@ from conftest import MNIST_DIR, require_shared
 from edge_lls.errors import ConfigError
 from edge_lls.fp16 import Fp16Model
 from edge_lls.models import build_model
-from edge_lls.quantize import quantize_model
+from edge_lls.program.ptq import quantize_model
 
 # Documented tolerances (docs/int8.md), per sample: max |logit difference| / max |fp32 logit|.
 FP16_RELATIVE = 1e-2
@@ -46,7 +46,7 @@ def test_fp16_smallconv_within_tolerance_of_fp32(mnist_smallconv):
 
 def test_int8_smallconv_within_tolerance_of_fp32(mnist_smallconv):
     model, data, x, _ = mnist_smallconv
-    from edge_lls.quantize import calibration_sample
+    from edge_lls.program.ptq import calibration_sample
     fp32 = model.forward(x).copy()
     int8 = quantize_model(model, calibration_sample(data.train, 256)).outputs(x)
     assert per_sample_relative(int8, fp32) <= INT8_RELATIVE

@@ -8,24 +8,19 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR, require_shared
-from edge_lls import graph as graph_module
-from edge_lls import quantize as quantize_module
+from edge_lls.program import interpreter as graph_module
 from edge_lls.errors import ConfigError, FormatError
-from edge_lls.formats.tflite import load_tflite
+from edge_lls.formats.tflite import read_tflite, write_tflite
 from edge_lls.kernels.int8 import leaky_relu_s8
 from edge_lls.kernels.ref import int8 as ref_int8
-from edge_lls.kernels.ref.int8 import leaky_relu_s8_reference
+from edge_lls.kernels.ref.int8 import leaky_relu_s8 as leaky_relu_s8_reference
 from edge_lls.models import build_model
 from edge_lls.nn.model import Model
-from edge_lls.quantize import (
-    Int8Model,
-    activation_quant,
-    float_program,
-    leaky_relu_params,
-    quantize_model,
-    read_program,
-    weight_quant,
-)
+from edge_lls.program.interpreter import load_tflite, prepare
+from edge_lls.program.lower import float_program
+from edge_lls.program.ptq import activation_quant, quantize_model, weight_quant
+from edge_lls.program.runner import Int8Model
+from edge_lls.program.interpreter import leaky_relu_params
 
 import ai_edge_litert.interpreter as litert  # noqa: E402  (a test dependency)
 
@@ -88,7 +83,7 @@ def test_float_program_equals_the_model(models, name):
     model = models[name]
     x = np.random.default_rng(5).random((16, *model.input_shape)).astype(np.float32)
     expected = model.forward(x).copy()
-    got = float_program(model).graph(batch=16).run([x])[0]
+    got = prepare(float_program(model), batch=16).run([x])[0]
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
@@ -129,10 +124,10 @@ def quantized(models):
 @pytest.mark.parametrize("name", ["smallconv", "mini"])
 def test_int8_program_bit_exact_against_litert_on_every_tensor(quantized, name):
     q = quantized[name]
-    interpreter = litert_reference(q.program.to_tflite())
+    interpreter = litert_reference(write_tflite(q.program))
     rng = np.random.default_rng(13)
     for fast in (True, False):
-        graph = q.program.graph(batch=1, fast=fast)
+        graph = prepare(q.program, 1, fast)
         for trial in range(6):
             x = rng.integers(-128, 128, (1, *q.input_shape)).astype(np.int8)
             ours = graph.run_all([x])
@@ -146,10 +141,9 @@ def test_int8_program_bit_exact_against_litert_on_every_tensor(quantized, name):
 def test_int8_program_equals_numpy_reference_kernels(quantized, name, monkeypatch):
     q = quantized[name]
     x = np.random.default_rng(17).integers(-128, 128, (3, *q.input_shape)).astype(np.int8)
-    fast = q.program.graph(batch=3, fast=True).run_all([x])
+    fast = prepare(q.program, 3, fast=True).run_all([x])
     monkeypatch.setattr(graph_module, "kernels", reference_kernels())
-    monkeypatch.setattr(quantize_module, "leaky_relu_s8", leaky_relu_s8_reference)
-    reference = q.program.graph(batch=3, fast=False).run_all([x])
+    reference = prepare(q.program, 3, fast=False).run_all([x])
     for index, value in fast.items():
         assert np.array_equal(value, reference[index]), f"tensor {index}"
 
@@ -159,7 +153,7 @@ def test_tflite_file_round_trip(quantized, tmp_path):
     q.program.metadata["edge_lls"] = b'{"classes": ["a", "b", "c", "d"]}'
     path = tmp_path / "mini.tflite"
     q.save(path)
-    back = read_program(path)
+    back = read_tflite(path)
     assert back.metadata == {"edge_lls": b'{"classes": ["a", "b", "c", "d"]}'}
     assert [op.opcode for op in back.operators] == [op.opcode for op in q.program.operators]
     assert back.operators[-4].options == q.program.operators[-4].options
@@ -169,6 +163,24 @@ def test_tflite_file_round_trip(quantized, tmp_path):
         assert (a.scales is None and b.scales is None) or np.array_equal(a.scales, b.scales)
     x = np.random.default_rng(19).random((5, *q.input_shape)).astype(np.float32)
     assert np.array_equal(Int8Model(back).run(q.quantize_input(x)), q.run(q.quantize_input(x)))
+
+
+ZOO = {"smallconv": (28, 28, 1), "vgg8": (32, 32, 3), "mobilenetv1": (32, 32, 3)}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_zoo_model_quantize_writes_reads_back_through_the_one_reader(name, tmp_path):
+    # What `edge-lls quantize` writes for each zoo model (leaky ReLU: a LEAKY_RELU op per
+    # unit) is opened by the one reader and runs to the same bytes.
+    rng = np.random.default_rng(8)
+    model = with_statistics(build_model(name, 4, ZOO[name], seed=0), rng, inputs=8)
+    q = quantize_model(model, rng.random((16, *ZOO[name])).astype(np.float32))
+    q.save(tmp_path / "m.tflite")
+    back = read_tflite(tmp_path / "m.tflite")
+    assert "LEAKY_RELU" in [op.opcode for op in back.operators]
+    assert [op.options for op in back.operators] == [op.options for op in q.program.operators]
+    x = rng.integers(-128, 128, (1, *ZOO[name])).astype(np.int8)
+    np.testing.assert_array_equal(load_tflite(tmp_path / "m.tflite").run([x])[0], q.run(x))
 
 
 def test_relu_only_models_load_with_the_plain_tflite_loader(tmp_path):
@@ -209,11 +221,11 @@ def test_bad_input_is_reported():
         float_program(uneven)
 
 
-def test_read_program_rejects_non_tflite(tmp_path):
+def test_read_tflite_rejects_non_tflite(tmp_path):
     path = tmp_path / "x.tflite"
     path.write_bytes(b"not a flatbuffer at all")
     with pytest.raises(FormatError, match="identifier"):
-        read_program(path)
+        read_tflite(path)
 
 
 # ------------------------------------------------------------------ accuracy on MNIST
@@ -224,7 +236,7 @@ def test_ptq_of_mnist_smallconv_loses_at_most_half_a_point():
     512 calibration images: int8 accuracy on the 2k held out within 0.5 pt of fp32."""
     from edge_lls.data import load_dataset
     from edge_lls.fp16 import Fp16Model
-    from edge_lls.quantize import calibration_sample
+    from edge_lls.program.ptq import calibration_sample
     from edge_lls.trainer import Trainer
     data = load_dataset("mnist", require_shared(MNIST_DIR), val_split=0.2)
     model = build_model("smallconv", 10, (28, 28, 1), seed=0)

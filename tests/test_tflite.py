@@ -21,7 +21,7 @@ from tflite.BuiltinOptions import BuiltinOptions
 from tflite.TensorType import TensorType
 
 from edge_lls.errors import FormatError
-from edge_lls.formats.tflite import load_tflite, parse_tflite
+from edge_lls.program.interpreter import load_tflite
 from edge_lls.kernels.fixedpoint import dequantize, quantize
 
 import ai_edge_litert.interpreter as litert
@@ -354,7 +354,7 @@ def assert_matches_litert(model_bytes: bytes, trials: int = 20, seed: int = 0, f
     interpreter = litert_reference(model_bytes)
     rng = np.random.default_rng(seed)
     for fast in fast_modes:
-        graph = parse_tflite(model_bytes, fast=fast)
+        graph = load_tflite(model_bytes, fast=fast)
         for _ in range(trials):
             inputs = []
             for detail in graph.input_details:
@@ -508,7 +508,7 @@ def test_unsupported_op_raises_format_error_naming_it():
     x = q8("x", (1, 8), 0.1, 0)
     model = single_op_model(Op.LOGISTIC, [x], q8("y", (1, 8), 1 / 256, -128))
     with pytest.raises(FormatError, match="LOGISTIC"):
-        parse_tflite(model)
+        load_tflite(model)
 
 
 def test_patched_opcode_in_real_model_raises_format_error():
@@ -523,7 +523,7 @@ def test_patched_opcode_in_real_model_raises_format_error():
                     pack = "<b" if field == 4 else "<i"
                     struct.pack_into(pack, data, code._tab.Pos + offset, Op.LOG_SOFTMAX)
     with pytest.raises(FormatError, match="LOG_SOFTMAX"):
-        parse_tflite(bytes(data))
+        load_tflite(bytes(data))
 
 
 def test_missing_tensor_raises_format_error():
@@ -531,7 +531,7 @@ def test_missing_tensor_raises_format_error():
     y = q8("y", (1, 8), 1 / 256, -128)
     model = build_model([x, y], [dict(code=Op.SOFTMAX, inputs=[0], outputs=[5])], [0], [1])
     with pytest.raises(FormatError, match="tensor index 5"):
-        parse_tflite(model)
+        load_tflite(model)
 
 
 def test_wrong_weight_shape_raises_format_error():
@@ -541,7 +541,7 @@ def test_wrong_weight_shape_raises_format_error():
     model = single_op_model(Op.CONV_2D, [x], q8("y", (1, 6, 6, 4), 0.1, 0),
                             options("Conv2DOptions", Padding=0, StrideW=1, StrideH=1), [weights])
     with pytest.raises(FormatError, match="CONV_2D.*channels"):
-        parse_tflite(model)
+        load_tflite(model)
 
 
 def test_weight_buffer_size_mismatch_raises_format_error():
@@ -549,7 +549,7 @@ def test_weight_buffer_size_mismatch_raises_format_error():
     weights = tensor("w", (3, 4), np.int8, data=np.zeros(10, np.int8), scale=0.01, zero_point=0)
     model = single_op_model(Op.FULLY_CONNECTED, [x], q8("y", (1, 3), 0.1, 0), options("FullyConnectedOptions"), [weights])
     with pytest.raises(FormatError, match="'w' buffer holds 10 bytes"):
-        parse_tflite(model)
+        load_tflite(model)
 
 
 def test_accumulator_overflow_risk_is_refused():
@@ -557,4 +557,4 @@ def test_accumulator_overflow_risk_is_refused():
     weights = tensor("w", (1, 70000), np.int8, data=np.ones((1, 70000), np.int8), scale=0.01, zero_point=0)
     model = single_op_model(Op.FULLY_CONNECTED, [x], q8("y", (1, 1), 0.1, 0), options("FullyConnectedOptions"), [weights])
     with pytest.raises(FormatError, match="overflow"):
-        parse_tflite(model)
+        load_tflite(model)

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from edge_lls.formats.tflite import load_tflite
+from edge_lls.program.interpreter import load_tflite
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "vww" / "vww_96_int8.tflite"
 

@@ -43,7 +43,7 @@ def train_smallconv(epochs: int, seed: int = 0):
 
 def bench_ptq(args) -> dict:
     from edge_lls.fp16 import Fp16Model
-    from edge_lls.quantize import calibration_sample, quantize_model
+    from edge_lls.program.ptq import calibration_sample, quantize_model
     started = time.perf_counter()
     data, model, trainer = train_smallconv(args.epochs)
     train_seconds = time.perf_counter() - started

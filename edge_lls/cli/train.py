@@ -90,6 +90,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..finetune import finetune, load_backbone
     from ..formats.model_file import write_bytes_atomic
+    from ..formats.tflite import save_tflite
     from ..training_run import TrainConfig as D
 
     for flag, name in (("--model", "model"), ("--width", "width"), ("--resume", "resume"),
@@ -120,7 +121,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.tflite"
     result["model_file"] = str(model_path)
-    result["tflite_bytes"] = program.save(model_path)
+    result["tflite_bytes"] = save_tflite(program, model_path)
     write_bytes_atomic(out / "result.json", (json.dumps(result, indent=1) + "\n").encode())
     if getattr(args, "json", False):
         print_json(result)

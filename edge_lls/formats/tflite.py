@@ -1,6 +1,8 @@
-"""Read a .tflite flatbuffer (schema v3, identifier "TFL3") into an edge_lls Graph.
+"""The one TFLite reader and writer: .tflite flatbuffer bytes (schema v3, identifier "TFL3")
+<-> a Program (edge_lls/program/ir.py), plain data; nothing here runs a model.
 
-Only the `tflite` package's generated flatbuffer accessors are used; TensorFlow is not needed.
+Only the `tflite` package's generated flatbuffer accessors and builder are used;
+TensorFlow is not needed.
 Files are accepted as TensorFlow Lite Micro accepts them: in particular a bias tensor whose
 ``quantized_dimension`` points past its single axis (person_detect.tflite has 3 on 1-D
 biases, which LiteRT rejects) is fine, because a bias is read as plain int32 values and its
@@ -8,9 +10,11 @@ quantization parameters are never used.
 """
 from __future__ import annotations
 
+import importlib
 import struct
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import tflite
 from tflite.ActivationFunctionType import ActivationFunctionType
@@ -21,7 +25,7 @@ from tflite.TensorType import TensorType
 
 from edge_lls.errors import FormatError
 from edge_lls.formats.sniff import TFLITE_IDENTIFIER
-from edge_lls.graph import Graph, Operator, Tensor
+from edge_lls.program.ir import Operator, Program, Tensor
 
 FILE_IDENTIFIER = TFLITE_IDENTIFIER
 
@@ -44,29 +48,34 @@ NUMPY_DTYPES = {
 _TRUNCATION_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError)
 
 
-def load_tflite(path, fast: bool = True) -> Graph:
-    """Parse the .tflite file at ``path`` into a runnable Graph (first subgraph).
-
-    fast=True runs convolutions through the exact float32 GEMM path where its bound holds
-    (see edge_lls/kernels/int8/); fast=False uses the plain Numba kernels for every op.
-    Raises FormatError naming the field or op when the file is malformed or unsupported.
-    """
+def read_tflite(path) -> Program:
+    """The .tflite file at ``path`` as a Program (first subgraph, with its description and
+    metadata). Raises FormatError naming the field or op when the file is malformed."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise FormatError(f"cannot read {path}: {error.strerror}") from error
-    return parse_tflite(data, name=path.name, fast=fast)
+    return parse_tflite(data, name=path.name)
 
 
-def parse_tflite(data: bytes, name: str = "<bytes>", fast: bool = True) -> Graph:
-    """Parse TFLite flatbuffer bytes into a Graph; see load_tflite."""
+def parse_tflite(data: bytes, name: str = "<bytes>") -> Program:
+    """TFLite flatbuffer bytes as a Program; see read_tflite."""
     _check_header(data, name)
     try:
-        tensors, operators, inputs, outputs = _read_subgraph(tflite.Model.GetRootAs(data, 0), data, name)
+        model = tflite.Model.GetRootAs(data, 0)
+        tensors, operators, inputs, outputs = _read_subgraph(model, data, name)
+        description = model.Description().decode("utf-8", "replace") if model.Description() else ""
+        metadata = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() is None or not 0 < entry.Buffer() < model.BuffersLength():
+                continue
+            raw = _buffer_bytes(model.Buffers(entry.Buffer()), data, name, entry.Buffer())
+            metadata[entry.Name().decode("utf-8", "replace")] = raw or b""
     except _TRUNCATION_ERRORS as error:
         raise FormatError(f"{name}: truncated or corrupt flatbuffer ({type(error).__name__}: {error})") from error
-    return Graph(tensors, operators, inputs, outputs, name=name, fast=fast)
+    return Program(tensors, operators, inputs, outputs, name=name, description=description, metadata=metadata)
 
 
 def _check_header(data: bytes, name: str) -> None:
@@ -252,4 +261,191 @@ def _read_options(entry, opcode: str, where: str) -> dict:
         o = _options_table(entry, tflite.ReshapeOptions, where)
         new_shape = tuple(int(d) for d in o.NewShapeAsNumpy()) if (o is not None and o.NewShapeLength()) else None
         return dict(new_shape=new_shape)
+    if opcode == "LEAKY_RELU":
+        o = _options_table(entry, tflite.LeakyReluOptions, where)
+        return dict(alpha=float(o.Alpha()) if o is not None else 0.0)
     return {}
+
+
+# ------------------------------------------------------------------------------ writing
+_TYPE_CODES = {dtype: code for code, dtype in NUMPY_DTYPES.items()}
+_ACTIVATION_CODES = {name: code for code, name in ACTIVATION_NAMES.items()}
+_PADDING_CODES = {name: code for code, name in PADDING_NAMES.items()}
+
+
+def _schema(table: str):
+    return importlib.import_module(f"tflite.{table}")
+
+
+def _options(b: flatbuffers.Builder, op: Operator):
+    """(BuiltinOptions type, offset) of an op's options, or (0, None)."""
+    o = op.options
+
+    def table(kind: str, **fields):
+        module = _schema(kind)
+        getattr(module, f"{kind}Start")(b)
+        for name, value in fields.items():
+            getattr(module, f"{kind}Add{name}")(b, value)
+        return getattr(tflite.BuiltinOptions, kind), getattr(module, f"{kind}End")(b)
+
+    if op.opcode == "CONV_2D":
+        return table("Conv2DOptions", Padding=_PADDING_CODES[o["padding"]], StrideW=o["stride_w"],
+                     StrideH=o["stride_h"], DilationWFactor=o.get("dilation_w", 1),
+                     DilationHFactor=o.get("dilation_h", 1), FusedActivationFunction=_ACTIVATION_CODES[o["activation"]])
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        return table("DepthwiseConv2DOptions", Padding=_PADDING_CODES[o["padding"]], StrideW=o["stride_w"],
+                     StrideH=o["stride_h"], DepthMultiplier=o.get("depth_multiplier", 1),
+                     DilationWFactor=o.get("dilation_w", 1), DilationHFactor=o.get("dilation_h", 1),
+                     FusedActivationFunction=_ACTIVATION_CODES[o["activation"]])
+    if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        return table("Pool2DOptions", Padding=_PADDING_CODES[o["padding"]], StrideW=o["stride_w"],
+                     StrideH=o["stride_h"], FilterWidth=o["filter_w"], FilterHeight=o["filter_h"],
+                     FusedActivationFunction=_ACTIVATION_CODES[o.get("activation", "NONE")])
+    if op.opcode == "FULLY_CONNECTED":
+        return table("FullyConnectedOptions", FusedActivationFunction=_ACTIVATION_CODES[o.get("activation", "NONE")],
+                     WeightsFormat=o.get("weights_format", 0), KeepNumDims=bool(o.get("keep_num_dims", False)))
+    if op.opcode == "ADD":
+        return table("AddOptions", FusedActivationFunction=_ACTIVATION_CODES[o.get("activation", "NONE")])
+    if op.opcode == "MEAN":
+        return table("ReducerOptions", KeepDims=bool(o.get("keep_dims", False)))
+    if op.opcode == "SOFTMAX":
+        return table("SoftmaxOptions", Beta=float(o.get("beta", 1.0)))
+    if op.opcode == "LEAKY_RELU":
+        return table("LeakyReluOptions", Alpha=float(o.get("alpha", 0.0)))
+    if op.opcode == "RESHAPE" and o.get("new_shape") is not None:
+        shape = _int32_vector(b, o["new_shape"])
+        return table("ReshapeOptions", NewShape=shape)
+    return 0, None
+
+
+def _int32_vector(b: flatbuffers.Builder, values) -> int:
+    return b.CreateNumpyVector(np.asarray(list(values), np.int32))
+
+
+def _offset_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
+    b.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        b.PrependUOffsetTRelative(offset)
+    return b.EndVector()
+
+
+def write_tflite(program: Program) -> bytes:
+    """Serialise a program as a TFLite flatbuffer (schema v3, one subgraph).  Constant
+    tensors get one buffer each (buffer 0 is the empty sentinel)."""
+    size_hint = 1024 + sum(t.data.nbytes for t in program.tensors if t.data is not None)
+    b = flatbuffers.Builder(size_hint)
+    Buffer, Tensor_, Quant = _schema("Buffer"), _schema("Tensor"), _schema("QuantizationParameters")
+    buffer_offsets = []
+    Buffer.BufferStart(b)
+    buffer_offsets.append(Buffer.BufferEnd(b))
+    tensor_buffer: dict[int, int] = {}
+    for t in program.tensors:
+        if t.data is None:
+            continue
+        raw = np.ascontiguousarray(t.data, t.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+        b.StartVector(1, raw.size, 16)        # 16-byte aligned data, as TFLite's writer does
+        b.head -= raw.size
+        b.Bytes[b.head:b.head + raw.size] = raw.tobytes()
+        b.vectorNumElems = raw.size
+        data = b.EndVector()
+        Buffer.BufferStart(b)
+        Buffer.BufferAddData(b, data)
+        tensor_buffer[t.index] = len(buffer_offsets)
+        buffer_offsets.append(Buffer.BufferEnd(b))
+    metadata_buffer: dict[str, int] = {}
+    for key, value in program.metadata.items():
+        data = b.CreateNumpyVector(np.frombuffer(bytes(value), np.uint8))
+        Buffer.BufferStart(b)
+        Buffer.BufferAddData(b, data)
+        metadata_buffer[key] = len(buffer_offsets)
+        buffer_offsets.append(Buffer.BufferEnd(b))
+    tensor_offsets = []
+    for t in program.tensors:
+        if t.dtype not in _TYPE_CODES:
+            raise FormatError(f"{program.name}: tensor {t.index} '{t.name}' has type {t.dtype}, not writable")
+        name = b.CreateString(t.name)
+        shape = _int32_vector(b, t.shape)
+        quantization = None
+        if t.scales is not None:
+            scales = b.CreateNumpyVector(np.asarray(t.scales, np.float32))
+            zero_points = b.CreateNumpyVector(np.asarray(t.zero_points, np.int64))
+            Quant.QuantizationParametersStart(b)
+            Quant.QuantizationParametersAddScale(b, scales)
+            Quant.QuantizationParametersAddZeroPoint(b, zero_points)
+            Quant.QuantizationParametersAddQuantizedDimension(b, int(t.quantized_dimension))
+            quantization = Quant.QuantizationParametersEnd(b)
+        Tensor_.TensorStart(b)
+        Tensor_.TensorAddShape(b, shape)
+        Tensor_.TensorAddType(b, _TYPE_CODES[t.dtype])
+        Tensor_.TensorAddName(b, name)
+        Tensor_.TensorAddBuffer(b, tensor_buffer.get(t.index, 0))
+        if quantization is not None:
+            Tensor_.TensorAddQuantization(b, quantization)
+        tensor_offsets.append(Tensor_.TensorEnd(b))
+    codes = sorted({op.opcode for op in program.operators})
+    Operator_ = _schema("Operator")
+    operator_offsets = []
+    for op in program.operators:
+        inputs, outputs = _int32_vector(b, op.inputs), _int32_vector(b, op.outputs)
+        options_type, options = _options(b, op)
+        Operator_.OperatorStart(b)
+        Operator_.OperatorAddOpcodeIndex(b, codes.index(op.opcode))
+        Operator_.OperatorAddInputs(b, inputs)
+        Operator_.OperatorAddOutputs(b, outputs)
+        if options is not None:
+            Operator_.OperatorAddBuiltinOptionsType(b, options_type)
+            Operator_.OperatorAddBuiltinOptions(b, options)
+        operator_offsets.append(Operator_.OperatorEnd(b))
+    SubGraph = _schema("SubGraph")
+    tensors_vector, operators_vector = _offset_vector(b, tensor_offsets), _offset_vector(b, operator_offsets)
+    inputs_vector, outputs_vector = _int32_vector(b, program.inputs), _int32_vector(b, program.outputs)
+    subgraph_name = b.CreateString(program.name)
+    SubGraph.SubGraphStart(b)
+    SubGraph.SubGraphAddTensors(b, tensors_vector)
+    SubGraph.SubGraphAddInputs(b, inputs_vector)
+    SubGraph.SubGraphAddOutputs(b, outputs_vector)
+    SubGraph.SubGraphAddOperators(b, operators_vector)
+    SubGraph.SubGraphAddName(b, subgraph_name)
+    subgraph = SubGraph.SubGraphEnd(b)
+    OperatorCode = _schema("OperatorCode")
+    code_offsets = []
+    for opcode in codes:
+        code = getattr(BuiltinOperator, opcode)
+        OperatorCode.OperatorCodeStart(b)
+        OperatorCode.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
+        OperatorCode.OperatorCodeAddBuiltinCode(b, code)
+        OperatorCode.OperatorCodeAddVersion(b, 1)
+        code_offsets.append(OperatorCode.OperatorCodeEnd(b))
+    codes_vector = _offset_vector(b, code_offsets)
+    subgraphs_vector = _offset_vector(b, [subgraph])
+    buffers_vector = _offset_vector(b, buffer_offsets)
+    description = b.CreateString(program.description or "edge-lls")
+    Metadata = _schema("Metadata")
+    metadata_offsets = []
+    for key, index in metadata_buffer.items():
+        key_offset = b.CreateString(key)
+        Metadata.MetadataStart(b)
+        Metadata.MetadataAddName(b, key_offset)
+        Metadata.MetadataAddBuffer(b, index)
+        metadata_offsets.append(Metadata.MetadataEnd(b))
+    metadata_vector = _offset_vector(b, metadata_offsets) if metadata_offsets else None
+    Model = _schema("Model")
+    Model.ModelStart(b)
+    Model.ModelAddVersion(b, 3)
+    Model.ModelAddOperatorCodes(b, codes_vector)
+    Model.ModelAddSubgraphs(b, subgraphs_vector)
+    Model.ModelAddDescription(b, description)
+    Model.ModelAddBuffers(b, buffers_vector)
+    if metadata_vector is not None:
+        Model.ModelAddMetadata(b, metadata_vector)
+    b.Finish(Model.ModelEnd(b), file_identifier=FILE_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def save_tflite(program: Program, path) -> int:
+    """Write program as a .tflite file (atomically: a temporary, then a rename); returns
+    its size in bytes."""
+    from .model_file import write_bytes_atomic
+    data = write_tflite(program)
+    write_bytes_atomic(path, data)
+    return len(data)

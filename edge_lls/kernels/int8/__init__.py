@@ -17,7 +17,7 @@ Conventions shared by every kernel:
 Why int32 accumulation cannot overflow.  |x - zp| <= 255 and |w| <= 128, so one product is
 at most 255 * 128 = 32640 < 2^15.  A sum of K products is below K * 2^15, which stays under
 2^30 for K <= 2^15 = 32768 taps (KH*KW*Cin; VWW's largest is 256), leaving 2^30 of headroom
-for the bias.  The graph loader (edge_lls/graph.py) checks K * 32640 + max|bias| < 2^31 for
+for the bias.  The interpreter (edge_lls/program/interpreter.py) checks K * 32640 + max|bias| < 2^31 for
 every layer and refuses the model otherwise, so the bound is enforced, not assumed.  Pool
 and mean sums are at most window * 255 (or H*W * 255), far below 2^31 for any image size.
 

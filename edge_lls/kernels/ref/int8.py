@@ -162,7 +162,7 @@ def dequantize_s8(x, out, scale, zero_point):
     out[...] = np.float32(scale) * (x.astype(np.int32) - zero_point).astype(np.float32)
 
 
-def leaky_relu_s8_reference(x, out, input_zero_point, output_zero_point, multiplier_identity, shift_identity,
+def leaky_relu_s8(x, out, input_zero_point, output_zero_point, multiplier_identity, shift_identity,
                             multiplier_alpha, shift_alpha):
     """NumPy twin of leaky_relu_s8."""
     v = x.astype(np.int64) - input_zero_point

@@ -1,4 +1,4 @@
-"""A small interpreter for imported (TFLite) graphs.
+"""The interpreter: a program prepared into a runnable graph.
 
 Loading a graph prepares every operator once: a handler named after the TFLite op (CONV_2D,
 DEPTHWISE_CONV_2D, ...) checks the op's tensors, precomputes everything that depends only on
@@ -16,13 +16,15 @@ intermediate tensor is still available (Graph.run_all).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from numba import typed, types
 
 from edge_lls.errors import FormatError
+from edge_lls.formats.tflite import parse_tflite, read_tflite
+from edge_lls.program.ir import Operator, Program, Tensor
 from edge_lls.kernels import blas
 from edge_lls.kernels import int8 as kernels
 from edge_lls.kernels.geometry import same_padding, valid_output
@@ -44,44 +46,8 @@ Step = Callable[[], None]
 MAX_PRODUCT_MAGNITUDE = 255 * 128
 
 
-@dataclass
-class Tensor:
-    """One tensor of the graph.  ``data`` holds the contents of constant tensors (weights,
-    biases, shapes); runtime tensors get a buffer in Graph.buffers instead."""
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype | None
-    type_name: str
-    scales: np.ndarray | None = None  # float32, (1,) per-tensor or (C,) per-channel
-    zero_points: np.ndarray | None = None  # int64, same length as scales
-    quantized_dimension: int = 0
-    data: np.ndarray | None = None
-
-    @property
-    def scale(self) -> float:
-        return float(self.scales[0]) if self.scales is not None else 0.0
-
-    @property
-    def zero_point(self) -> int:
-        return int(self.zero_points[0]) if self.zero_points is not None else 0
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-
-@dataclass
-class Operator:
-    index: int
-    opcode: str
-    inputs: tuple[int, ...]  # -1 marks an omitted optional input
-    outputs: tuple[int, ...]
-    options: dict = field(default_factory=dict)
-
-
 class Graph:
-    """A prepared, runnable graph.  Build it with edge_lls.formats.tflite.load_tflite."""
+    """A prepared, runnable graph.  Build it with prepare(program) or load_tflite(path)."""
 
     def __init__(self, tensors: list[Tensor], operators: list[Operator], inputs: tuple[int, ...],
                  outputs: tuple[int, ...], name: str = "graph", fast: bool = True):
@@ -983,7 +949,40 @@ def DEQUANTIZE(graph: Graph, op: Operator) -> Step:
     return lambda: kernels.dequantize_s8(x_flat, out_flat, scale, zp)
 
 
+def leaky_relu_params(input_scale: float, output_scale: float, alpha: float) -> tuple[int, int, int, int]:
+    """(identity multiplier, shift, alpha multiplier, shift) as TFLite's LeakyReluPrepare: the
+    real multipliers are computed in float32 (C++ float expressions) and then quantized."""
+    s_in, s_out, a = np.float32(input_scale), np.float32(output_scale), np.float32(alpha)
+    identity = float(np.float32(s_in / s_out))
+    alpha_real = float(np.float32(np.float32(s_in * a) / s_out))
+    return (*quantize_multiplier(identity), *quantize_multiplier(alpha_real))
+
+
+def LEAKY_RELU(graph: Graph, op: Operator) -> Step:
+    x, x_value = _activation_input(graph, op)
+    out, out_buffer = _output(graph, op)
+    _same_shape(x.shape, out.shape, graph, op, "output")
+    alpha = float(op.options.get("alpha", 0.0))
+    x_flat, out_flat = x_value.reshape(-1), out_buffer.reshape(-1)
+    if x.dtype == np.float32:
+        alpha32 = np.float32(alpha)
+
+        def step():
+            np.multiply(x_flat, alpha32, out=out_flat, where=x_flat <= 0)
+            np.copyto(out_flat, x_flat, where=x_flat > 0)
+        return step
+    _require_dtype(x, [np.int8], graph, op, "input")
+    _require_dtype(out, [np.int8], graph, op, "output")
+    _require_quantized(x, graph, op, "input")
+    _require_quantized(out, graph, op, "output")
+    params = leaky_relu_params(x.scale, out.scale, alpha)
+    zp_in, zp_out = x.zero_point, out.zero_point
+    kernel = kernels.leaky_relu_s8
+    return lambda: kernel(x_flat, out_flat, zp_in, zp_out, *params)
+
+
 OP_HANDLERS: dict[str, Callable[[Graph, Operator], Step]] = {
+    "LEAKY_RELU": LEAKY_RELU,
     "CONV_2D": CONV_2D,
     "DEPTHWISE_CONV_2D": DEPTHWISE_CONV_2D,
     "FULLY_CONNECTED": FULLY_CONNECTED,
@@ -999,3 +998,19 @@ OP_HANDLERS: dict[str, Callable[[Graph, Operator], Step]] = {
 }
 
 __all__ = ["Graph", "Tensor", "Operator", "OP_HANDLERS"]
+
+
+def prepare(program: Program, batch: int = 1, fast: bool = True) -> Graph:
+    """A program prepared to run ``batch`` samples at a time (every runtime tensor's leading
+    axis): each operator validated once and its parameters computed. fast=True runs
+    convolutions through the exact float32 GEMM path where its bound holds
+    (kernels/int8/); fast=False uses the plain Numba kernels for every op."""
+    return Graph(program.batched_tensors(batch), program.operators, program.inputs, program.outputs,
+                 name=program.name, fast=fast)
+
+
+def load_tflite(source, fast: bool = True, name: str | None = None) -> Graph:
+    """A .tflite file (a path) or its bytes, prepared (batch 1) into a runnable Graph."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return prepare(parse_tflite(bytes(source), name=name or "<bytes>"), fast=fast)
+    return prepare(read_tflite(source), fast=fast)
