@@ -21,8 +21,10 @@ from tflite.BuiltinOptions import BuiltinOptions
 from tflite.TensorType import TensorType
 
 from edge_lls.errors import FormatError
-from edge_lls.program.interpreter import load_tflite
+from edge_lls.formats.tflite import read_tflite
 from edge_lls.kernels.fixedpoint import dequantize, quantize
+from edge_lls.program.interpreter import load_tflite
+from edge_lls.program.params import ConvParams, DepthwiseConvParams, Dims, FullyConnectedParams, nhwc
 
 import ai_edge_litert.interpreter as litert
 from conftest import SAMPLES_DIR as SAMPLES
@@ -175,6 +177,45 @@ def test_plain_kernel_path_random_inputs_bit_exact():
     rng = np.random.default_rng(7)
     for _ in range(5):
         compare_every_tensor(graph, interpreter, [rng.integers(-128, 128, (1, 96, 96, 3)).astype(np.int8)])
+
+
+RECORDS = {"CONV_2D": ConvParams, "DEPTHWISE_CONV_2D": DepthwiseConvParams, "FULLY_CONNECTED": FullyConnectedParams}
+
+
+def _record_fields(record) -> dict:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(record).items() if k != "quant"} | \
+        {"multiplier": record.quant.multiplier.tolist(), "shift": record.quant.shift.tolist()}
+
+
+@pytest.mark.parametrize("path", [VWW_INT8, PERSON_DETECT], ids=["vww_int8", "person_detect"])
+def test_each_conv_depthwise_and_fc_has_one_prepared_record_both_paths_read(path):
+    # The fast path and the literal kernels are prepared from the same record, holding
+    # CMSIS-NN's fields; the bit-exact tests above show both compute LiteRT's bytes from it.
+    program = read_tflite(path)
+    fast, plain = load_tflite(path), load_tflite(path, fast=False)
+    ops = [op for op in program.operators if op.opcode in RECORDS]
+    assert len(ops) == len(fast.params) == len(plain.params) > 0
+    for op in ops:
+        record = fast.params[op.index]
+        assert isinstance(record, RECORDS[op.opcode]), op.opcode
+        assert _record_fields(record) == _record_fields(plain.params[op.index])
+        x, w, out = (program.tensors[i] for i in (*op.inputs[:2], op.outputs[0]))
+        assert record.input_offset == -x.zero_point and record.output_offset == out.zero_point
+        assert -128 <= record.activation[0] <= record.activation[1] <= 127
+        channels = out.shape[-1]
+        assert record.quant.multiplier.dtype == record.quant.shift.dtype == np.int32
+        assert record.quant.multiplier.shape == record.bias.shape == (channels,)
+        assert np.all((record.quant.multiplier >= 1 << 30) | (record.quant.multiplier == 0))   # Q31, normalised
+        if op.opcode == "FULLY_CONNECTED":
+            depth = w.shape[1]
+            assert record.filter_dims == Dims(depth, 1, 1, channels)
+            assert record.input_dims == Dims(x.size // depth, 1, 1, depth)
+        else:
+            assert (record.input_dims, record.filter_dims, record.output_dims) == (nhwc(x.shape), nhwc(w.shape),
+                                                                                 nhwc(out.shape))
+            assert record.stride == (op.options["stride_h"], op.options["stride_w"])
+        if op.opcode == "DEPTHWISE_CONV_2D":
+            assert record.ch_mult == channels // x.shape[-1]
 
 
 def test_float_model_within_1e5_relative(graphs):

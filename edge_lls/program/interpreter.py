@@ -25,6 +25,8 @@ from numba import typed, types
 from edge_lls.errors import FormatError
 from edge_lls.formats.tflite import parse_tflite, read_tflite
 from edge_lls.program.ir import Operator, Program, Tensor
+from edge_lls.program.params import (ConvParams, DepthwiseConvParams, Dims, FullyConnectedParams, nhwc,
+                                     quant_params)
 from edge_lls.kernels import blas
 from edge_lls.kernels import int8 as kernels
 from edge_lls.kernels.geometry import same_padding, valid_output
@@ -61,6 +63,7 @@ class Graph:
         self.float_mirrors: dict[int, np.ndarray] = {}  # int8 tensor -> float32 (pixels, C) copy
         self._mirror_requests, self._hand_offs = self._plan_float_mirrors() if fast else (set(), set())
         self.native = NativeProgram()
+        self.params: dict[int, object] = {}    # op index -> its prepared record (program/params.py)
         for index in self.inputs:
             self._allocate(index, "graph input")
         self._steps: list[Step] = self.native.merge([self._prepare(op) for op in operators])
@@ -437,16 +440,21 @@ def CONV_2D(graph: Graph, op: Operator) -> Step:
     _require_quantized(x, graph, op, "input")
     _require_quantized(out, graph, op, "output")
     bias = _int8_bias(graph, op, 2, out_c)
-    taps = kernel_h * kernel_w * in_c
-    _check_accumulator_bound(graph, op, taps, bias)
+    _check_accumulator_bound(graph, op, kernel_h * kernel_w * in_c, bias)
     multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
-    act_min, act_max = activation_range_s8(o["activation"], out.scale, out.zero_point)
-    if graph.fast and taps <= kernels.FLOAT32_EXACT_MAX_TAPS:
-        return _conv_2d_gemm(graph, op, x, x_value, weights.data, bias, multipliers, shifts, out, out_buffer,
-                             geometry, act_min, act_max)
-    args = (*geometry, x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
+    p = graph.params[op.index] = ConvParams(
+        input_offset=-x.zero_point, output_offset=out.zero_point, stride=(o["stride_h"], o["stride_w"]),
+        padding=(pad_top, pad_left), dilation=(o["dilation_h"], o["dilation_w"]),
+        activation=activation_range_s8(o["activation"], out.scale, out.zero_point),
+        quant=quant_params(multipliers, shifts), input_dims=nhwc(x.shape), filter_dims=nhwc(weights.shape),
+        output_dims=nhwc(out.shape), bias=bias)
+    # Both paths below read the record, never the op again.
+    if graph.fast and p.taps <= kernels.FLOAT32_EXACT_MAX_TAPS:
+        return _conv_2d_gemm(graph, op, x, x_value, weights.data, p, out, out_buffer)
+    args = (*p.stride, *p.padding, *p.dilation, -p.input_offset, p.output_offset, p.quant.multiplier,
+            p.quant.shift, *p.activation)
     w = weights.data
-    return lambda: kernels.conv2d_s8(x_value, w, bias, out_buffer, *args)
+    return lambda: kernels.conv2d_s8(x_value, w, p.bias, out_buffer, *args)
 
 
 def _conv_2d_float(graph, op, x_value, weights: Tensor, out_buffer, geometry) -> Step:
@@ -466,22 +474,23 @@ def _conv_2d_float(graph, op, x_value, weights: Tensor, out_buffer, geometry) ->
     return step
 
 
-def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, bias, multipliers, shifts, out: Tensor, out_buffer,
-                  geometry, act_min, act_max) -> Step:
+def _conv_2d_gemm(graph, op, x: Tensor, x_value, w, p: ConvParams, out: Tensor, out_buffer) -> Step:
     """int8 convolution as an exact float32 GEMM (bound in edge_lls/kernels/int8/__init__.py).
 
     The input zero point is folded into the bias, bias_eff = bias - zp * sum(w): exact in
     int64, and padded taps carry the zero point so that they cancel exactly as TFLite's
     skipped taps do.
     """
+    geometry = (*p.stride, *p.padding, *p.dilation)
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w = geometry
+    multipliers, shifts, (act_min, act_max) = p.quant.multiplier, p.quant.shift, p.activation
     out_c, kernel_h, kernel_w, in_c = w.shape
     batches, out_h, out_w, _ = out_buffer.shape
-    bias_eff = bias.astype(np.int64) - x.zero_point * w.reshape(out_c, -1).astype(np.int64).sum(axis=1)
+    bias_eff = p.bias.astype(np.int64) + p.input_offset * w.reshape(out_c, -1).astype(np.int64).sum(axis=1)
     _require(np.all(np.abs(bias_eff) < 2 ** 31), graph, op, "bias with folded zero point overflows int32")
     bias_eff = bias_eff.astype(np.int32)
     w_matrix = w.reshape(out_c, -1).T.astype(np.float32).copy()  # (KH*KW*Cin, Cout)
-    zp, out_zp = x.zero_point, out.zero_point
+    zp, out_zp = -p.input_offset, p.output_offset
     pointwise = kernel_h == kernel_w == 1 and stride_h == stride_w == 1
     tables = _clamp_first(multipliers, shifts, bias_eff, out_zp, act_min, act_max)
     if tables is not None:
@@ -602,7 +611,16 @@ def DEPTHWISE_CONV_2D(graph: Graph, op: Operator) -> Step:
     bias = _int8_bias(graph, op, 2, out_c)
     _check_accumulator_bound(graph, op, kernel_h * kernel_w, bias)
     multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
-    act_min, act_max = activation_range_s8(o["activation"], out.scale, out.zero_point)
+    p = graph.params[op.index] = DepthwiseConvParams(
+        input_offset=-x.zero_point, output_offset=out.zero_point, ch_mult=multiplier,
+        stride=(o["stride_h"], o["stride_w"]), padding=(pad_top, pad_left), dilation=(o["dilation_h"], o["dilation_w"]),
+        activation=activation_range_s8(o["activation"], out.scale, out.zero_point),
+        quant=quant_params(multipliers, shifts), input_dims=nhwc(x.shape), filter_dims=nhwc(weights.shape),
+        output_dims=nhwc(out.shape), bias=bias)
+    # Every path below reads the record, never the op again.
+    geometry = (*p.stride, *p.padding, *p.dilation)
+    bias, multipliers, shifts, (act_min, act_max) = p.bias, p.quant.multiplier, p.quant.shift, p.activation
+    multiplier, in_zero_point, out_zero_point = p.ch_mult, -p.input_offset, p.output_offset
     w = weights.data
     if graph.fast and multiplier == 1 and kernel_h == kernel_w == 3:
         step = _depthwise_3x3_fused(graph, x, x_value, w, bias, multipliers, shifts, out, out_buffer, geometry,
@@ -615,10 +633,10 @@ def DEPTHWISE_CONV_2D(graph: Graph, op: Operator) -> Step:
         weights_tiled = np.tile(w[0].astype(np.int16), (1, 1, out_w))  # (KH, KW, OW*C)
         bias_tiled = np.tile(bias, out_w)
         table_tiled = np.tile(requantize_tables(multipliers, shifts), (1, out_w))
-        zps = (x.zero_point, out.zero_point, act_min, act_max)
+        zps = (in_zero_point, out_zero_point, act_min, act_max)
         return lambda: kernels.depthwise_rows_s8(x_value, weights_tiled, bias_tiled, table_tiled, out_buffer,
                                                  mirror, *geometry, *zps)
-    args = (*geometry, multiplier, x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
+    args = (*geometry, multiplier, in_zero_point, out_zero_point, multipliers, shifts, act_min, act_max)
     if mirror.size:
         return lambda: kernels.depthwise_conv2d_s8_mirrored(x_value, w, bias, out_buffer, mirror, *args)
     return lambda: kernels.depthwise_conv2d_s8(x_value, w, bias, out_buffer, *args)
@@ -708,14 +726,20 @@ def FULLY_CONNECTED(graph: Graph, op: Operator) -> Step:
     bias = _int8_bias(graph, op, 2, out_c)
     _check_accumulator_bound(graph, op, depth, bias)
     multipliers, shifts = conv_output_multipliers(x.scale, _channel_scales(weights, out_c, graph, op), out.scale, out_c)
-    act_min, act_max = activation_range_s8(activation, out.scale, out.zero_point)
+    p = graph.params[op.index] = FullyConnectedParams(
+        input_offset=-x.zero_point, filter_offset=0, output_offset=out.zero_point,
+        activation=activation_range_s8(activation, out.scale, out.zero_point), quant=quant_params(multipliers, shifts),
+        input_dims=Dims(batches, 1, 1, depth), filter_dims=Dims(depth, 1, 1, out_c), output_dims=Dims(batches, 1, 1, out_c),
+        bias=bias)
+    # Both paths below read the record, never the op again.
     w = weights.data
     if graph.fast and w.flags.c_contiguous:
         return graph.native.add(kernels.KIND_FULLY_CONNECTED, bytes_=(x_rows, w, out_rows),
-                                longs=(bias.astype(np.int64), multipliers.astype(np.int64), shifts.astype(np.int64)),
-                                ints=(batches, depth, out_c, x.zero_point, out.zero_point, act_min, act_max))
-    args = (x.zero_point, out.zero_point, multipliers, shifts, act_min, act_max)
-    return lambda: kernels.fully_connected_s8(x_rows, w, bias, out_rows, *args)
+                                longs=(p.bias.astype(np.int64), p.quant.multiplier.astype(np.int64),
+                                       p.quant.shift.astype(np.int64)),
+                                ints=(batches, depth, out_c, -p.input_offset, p.output_offset, *p.activation))
+    args = (-p.input_offset, p.output_offset, p.quant.multiplier, p.quant.shift, *p.activation)
+    return lambda: kernels.fully_connected_s8(x_rows, w, p.bias, out_rows, *args)
 
 
 def _pool_setup(graph: Graph, op: Operator):
