@@ -1,21 +1,23 @@
 """fp16 inference of an fp32 Model: weights and activations stored as float16, math in float32.
 
-The kernels read and write float16 activations themselves (kernels/half.py: loads widen
-to float32, a float16 output is accumulated in float32 and rounded once), so activations
-exist only in float16. Weights are widened per layer into one float32 scratch the size of
-the largest layer's (the GEMM is float32 sgemm). That is what a half-precision deployment
-stores: half the bytes of fp32 for weights and activations.
+The model runs as what is deployed: its lowered program (program/lower.py, batch norm
+folded once there), op by op, with float16 storage. The kernels read and write float16
+activations themselves (kernels/half.py: loads widen to float32, a float16 output is
+accumulated in float32 and rounded once), so activations exist only in float16. Weights
+are widened per layer into one float32 scratch the size of the largest layer's (the GEMM
+is float32 sgemm). That is what a half-precision deployment stores: half the bytes of
+fp32 for weights and activations.
 
-    half = Fp16Model(model)          # batch norm folded into conv/dense, then rounded to fp16
+    half = Fp16Model(model)          # lowered, then weights rounded to fp16
     logits = half.forward(x)          # x (N,H,W,C) float32 -> (N,K) float32 (fp16 values)
 
-Layers, in order, per unit: conv or dense with folded batch norm (nn/fold.py)
-and its activation; per block the post ops (max/avg/adaptive pooling); then the classifier.
-Buffers are allocated once per batch size (the last two sizes are kept): two float16
-activation buffers used in turn, float32 weight scratch, the convolution scratch and the
-dense layers' input scratch, each sized for the largest layer. A layer's activation is
-applied to its rounded float16 output in place (exact for ReLU and ReLU6; LeakyReLU
-rounds twice).
+The program's ops map onto layers: CONV_2D / DEPTHWISE_CONV_2D (a PAD before one becomes
+the convolution's explicit padding), FULLY_CONNECTED, MAX_POOL_2D / AVERAGE_POOL_2D, and
+activations (fused RELU / RELU6, or a LEAKY_RELU op), each applied to the layer's rounded
+float16 output in place (exact for ReLU and ReLU6; LeakyReLU rounds twice). Buffers are
+allocated once per batch size (the last two sizes are kept): two float16 activation
+buffers used in turn, float32 weight scratch, the convolution scratch and the dense
+layers' input scratch, each sized for the largest layer.
 """
 from __future__ import annotations
 
@@ -26,25 +28,26 @@ import numpy as np
 from edge_lls.errors import ConfigError
 from edge_lls.kernels import conv as kconv
 from edge_lls.kernels import dense as kdense
+from edge_lls.kernels import pool as kpool
 from edge_lls.kernels.activation import ACT_NONE, ACTIVATIONS, activation_f32
-from edge_lls.nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dense, MaxPool2d
-from edge_lls.nn.fold import fold_batchnorm
+from edge_lls.kernels.geometry import Window, resolve_window
+from edge_lls.program.lower import float_program
 
 F16 = np.float16
 F16_MAX = float(np.finfo(np.float16).max)
+FUSED_ACTIVATIONS = {"NONE": "none", "RELU": "relu", "RELU6": "relu6"}
 
 
 @dataclass
 class _Layer:
-    kind: str                       # "conv", "dense" or "post"
+    kind: str                       # "conv", "dense", "max_pool" or "avg_pool"
     name: str
-    op: object                      # the core layer (Conv2d for its window and groups; pooling op)
-    w: np.ndarray | None = None     # float16, folded
-    b: np.ndarray | None = None     # float16, folded
+    out_shape: tuple                # batch-1 output shape, from the program's tensor
+    window: Window | None = None    # conv and pooling
+    groups: int = 1
+    w: np.ndarray | None = None     # float16: conv (Cout, KH, KW, Cin/groups), dense (out, in)
+    b: np.ndarray | None = None     # float16
     act: int = ACT_NONE
-
-    def out_shape(self, in_shape):
-        return self.op.out_shape(in_shape)
 
 
 def _to_f16(name: str, values: np.ndarray) -> np.ndarray:
@@ -55,6 +58,51 @@ def _to_f16(name: str, values: np.ndarray) -> np.ndarray:
     return values.astype(F16)
 
 
+def _window(in_shape, kernel, options, pads) -> Window:
+    padding = pads if pads is not None else options["padding"].lower()
+    return resolve_window(in_shape[1:3], kernel, (options["stride_h"], options["stride_w"]), padding)
+
+
+def _layers(program) -> list[_Layer]:
+    """The program's ops as fp16 layers (see the module docstring)."""
+    tensors, layers, pads = program.tensors, [], None
+    for op in program.operators:
+        x, out = tensors[op.inputs[0]], tensors[op.outputs[0]]
+        o, where = op.options, f"{program.name}: op {op.index} ({op.opcode})"
+        if pads is not None and op.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            raise ConfigError(f"{where}: a PAD feeds it; fp16 inference folds PAD into a convolution only")
+        if op.opcode == "PAD":
+            p = tensors[op.inputs[1]].data
+            pads = (int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1]))
+            in_shape = x.shape
+            continue
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            w, bias = tensors[op.inputs[1]], tensors[op.inputs[2]]
+            shape = in_shape if pads is not None else x.shape
+            if op.opcode == "CONV_2D":
+                weights, groups = w.data, 1
+            else:                                         # (1, KH, KW, C*m) -> (C*m, KH, KW, 1)
+                weights, groups = w.data.transpose(3, 1, 2, 0), shape[3]
+            layer = _Layer("conv", w.name, out.shape, _window(shape, weights.shape[1:3], o, pads), groups,
+                           _to_f16(w.name, weights), _to_f16(bias.name, bias.data),
+                           ACTIVATIONS[FUSED_ACTIVATIONS[o["activation"]]])
+            pads = None
+        elif op.opcode == "FULLY_CONNECTED":
+            w, bias = tensors[op.inputs[1]], tensors[op.inputs[2]]
+            layer = _Layer("dense", w.name, out.shape, w=_to_f16(w.name, w.data), b=_to_f16(bias.name, bias.data),
+                           act=ACTIVATIONS[FUSED_ACTIVATIONS[o["activation"]]])
+        elif op.opcode in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            kind = "max_pool" if op.opcode == "MAX_POOL_2D" else "avg_pool"
+            layer = _Layer(kind, out.name, out.shape, _window(x.shape, (o["filter_h"], o["filter_w"]), o, None))
+        elif op.opcode == "LEAKY_RELU" and layers and layers[-1].act == ACT_NONE:
+            layers[-1].act = ACTIVATIONS["leaky_relu"]    # in place on the layer's rounded output
+            continue
+        else:
+            raise ConfigError(f"{where} is not supported in fp16")
+        layers.append(layer)
+    return layers
+
+
 class Fp16Model:
     """Half-precision inference of an fp32 Model (a snapshot: later changes to the model's
     weights are not seen)."""
@@ -63,25 +111,8 @@ class Fp16Model:
         self.input_shape = tuple(model.input_shape)
         self.num_classes = model.num_classes
         self.name = model.name
-        self.layers: list[_Layer] = []
-        for block in model.blocks:
-            for unit in block.units:
-                w, b = fold_batchnorm(unit.op, unit.bn)
-                self.layers.append(self._compute_layer(unit.op, w, b, unit.bn.act_name))
-            for j, post in enumerate(block.post):
-                if not isinstance(post, (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d)):
-                    raise ConfigError(f"{block.name}: post op {type(post).__name__} is not supported in fp16")
-                self.layers.append(_Layer("post", f"{block.name}.post{j}", post))
-        c = model.classifier
-        bias = c.b.value if c.b is not None else np.zeros(c.fout, np.float32)
-        self.layers.append(self._compute_layer(c, c.w.value, bias, "none"))
+        self.layers = _layers(float_program(model))
         self._plans: dict[int, dict] = {}
-
-    def _compute_layer(self, op, w, b, act_name: str) -> _Layer:
-        kind = "conv" if isinstance(op, Conv2d) else "dense" if isinstance(op, Dense) else None
-        if kind is None:
-            raise ConfigError(f"{op.name}: layer {type(op).__name__} is not supported in fp16")
-        return _Layer(kind, op.name, op, _to_f16(f"{op.name}.w", w), _to_f16(f"{op.name}.b", b), ACTIVATIONS[act_name])
 
     # ------------------------------------------------------------------ memory
     @property
@@ -96,14 +127,14 @@ class Fp16Model:
         shapes, shape = [], (batch, *self.input_shape)
         act_max, dense_in, w_max, b_max, conv_max = int(np.prod(shape)), 1, 1, 1, 1
         for layer in self.layers:
-            out = layer.out_shape(shape)
+            out = (batch, *layer.out_shape[1:])
             shapes.append((shape, out))
             act_max = max(act_max, int(np.prod(out)))
             if layer.w is not None:
                 w_max, b_max = max(w_max, layer.w.size), max(b_max, layer.b.size)
             if layer.kind == "conv":
-                conv_max = max(conv_max, kconv.conv2d_scratch_floats(shape, layer.w.shape, layer.op.window(shape),
-                                                                     layer.op.groups, half=True))
+                conv_max = max(conv_max, kconv.conv2d_scratch_floats(shape, layer.w.shape, layer.window,
+                                                                     layer.groups, half=True))
             elif layer.kind == "dense":
                 dense_in = max(dense_in, kdense.dense_scratch_floats(shape[0], int(np.prod(shape[1:])), out[1], True))
             shape = out
@@ -132,15 +163,18 @@ class Fp16Model:
 
     def _run(self, layer: _Layer, x16, y16, plan) -> None:
         """One layer, float16 activations in and out."""
-        if layer.kind == "post":
-            layer.op.forward(x16, y16, None)
+        if layer.kind == "max_pool":
+            kpool.max_pool2d_f32(x16, y16, layer.window, None, None)
+            return
+        if layer.kind == "avg_pool":
+            kpool.avg_pool2d_f32(x16, y16, layer.window, False)    # TFLite's: padding not counted
             return
         w32 = plan["w32"][:layer.w.size].reshape(layer.w.shape)
         b32 = plan["b32"][:layer.b.size]
         np.copyto(w32, layer.w)
         np.copyto(b32, layer.b)
         if layer.kind == "conv":
-            kconv.conv2d_f32(x16, w32, b32, y16, layer.op.window(x16.shape), layer.op.groups, plan["scratch"])
+            kconv.conv2d_f32(x16, w32, b32, y16, layer.window, layer.groups, plan["scratch"])
         else:
             kdense.dense_f32(x16.reshape(len(x16), -1), w32, b32, y16, plan["dense"])
         if layer.act != ACT_NONE:

@@ -95,3 +95,19 @@ def test_fp16_rejects_weights_out_of_range_and_wrong_shapes():
     model.classifier.w.value[0, 0] = 1e6
     with pytest.raises(ConfigError, match="float16 range"):
         Fp16Model(model)
+
+
+@pytest.mark.parametrize("name,shape", [("smallconv", (28, 28, 1)), ("mobilenetv1", (32, 32, 3))])
+def test_fp16_runs_the_lowered_program_not_a_second_walk_of_the_model(name, shape):
+    # One layer per compute op of the program every backend reads (program/lower.py): a
+    # PAD becomes its convolution's padding, a LEAKY_RELU the activation of the op before.
+    from edge_lls.program.lower import float_program
+    model = build_model(name, 4, shape, seed=0)
+    program = float_program(model)
+    compute = [op for op in program.operators if op.opcode not in ("PAD", "LEAKY_RELU")]
+    half = Fp16Model(model)
+    assert len(half.layers) == len(compute)
+    for layer, op in zip(half.layers, compute):
+        assert layer.out_shape == program.tensors[op.outputs[0]].shape
+        if op.opcode in ("CONV_2D", "FULLY_CONNECTED"):
+            np.testing.assert_array_equal(layer.w, program.tensors[op.inputs[1]].data.astype(np.float16))

@@ -128,17 +128,24 @@ def test_conv_forward_with_half_storage_is_the_float32_result_rounded(spec, rng)
     np.testing.assert_array_equal(f32_in, want.astype(F16))
 
 
-@pytest.mark.fixed_order       # widened copies vs rows in place: other GEMM calls (tests/test_fixed_order.py)
-@pytest.mark.parametrize("spec", CONVS)
-def test_conv_forward_in_many_tasks_with_arena_sized_scratch(spec, rng, monkeypatch):
-    monkeypatch.setattr(kconv, "TASK_FLOATS", 7 * 27)     # many small tasks and tiles
-    x16, w, b, win, groups = _case(spec, rng)
+def _many_tasks(spec, rng, monkeypatch):
+    """A half-storage conv split into many small tasks and tiles (arena-sized scratch), and
+    the float32 one-call result on the same values: (got float16, want float32, case)."""
+    monkeypatch.setattr(kconv, "TASK_FLOATS", 7 * 27)
+    x16, w, b, win, groups = case = _case(spec, rng)
     shape = (len(x16), win.out_h, win.out_w, w.shape[0])
     scratch = np.empty(kconv.conv2d_scratch_floats(x16.shape, w.shape, win, groups, half=True), F32)
     want = np.empty(shape, F32)
     kconv.conv2d_f32(x16.astype(F32), w, b, want, win, groups)
     got = np.empty(shape, F16)
     kconv.conv2d_f32(x16, w, b, got, win, groups, scratch)
+    return got, want, case
+
+
+@pytest.mark.fixed_order       # widened copies vs rows in place: other GEMM calls (tests/test_fixed_order.py)
+@pytest.mark.parametrize("spec", CONVS)
+def test_conv_forward_in_many_tasks_with_arena_sized_scratch(spec, rng, monkeypatch):
+    got, want, _ = _many_tasks(spec, rng, monkeypatch)
     np.testing.assert_array_equal(got, want.astype(F16))
 
 
@@ -147,16 +154,10 @@ def test_conv_forward_in_many_tasks_is_within_the_float32_summation_bound(spec, 
     # With the machine's BLAS, splitting the GEMM into other tasks may change the order in
     # which each output's K = kh*kw*cin/groups products (+ bias) are summed. Two float32
     # orders of the same sum differ by at most 2 gamma_K sum|x w| (Higham, gamma_K =
-    # K u / (1 - K u), u = 2^-24); rounding to half then adds at most one half ulp.
-    monkeypatch.setattr(kconv, "TASK_FLOATS", 7 * 27)
-    x16, w, b, win, groups = _case(spec, rng)
-    shape = (len(x16), win.out_h, win.out_w, w.shape[0])
-    scratch = np.empty(kconv.conv2d_scratch_floats(x16.shape, w.shape, win, groups, half=True), F32)
-    want = np.empty(shape, F32)
-    kconv.conv2d_f32(x16.astype(F32), w, b, want, win, groups)
-    got = np.empty(shape, F16)
-    kconv.conv2d_f32(x16, w, b, got, win, groups, scratch)
-    magnitude = np.empty(shape, F32)
+    # K u / (1 - K u), u = 2^-24); rounding to half then adds at most one half ulp. The
+    # sum of magnitudes is itself computed in float32: 1 % covers its own rounding.
+    got, want, (x16, w, b, win, groups) = _many_tasks(spec, rng, monkeypatch)
+    magnitude = np.empty(want.shape, F32)
     kconv.conv2d_f32(np.abs(x16.astype(F32)), np.abs(w), np.abs(b), magnitude, win, groups)
     k = w.shape[1] * w.shape[2] * w.shape[3] + 1
     gamma = k * 2.0 ** -24 / (1 - k * 2.0 ** -24)
