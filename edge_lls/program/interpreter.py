@@ -44,6 +44,13 @@ from edge_lls.kernels.fixedpoint import (
 
 Step = Callable[[], None]
 
+# How int8 results are rounded: "litert" as LiteRT's reference kernels (the default; every
+# tensor bit-exact with LiteRT BUILTIN_REF), "tflm" as TensorFlow Lite Micro's reference
+# kernels and CMSIS-NN, what a microcontroller computes. They differ in one place:
+# FULLY_CONNECTED's requantization rounds once in LiteRT and twice in TFLM (as every
+# convolution does in both).
+REQUANTIZE_MODES = ("litert", "tflm")
+
 # int32 accumulator guard: taps * max|x - zp| * max|w| + max|bias| must stay below 2^31.
 MAX_PRODUCT_MAGNITUDE = 255 * 128
 
@@ -52,8 +59,11 @@ class Graph:
     """A prepared, runnable graph.  Build it with prepare(program) or load_tflite(path)."""
 
     def __init__(self, tensors: list[Tensor], operators: list[Operator], inputs: tuple[int, ...],
-                 outputs: tuple[int, ...], name: str = "graph", fast: bool = True):
+                 outputs: tuple[int, ...], name: str = "graph", fast: bool = True, requantize: str = "litert"):
+        if requantize not in REQUANTIZE_MODES:
+            raise ValueError(f"requantize must be one of {', '.join(REQUANTIZE_MODES)}, got {requantize!r}")
         self.name = name
+        self.requantize = requantize
         self.tensors = tensors
         self.operators = operators
         self.inputs = tuple(inputs)
@@ -730,15 +740,16 @@ def FULLY_CONNECTED(graph: Graph, op: Operator) -> Step:
         input_offset=-x.zero_point, filter_offset=0, output_offset=out.zero_point,
         activation=activation_range_s8(activation, out.scale, out.zero_point), quant=quant_params(multipliers, shifts),
         input_dims=Dims(batches, 1, 1, depth), filter_dims=Dims(depth, 1, 1, out_c), output_dims=Dims(batches, 1, 1, out_c),
-        bias=bias)
+        bias=bias, single_rounding=graph.requantize == "litert")
     # Both paths below read the record, never the op again.
     w = weights.data
     if graph.fast and w.flags.c_contiguous:
         return graph.native.add(kernels.KIND_FULLY_CONNECTED, bytes_=(x_rows, w, out_rows),
                                 longs=(p.bias.astype(np.int64), p.quant.multiplier.astype(np.int64),
                                        p.quant.shift.astype(np.int64)),
-                                ints=(batches, depth, out_c, -p.input_offset, p.output_offset, *p.activation))
-    args = (-p.input_offset, p.output_offset, p.quant.multiplier, p.quant.shift, *p.activation)
+                                ints=(batches, depth, out_c, -p.input_offset, p.output_offset, *p.activation,
+                                      int(p.single_rounding)))
+    args = (-p.input_offset, p.output_offset, p.quant.multiplier, p.quant.shift, *p.activation, p.single_rounding)
     return lambda: kernels.fully_connected_s8(x_rows, w, p.bias, out_rows, *args)
 
 
@@ -1024,17 +1035,18 @@ OP_HANDLERS: dict[str, Callable[[Graph, Operator], Step]] = {
 __all__ = ["Graph", "Tensor", "Operator", "OP_HANDLERS"]
 
 
-def prepare(program: Program, batch: int = 1, fast: bool = True) -> Graph:
+def prepare(program: Program, batch: int = 1, fast: bool = True, requantize: str = "litert") -> Graph:
     """A program prepared to run ``batch`` samples at a time (every runtime tensor's leading
     axis): each operator validated once and its parameters computed. fast=True runs
     convolutions through the exact float32 GEMM path where its bound holds
-    (kernels/int8/); fast=False uses the plain Numba kernels for every op."""
+    (kernels/int8/); fast=False uses the plain Numba kernels for every op. requantize:
+    "litert" (default) or "tflm" rounding (REQUANTIZE_MODES)."""
     return Graph(program.batched_tensors(batch), program.operators, program.inputs, program.outputs,
-                 name=program.name, fast=fast)
+                 name=program.name, fast=fast, requantize=requantize)
 
 
-def load_tflite(source, fast: bool = True, name: str | None = None) -> Graph:
+def load_tflite(source, fast: bool = True, name: str | None = None, requantize: str = "litert") -> Graph:
     """A .tflite file (a path) or its bytes, prepared (batch 1) into a runnable Graph."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return prepare(parse_tflite(bytes(source), name=name or "<bytes>"), fast=fast)
-    return prepare(read_tflite(source), fast=fast)
+        return prepare(parse_tflite(bytes(source), name=name or "<bytes>"), fast=fast, requantize=requantize)
+    return prepare(read_tflite(source), fast=fast, requantize=requantize)

@@ -79,8 +79,7 @@ class DepthwiseConvParams:
 
 @dataclass(frozen=True)
 class FullyConnectedParams:
-    """FULLY_CONNECTED as arm_fully_connected_s8 takes it. Weights (out, in). TFLite's
-    reference rounds this op's requantization once (LiteRT), not twice."""
+    """FULLY_CONNECTED as arm_fully_connected_s8 takes it. Weights (out, in)."""
     input_offset: int
     filter_offset: int                  # 0: symmetric weights
     output_offset: int
@@ -90,6 +89,8 @@ class FullyConnectedParams:
     filter_dims: Dims                   # (depth, 1, 1, out channels)
     output_dims: Dims                   # (batches, 1, 1, out channels)
     bias: np.ndarray                    # (out,) int32
+    single_rounding: bool = True        # LiteRT rounds this op's requantization once;
+    #                                     TFLM and CMSIS-NN twice, as for convolutions
 
 
 def quant_params(multipliers, shifts) -> QuantParams:

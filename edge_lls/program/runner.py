@@ -15,10 +15,10 @@ class Int8Model:
     """An int8 program as a classifier of float images (NHWC, the values the fp32 model
     takes).  Graphs are built per batch size (at most two kept)."""
 
-    def __init__(self, program: Program, fast: bool = True, batch_size: int = 256):
+    def __init__(self, program: Program, fast: bool = True, batch_size: int = 256, requantize: str = "litert"):
         if len(program.inputs) != 1 or len(program.outputs) != 1:
             raise FormatError(f"{program.name}: expected one input and one output tensor")
-        self.program, self.fast, self.batch_size = program, fast, batch_size
+        self.program, self.fast, self.batch_size, self.requantize = program, fast, batch_size, requantize
         self.input = program.tensors[program.inputs[0]]
         self.output = program.tensors[program.outputs[0]]
         self._graphs: dict[int, Graph] = {}
@@ -32,7 +32,7 @@ class Int8Model:
         if graph is None:
             if len(self._graphs) >= 2:
                 self._graphs.pop(next(iter(self._graphs)))
-            graph = self._graphs[batch] = prepare(self.program, batch, self.fast)
+            graph = self._graphs[batch] = prepare(self.program, batch, self.fast, self.requantize)
         return graph
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:

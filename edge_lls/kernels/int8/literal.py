@@ -132,11 +132,13 @@ def depthwise_conv2d_s8_mirrored(x, weights, bias, out, out_f32, stride_h, strid
 
 @njit(cache=True)
 def fully_connected_s8(x, weights, bias, out, input_zero_point, output_zero_point, multipliers, shifts,
-                       act_min, act_max):
+                       act_min, act_max, single_rounding=True):
     """FULLY_CONNECTED.  x (B,In) int8; weights (Out,In) int8; bias (Out,) int32;
     multipliers/shifts (Out,) int32 (a per-tensor scale repeated); out (B,Out) int8.
-    Requantization rounds once (LiteRT's reference kernel does; see
-    fixedpoint.multiply_by_quantized_multiplier_single_rounding), unlike the convolutions."""
+    single_rounding: requantization rounds once, as LiteRT's reference kernel does
+    (fixedpoint.multiply_by_quantized_multiplier_single_rounding); False: twice, as the
+    convolutions do and as TFLite Micro's reference and CMSIS-NN kernels do for this op
+    too (fixedpoint.multiply_by_quantized_multiplier)."""
     batches, depth = x.shape
     out_c = weights.shape[0]
     for b in range(batches):
@@ -144,8 +146,11 @@ def fully_connected_s8(x, weights, bias, out, input_zero_point, output_zero_poin
             total = np.int32(bias[o])
             for d in range(depth):
                 total += np.int32((np.int32(x[b, d]) - input_zero_point) * np.int32(weights[o, d]))
-            value = multiply_by_quantized_multiplier_single_rounding(np.int64(total), np.int64(multipliers[o]),
-                                                                     np.int64(shifts[o]))
+            if single_rounding:
+                value = multiply_by_quantized_multiplier_single_rounding(np.int64(total), np.int64(multipliers[o]),
+                                                                         np.int64(shifts[o]))
+            else:
+                value = multiply_by_quantized_multiplier(np.int64(total), np.int64(multipliers[o]), np.int64(shifts[o]))
             out[b, o] = min(max(value + output_zero_point, act_min), act_max)
 
 

@@ -67,7 +67,7 @@ def run_program(program, start, stop, f32, i8, i64, slot_ints, slot_floats, slot
             batches, depth, out_c = p[0], p[1], p[2]
             fully_connected_s8(i8[row[BYTES]].reshape((batches, depth)), i8[row[BYTES + 1]].reshape((out_c, depth)),
                                i64[row[LONGS]], i8[row[BYTES + 2]].reshape((batches, out_c)), p[3], p[4],
-                               i64[row[LONGS + 1]], i64[row[LONGS + 2]], p[5], p[6])
+                               i64[row[LONGS + 1]], i64[row[LONGS + 2]], p[5], p[6], p[7] != 0)
         elif kind == KIND_SOFTMAX:
             rows, depth = p[0], p[1]
             softmax_s8(i8[row[BYTES]].reshape((rows, depth)), i8[row[BYTES + 1]].reshape((rows, depth)), p[2], p[3],

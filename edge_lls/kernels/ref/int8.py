@@ -76,10 +76,11 @@ def depthwise_conv2d_s8(x, weights, bias, out, stride_h, stride_w, pad_top, pad_
 
 
 def fully_connected_s8(x, weights, bias, out, input_zero_point, output_zero_point, multipliers, shifts,
-                       act_min, act_max):
+                       act_min, act_max, single_rounding=True):
     acc = (x.astype(np.int64) - input_zero_point) @ weights.astype(np.int64).T + bias.astype(np.int64)
-    value = multiply_by_quantized_multiplier_single_rounding_array(acc, np.asarray(multipliers, np.int64),
-                                                                   np.asarray(shifts, np.int64))
+    requantize = multiply_by_quantized_multiplier_single_rounding_array if single_rounding \
+        else multiply_by_quantized_multiplier_array
+    value = requantize(acc, np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64))
     out[...] = np.clip(value + output_zero_point, act_min, act_max).astype(np.int8)
 
 
