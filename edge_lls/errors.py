@@ -19,3 +19,7 @@ class ConfigError(EdgeLLSError):
 
 class DivergedError(EdgeLLSError):
     """Training produced a NaN or infinite loss."""
+
+
+class FormatWarning(UserWarning):
+    """A file that still loads but should be rewritten (e.g. a .ells file without checksums)."""

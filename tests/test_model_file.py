@@ -1,12 +1,17 @@
 """Our model file (.ells): the byte layout, round trips, atomic writes, and a FormatError
-naming the field for every kind of damage. Checkpoints restore a trainer bit for bit."""
+naming the field for every kind of damage, CRC-32s that catch a flipped bit anywhere that
+matters (thousands of seeded truncations and flips), version 1 still read with a warning.
+Checkpoints restore a trainer bit for bit."""
 import json
 import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
 
-from edge_lls.errors import FormatError
+from edge_lls.cli import main
+from edge_lls.errors import FormatError, FormatWarning
 from edge_lls.formats import model_file as mf
 from edge_lls.models import build_model
 from edge_lls.trainer import Trainer
@@ -23,13 +28,16 @@ def test_layout_is_magic_version_header_then_aligned_little_endian_arrays(tmp_pa
     size = mf.write_file(path, {"kind": "model", "spec": {"name": "x"}}, _tensors())
     raw = path.read_bytes()
     assert len(raw) == size
-    magic, version, length = struct.unpack_from("<4sII", raw)
-    assert (magic, version) == (b"ELLS", 1)
-    header = json.loads(raw[12:12 + length])
-    data = -(-(12 + length) // 64) * 64
-    assert raw[12 + length:data] == b"\0" * (data - 12 - length)
+    magic, version, length, header_crc = struct.unpack_from("<4sIII", raw)
+    assert (magic, version) == (b"ELLS", 2)
+    assert zlib.crc32(raw[16:16 + length]) == header_crc
+    header = json.loads(raw[16:16 + length])
+    data = -(-(16 + length) // 64) * 64
+    assert raw[16 + length:data] == b"\0" * (data - 16 - length)
     for entry in header["tensors"]:
         assert entry["offset"] % 64 == 0
+        start = data + entry["offset"]
+        assert zlib.crc32(raw[start:start + entry["nbytes"]]) == entry["crc32"]
     w = next(e for e in header["tensors"] if e["name"] == "w")
     assert (w["dtype"], w["shape"], w["nbytes"]) == ("float32", [3, 4], 48)
     start = data + w["offset"]
@@ -66,20 +74,23 @@ def test_the_file_is_never_a_pickle(tmp_path):
     path = tmp_path / "m.ells"
     mf.save_model(path, build_model("smallconv", input_shape=(8, 8, 1)), {})
     raw = path.read_bytes()
-    assert raw[:4] == b"ELLS" and b"numpy.core" not in raw and raw[12:13] == b"{"
+    assert raw[:4] == b"ELLS" and b"numpy.core" not in raw and raw[16:17] == b"{"
 
 
 # ------------------------------------------------------------------------- damage
-def _write_raw(path, header, data=b"", *, magic=b"ELLS", version=1, length=None):
+def _write_raw(path, header, data=b"", *, magic=b"ELLS", version=2, length=None):
+    """A file laid out by hand: version 2 (header CRC-32 in the preamble) or 1."""
     text = json.dumps(header).encode()
     length = len(text) if length is None else length
-    pad = b"\0" * (-(12 + len(text)) % 64)
-    path.write_bytes(struct.pack("<4sII", magic, version, length) + text + pad + data)
+    preamble = struct.pack("<4sIII", magic, version, length, zlib.crc32(text[:length])) if version != 1 else \
+        struct.pack("<4sII", magic, version, length)
+    pad = b"\0" * (-(len(preamble) + len(text)) % 64)
+    path.write_bytes(preamble + text + pad + data)
     return path
 
 
 def _entry(**over):
-    e = {"name": "w", "dtype": "float32", "shape": [2, 2], "offset": 0, "nbytes": 16}
+    e = {"name": "w", "dtype": "float32", "shape": [2, 2], "offset": 0, "nbytes": 16, "crc32": zlib.crc32(bytes(16))}
     e.update(over)
     return e
 
@@ -112,7 +123,7 @@ def test_damaged_preamble_and_header_are_named(tmp_path):
              (_write_raw(tmp_path / "l.ells", ok, length=10_000), "header length"),
              (_write_raw(tmp_path / "j.ells", ok, length=5), "not valid JSON")]
     short = tmp_path / "s.ells"
-    short.write_bytes(b"ELLS\x01")
+    short.write_bytes(b"ELLS\x02")
     cases.append((short, "truncated"))
     for path, words in cases:
         with pytest.raises(FormatError, match=words):
@@ -218,3 +229,98 @@ def test_a_checkpoint_of_another_rule_is_refused(tmp_path):
     with pytest.raises(FormatError, match="rule 'lls-m'"):
         mf.restore_checkpoint(Trainer(build_model("smallconv", input_shape=(8, 8, 1)), rule="lls"),
                               header, tensors, path)
+
+
+# ------------------------------------------------------------------------- integrity
+def test_a_version_1_file_still_loads_with_a_warning(tmp_path):
+    data = np.arange(4, dtype="<f4").tobytes()
+    entry = {"name": "w", "dtype": "float32", "shape": [2, 2], "offset": 0, "nbytes": 16}
+    path = _write_raw(tmp_path / "v1.ells", {**GOOD, "tensors": [entry]}, data, version=1)
+    with pytest.warns(FormatWarning, match="version 1 has no checksums"):
+        _, tensors = mf.read_file(path)
+    np.testing.assert_array_equal(tensors["w"], np.arange(4, dtype=np.float32).reshape(2, 2))
+
+
+def test_a_missing_or_wrong_crc_is_refused(tmp_path):
+    entry = {"name": "w", "dtype": "float32", "shape": [2, 2], "offset": 0, "nbytes": 16}
+    with pytest.raises(FormatError, match=r"'tensors\[0\] \(w\).crc32' is None"):
+        mf.read_file(_write_raw(tmp_path / "a.ells", {**GOOD, "tensors": [entry]}, bytes(16)))
+    wrong = {**entry, "crc32": zlib.crc32(bytes(16)) ^ 1}
+    with pytest.raises(FormatError, match="tensor 'w': CRC-32 .* does not match"):
+        mf.read_file(_write_raw(tmp_path / "b.ells", {**GOOD, "tensors": [wrong]}, bytes(16)))
+
+
+def _meaningful_bytes(raw: bytes) -> np.ndarray:
+    """Mask of the bytes a reader depends on: preamble, header, tensor data (not padding)."""
+    _, _, length, _ = struct.unpack_from("<4sIII", raw)
+    header = json.loads(raw[16:16 + length])
+    mask = np.zeros(len(raw), bool)
+    mask[:16 + length] = True
+    data = -(-(16 + length) // 64) * 64
+    for e in header["tensors"]:
+        mask[data + e["offset"]:data + e["offset"] + e["nbytes"]] = True
+    return mask
+
+
+def test_thousands_of_truncations_and_bit_flips_each_give_one_clear_error(tmp_path):
+    # Seeded: 1,000 truncations and 2,000 files with 1-3 flipped bits. Every one that
+    # changed a byte the reader depends on must raise FormatError, nothing else may escape;
+    # a flip inside padding may load, and then loads the original values.
+    path = tmp_path / "m.ells"
+    original = _tensors()
+    mf.write_file(path, {"kind": "model", "spec": {"name": "x"}}, original)
+    raw = path.read_bytes()
+    mask = _meaningful_bytes(raw)
+    rng = np.random.default_rng(20261202)
+    damaged = tmp_path / "d.ells"
+    refused = loaded = 0
+    for trial in range(3000):
+        if trial < 1000:
+            cut = int(rng.integers(0, len(raw)))
+            data, hits = raw[:cut], cut < len(raw)
+        else:
+            data = bytearray(raw)
+            positions = rng.integers(0, len(raw), int(rng.integers(1, 4)))
+            for p in positions:
+                data[p] ^= 1 << int(rng.integers(0, 8))
+            data, hits = bytes(data), bool(mask[positions].any()) and bytes(data) != raw
+        damaged.write_bytes(data)
+        try:
+            _, tensors = mf.read_file(damaged)
+        except FormatError as e:
+            assert "\n" not in str(e)
+            refused += 1
+            continue
+        assert not hits, f"trial {trial}: damage in a meaningful byte went unseen"
+        for name, value in original.items():
+            np.testing.assert_array_equal(tensors[name], value)
+        loaded += 1
+    assert refused > 2500 and refused + loaded == 3000
+
+
+def test_info_reports_a_flipped_weight_bit_on_one_line(tmp_path, capsys):
+    path = tmp_path / "m.ells"
+    mf.save_model(path, build_model("smallconv", input_shape=(8, 8, 1)), {})
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x10                            # inside the last tensor's data
+    path.write_bytes(bytes(raw))
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edge-lls: error:") and "CRC-32" in err[0]
+
+
+def test_a_version_1_model_loads_in_the_cli_with_a_one_line_warning(tmp_path, capsys):
+    model = build_model("smallconv", input_shape=(8, 8, 1))
+    tensors = {k: np.ascontiguousarray(v) for k, v in mf.model_tensors(model).items()}
+    table, blobs, cursor = [], b"", 0
+    for name, a in tensors.items():
+        table.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape), "offset": cursor,
+                      "nbytes": a.nbytes})
+        blobs += a.tobytes() + b"\0" * (-a.nbytes % 64)
+        cursor += a.nbytes + (-a.nbytes % 64)
+    path = _write_raw(tmp_path / "v1.ells", {"kind": "model", "spec": model.spec, "tensors": table}, blobs,
+                      version=1)
+    with warnings.catch_warnings():
+        assert main(["info", str(path), "--json"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edge-lls: warning:") and "version 1" in err[0]

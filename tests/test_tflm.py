@@ -2,8 +2,13 @@
 (the tflite-micro package's interpreter): every tensor of the VWW int8 model, bit for bit,
 on the sample images and random inputs; LiteRT mode differs exactly where the two
 runtimes round FULLY_CONNECTED differently. And TFLM's smallest arena, by bisection."""
+import platform
+
 import numpy as np
 import pytest
+
+if platform.machine() != "x86_64":   # tflite-micro publishes x86-64 wheels only (pyproject.toml)
+    pytest.importorskip("tflite_micro", reason="tflite-micro has no wheel for this machine")
 
 from conftest import SAMPLES_DIR, VWW_DIR
 from edge_lls.formats.tflite import read_tflite

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ..errors import EdgeLLSError
 from .output import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PROG, print_error
@@ -69,8 +70,21 @@ def build_parser(argv: list[str]) -> Parser:
     return parser
 
 
+_warned: set[str] = set()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning is one line too, `edge-lls: warning: ...` on stderr, and said once (a file
+    read twice, header then tensors, warns once)."""
+    text = " ".join(str(message).split())
+    if text not in _warned:
+        _warned.add(text)
+        print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    warnings.showwarning = _show_warning
     try:
         args = build_parser(argv).parse_args(argv)
         return args.run(args)

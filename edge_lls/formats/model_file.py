@@ -4,15 +4,18 @@ Byte layout (every integer little-endian):
 
     offset     size  field
     0          4     magic b"ELLS"
-    4          4     u32 format version (1)
+    4          4     u32 format version (2)
     8          4     u32 header length L, in bytes
-    12         L     header: a UTF-8 JSON object (see below)
-    12 + L     pad   zero bytes up to D = the next multiple of 64
+    12         4     u32 CRC-32 (zlib / IEEE 802.3) of the L header bytes
+    16         L     header: a UTF-8 JSON object (see below)
+    16 + L     pad   zero bytes up to D = the next multiple of 64
     D + off_i  n_i   tensor i: raw little-endian, C order; off_i a multiple of 64
 
 The header holds "kind" ("model" or "checkpoint"), the model "spec" (models/*.py), and
-"tensors": a table of {"name", "dtype", "shape", "offset", "nbytes"}, offsets relative to
-D. A model file stores the weights and batch-norm running statistics; a checkpoint adds
+"tensors": a table of {"name", "dtype", "shape", "offset", "nbytes", "crc32"}, offsets
+relative to D, crc32 the CRC-32 of the tensor's bytes. Version 1 (no checksums: a 12-byte
+preamble, no "crc32") still loads, with a FormatWarning; a flipped bit in its tensor data
+goes unseen. A model travels over serial lines and SD cards: version 2 detects that. A model file stores the weights and batch-norm running statistics; a checkpoint adds
 the learning rule's parameters, every optimizer's state and the training position.
 Readers check every field against the file's size before reading a byte of tensor data
 and raise FormatError naming the field, so a truncated or edited file never loads.
@@ -28,18 +31,24 @@ import math
 import os
 import struct
 import tempfile
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import ConfigError, FormatError
+from ..errors import ConfigError, FormatError, FormatWarning
 
 MAGIC = b"ELLS"
-VERSION = 1
+VERSION = 2                               # what this edge-lls writes
+READS = (1, 2)                            # what it reads
 ALIGN = 64                                # bytes: tensors start on cache-line boundaries
-PREAMBLE = struct.Struct("<4sII")         # magic, version, header length
+START = struct.Struct("<4sI")             # magic, version: the same in every version
+PREAMBLES = {1: struct.Struct("<4sII"),   # magic, version, header length
+             2: struct.Struct("<4sIII")}  # ... and the header's CRC-32
+PREAMBLE = PREAMBLES[VERSION]
 DTYPES = ("float32", "float64", "float16", "int8", "uint8", "int16", "int32", "int64")
 KINDS = ("model", "checkpoint")
 TEMP_SUFFIX = ".tmp"
@@ -108,14 +117,14 @@ def write_file(path: str | Path, header: dict, tensors: dict[str, np.ndarray]) -
             raise ValueError(f"tensor {name!r}: dtype {a.dtype} is not storable ({', '.join(DTYPES)})")
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         table.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape),
-                      "offset": cursor, "nbytes": a.nbytes})
+                      "offset": cursor, "nbytes": a.nbytes, "crc32": zlib.crc32(a.reshape(-1).view(np.uint8))})
         arrays.append(a)
         cursor = _aligned(cursor + a.nbytes)
     text = json.dumps({**header, "tensors": table}, separators=(",", ":")).encode("utf-8")
     data_start = _aligned(PREAMBLE.size + len(text))
 
     def write(f: BinaryIO) -> None:
-        f.write(PREAMBLE.pack(MAGIC, VERSION, len(text)))
+        f.write(PREAMBLE.pack(MAGIC, VERSION, len(text), zlib.crc32(text)))
         f.write(text)
         f.write(b"\0" * (data_start - PREAMBLE.size - len(text)))
         position = 0
@@ -158,20 +167,33 @@ def read_header(path: str | Path, kind: str | None = None) -> dict:
 
 def _read_header(f: BinaryIO, path: Path, kind: str | None) -> tuple[dict, int]:
     size = os.fstat(f.fileno()).st_size
-    if size < PREAMBLE.size:
-        raise FormatError(f"{path}: truncated: {size} bytes, shorter than the {PREAMBLE.size}-byte "
-                          f"preamble (magic, version, header length)")
-    magic, version, length = PREAMBLE.unpack(f.read(PREAMBLE.size))
+    if size < START.size:
+        raise FormatError(f"{path}: truncated: {size} bytes, shorter than the {START.size}-byte "
+                          f"magic and version")
+    magic, version = START.unpack(f.read(START.size))
     if magic != MAGIC:
         raise FormatError(f"{path}: magic {magic!r} is not {MAGIC!r}: not an edge-lls model file")
-    if version != VERSION:
+    if version not in READS:
         raise FormatError(f"{path}: format version {version} is not supported "
-                          f"(this edge-lls reads {VERSION})")
-    if PREAMBLE.size + length > size:
+                          f"(this edge-lls reads {', '.join(map(str, READS))})")
+    preamble = PREAMBLES[version]
+    if size < preamble.size:
+        raise FormatError(f"{path}: truncated: {size} bytes, shorter than the {preamble.size}-byte "
+                          f"version {version} preamble")
+    f.seek(0)
+    _, _, length, *stored_crc = preamble.unpack(f.read(preamble.size))
+    if preamble.size + length > size:
         raise FormatError(f"{path}: header length {length} runs past the end of the file "
                           f"({size} bytes): truncated")
+    text = f.read(length)
+    if stored_crc and zlib.crc32(text) != stored_crc[0]:
+        raise FormatError(f"{path}: header CRC-32 {zlib.crc32(text):#010x} does not match the stored "
+                          f"{stored_crc[0]:#010x}: the file is corrupt")
+    if version == 1:
+        warnings.warn(f"{path}: format version 1 has no checksums, corruption would go unseen; "
+                      f"saving the model again writes version {VERSION}", FormatWarning, stacklevel=4)
     try:
-        header = json.loads(f.read(length).decode("utf-8"))
+        header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: header is not valid JSON ({' '.join(str(e).split())})") from None
     if not isinstance(header, dict):
@@ -184,13 +206,14 @@ def _read_header(f: BinaryIO, path: Path, kind: str | None) -> tuple[dict, int]:
         raise FormatError(f"{path}: header field 'kind' is {found!r}, expected {kind!r}{hint}")
     if not isinstance(header.get("spec"), dict):
         raise FormatError(f"{path}: header field 'spec' is missing or not an object")
-    data_start = _aligned(PREAMBLE.size + length)
-    _check_table(header.get("tensors"), max(size - data_start, 0), path)
+    data_start = _aligned(preamble.size + length)
+    _check_table(header.get("tensors"), max(size - data_start, 0), path, checksums=version >= 2)
     return header, data_start
 
 
-def _check_table(table: object, data_bytes: int, path: Path) -> None:
-    """Every entry well formed, inside the file, 64-byte aligned and not overlapping."""
+def _check_table(table: object, data_bytes: int, path: Path, checksums: bool) -> None:
+    """Every entry well formed (with its CRC-32 when the version has them), inside the
+    file, 64-byte aligned and not overlapping."""
     if not isinstance(table, list):
         raise FormatError(f"{path}: header field 'tensors' is missing or not a list")
     names, spans = set(), []
@@ -220,6 +243,9 @@ def _check_table(table: object, data_bytes: int, path: Path) -> None:
         if offset + expected > data_bytes:
             raise FormatError(f"{path}: '{field}' (offset {offset}, {expected} bytes) runs past the end of "
                               f"the data ({data_bytes} bytes): truncated file")
+        crc = e.get("crc32")
+        if checksums and not (_is_count(crc) and crc < 1 << 32):
+            raise FormatError(f"{path}: '{field}.crc32' is {crc!r}, expected a 32-bit unsigned integer")
         spans.append((offset, offset + expected, name))
     spans.sort()
     for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
@@ -240,6 +266,11 @@ def _read_tensor(f: BinaryIO, data_start: int, entry: dict, path: Path) -> np.nd
         if got != array.nbytes:      # the file shrank after its size was checked
             raise FormatError(f"{path}: tensor {entry['name']!r} is truncated "
                               f"({got} of {array.nbytes} bytes)")
+    if "crc32" in entry:
+        crc = zlib.crc32(array.reshape(-1).view(np.uint8))
+        if crc != entry["crc32"]:
+            raise FormatError(f"{path}: tensor {entry['name']!r}: CRC-32 {crc:#010x} does not match the "
+                              f"stored {entry['crc32']:#010x}: the file is corrupt")
     return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
