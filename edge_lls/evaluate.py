@@ -117,25 +117,36 @@ def evaluate_model_file(path, precision: str | None = None, *, dataset=None, dat
             "images_per_s": round(len(part) / seconds, 1) if seconds else None}
 
 
+def ptq_of_model_file(path: Path, model, header: dict, *, dataset=None, data=None, val_split=None,
+                      calibration_images: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 0):
+    """(Int8Model, dataset, calibration images) of a loaded .ells model: calibrated on a
+    seeded sample of its recorded training split (or of the named dataset), with the class
+    names and pixel range in the program's metadata."""
+    from .program.ptq import calibration_sample, quantize_model
+
+    ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
+    check_label_range(ds, model.num_classes)
+    calibration = calibration_sample(ds.train, calibration_images, seed)
+    q = quantize_model(model, calibration, name=path.stem)
+    q.program.metadata["edge_lls"] = json.dumps({"classes": list(ds.class_names), "pixel_range": [0.0, 1.0],
+                                                 "quantized_from": path.name}).encode()
+    return q, ds, calibration
+
+
 def quantize_model_file(path, *, out=None, dataset=None, data=None, val_split=None,
                         calibration_images: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 0,
                         batch_size: int = EVAL_BATCH) -> dict:
     """PTQ of a .ells model (or run folder): calibrate on its training split, write an int8
     .tflite, and measure fp32 and int8 accuracy on the test split."""
     from .formats.model_file import load_model
-    from .program.ptq import calibration_sample, quantize_model
 
     path = model_path(path)
     model, header = load_model(path)
     out = Path(out) if out is not None else path.with_name(path.stem + "_int8.tflite")
-    ds = load_recorded_dataset(path, header, model.input_shape, dataset, data, val_split)
-    check_label_range(ds, model.num_classes)
     started = time.perf_counter()
-    calibration = calibration_sample(ds.train, calibration_images, seed)
-    q = quantize_model(model, calibration, name=path.stem)
+    q, ds, calibration = ptq_of_model_file(path, model, header, dataset=dataset, data=data, val_split=val_split,
+                                           calibration_images=calibration_images, seed=seed)
     seconds = time.perf_counter() - started
-    q.program.metadata["edge_lls"] = json.dumps({"classes": list(ds.class_names), "pixel_range": [0.0, 1.0],
-                                                 "quantized_from": path.name}).encode()
     size = q.save(out)
     fp32 = int8 = total = 0
     for x, y in ds.test.batches(batch_size):

@@ -10,7 +10,8 @@ cycles this test was written against (quantize <-> finetune <-> fp16) were all l
     trainer   optim, trainer
     program   program, fp16, formats                      (what is deployed)
     finetune  finetune, predict
-    workflows evaluate, training_run, profile, tflm       (runs, evaluation, profiling, peers)
+    workflows evaluate, training_run, profile, tflm,      (runs, evaluation, profiling, peers,
+              export                                      export)
     commands  cli, __main__                               (the command line)
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ LAYERS = [
     ("trainer", {"optim", "trainer"}),
     ("program", {"program", "fp16", "formats"}),
     ("finetune", {"finetune", "predict"}),
-    ("workflows", {"evaluate", "training_run", "profile", "tflm"}),
+    ("workflows", {"evaluate", "training_run", "profile", "tflm", "export"}),
     ("commands", {"cli", "__main__"}),
 ]
 RANK = {part: rank for rank, (_, parts) in enumerate(LAYERS) for part in parts}

@@ -1,0 +1,112 @@
+"""`edge-lls export --format tflite`: what it writes loads in LiteRT and in TFLite Micro and
+computes what edge-lls computes: float within 1e-5 of the largest logit, int8 bit for bit on
+every tensor (LiteRT's reference kernels in LiteRT mode, TFLM's in TFLM mode)."""
+import json
+import platform
+
+import ai_edge_litert.interpreter as litert
+import numpy as np
+import pytest
+
+from edge_lls.cli import main
+from edge_lls.formats.model_file import load_model
+from edge_lls.formats.tflite import read_tflite
+from edge_lls.program.interpreter import load_tflite
+
+if platform.machine() != "x86_64":
+    pytest.importorskip("tflite_micro", reason="tflite-micro has no wheel for this machine")
+from edge_lls.tflm import tflm_interpreter  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """SmallConv trained one epoch with LLS on the built-in digits (8x8x1, 10 classes)."""
+    run = tmp_path_factory.mktemp("export") / "run"
+    assert main(["train", "--epochs", "1", "--out", str(run), "--json"]) == 0
+    return run
+
+
+def _export(run, tmp_path, capsys, *extra):
+    out = tmp_path / "m.tflite"
+    assert main(["export", str(run), "--format", "tflite", "--out", str(out), "--json", *extra]) == 0
+    return out, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _litert(path):
+    interpreter = litert.Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True,
+                                     experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _images(n=16, shape=(8, 8, 1)):
+    return np.random.default_rng(3).random((n, *shape)).astype(np.float32)
+
+
+def test_fp32_export_runs_in_litert_and_tflm_as_in_edge_lls(trained, tmp_path, capsys):
+    out, result = _export(trained, tmp_path, capsys, "--precision", "fp32")
+    assert result["precision"] == "fp32" and result["classes"] == [str(i) for i in range(10)]
+    model, _ = load_model(trained / "model.ells")
+    x = _images()
+    want = model.forward(x).copy()
+    bound = 1e-5 * np.abs(want).max()
+    interpreter = _litert(out)
+    tflm = tflm_interpreter(out.read_bytes(), arena_size=1 << 20)
+    for i in range(len(x)):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[i:i + 1])
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+        assert np.abs(got - want[i]).max() <= bound
+        tflm.set_input(x[i:i + 1], 0)
+        tflm.invoke()
+        assert np.abs(tflm.get_output(0)[0] - want[i]).max() <= bound
+
+
+def test_int8_export_is_bit_exact_with_litert_and_tflm_on_every_tensor(trained, tmp_path, capsys):
+    out, result = _export(trained, tmp_path, capsys, "--precision", "int8", "--calibration-images", "128")
+    program = read_tflite(out)
+    x_t = program.tensors[program.inputs[0]]
+    assert result["precision"] == "int8" and x_t.dtype == np.int8
+    assert all(t.quantized_dimension == 0 and t.scales.size == t.shape[0]
+               for op in program.operators if op.opcode == "CONV_2D" for t in [program.tensors[op.inputs[1]]])
+    rng = np.random.default_rng(4)
+    ours, ours_tflm = load_tflite(out), load_tflite(out, requantize="tflm")
+    interpreter = _litert(out)
+    data = out.read_bytes()
+    for _ in range(8):
+        x = rng.integers(-128, 128, (1, *x_t.shape[1:])).astype(np.int8)
+        mine = ours.run_all([x])
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        for index, value in mine.items():
+            np.testing.assert_array_equal(value, interpreter.get_tensor(index), err_msg=f"LiteRT tensor {index}")
+        tflm = tflm_interpreter(data, arena_size=1 << 20)
+        tflm.set_input(x, 0)
+        tflm.invoke()
+        for index, value in ours_tflm.run_all([x]).items():
+            np.testing.assert_array_equal(value.reshape(-1), tflm.GetTensor(index, 0)["tensor_data"].reshape(-1),
+                                          err_msg=f"TFLM tensor {index}")
+
+
+def test_a_tflite_model_is_exported_at_its_own_precision(trained, tmp_path, capsys):
+    first, _ = _export(trained, tmp_path, capsys, "--precision", "int8", "--calibration-images", "64")
+    again = tmp_path / "again.tflite"
+    assert main(["export", str(first), "--format", "tflite", "--out", str(again)]) == 0
+    a, b = read_tflite(first), read_tflite(again)          # rewritten by the one writer: same program
+    assert [(op.opcode, op.inputs, op.outputs, op.options) for op in a.operators] == \
+        [(op.opcode, op.inputs, op.outputs, op.options) for op in b.operators]
+    for s, t in zip(a.tensors, b.tensors):
+        assert (s.name, s.shape, s.dtype) == (t.name, t.shape, t.dtype)
+        assert (s.data is None and t.data is None) or np.array_equal(s.data, t.data)
+        assert (s.scales is None and t.scales is None) or np.array_equal(s.scales, t.scales)
+    assert a.metadata == b.metadata
+    capsys.readouterr()
+    assert main(["export", str(first), "--format", "tflite", "--out", str(again), "--precision", "fp32"]) == 2
+    assert "its own precision (int8)" in capsys.readouterr().err
+
+
+def test_bad_export_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    assert main(["export", str(tmp_path / "none.ells"), "--format", "tflite", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "file not found" in err[0] and not out.exists()
