@@ -1,7 +1,8 @@
-"""A model leaves edge-lls: `edge-lls export MODEL --format tflite --out PATH`.
+"""A model leaves edge-lls: `edge-lls export MODEL --format tflite|onnx --out PATH`.
 
 MODEL is a .ells file, a run folder (its model.ells) or a .tflite file. The export is the
-model's program (program/lower.py: batch norm folded), written by the one TFLite writer:
+model's program (program/lower.py: batch norm folded), written by the one TFLite writer
+(formats/tflite.py) or as ONNX (formats/onnx.py, float32, opset 17):
 
     --precision fp32   the float program, float32 in and out
     --precision int8   post-training quantization (program/ptq.py), calibrated on a
@@ -23,7 +24,7 @@ from .formats.sniff import model_kind, model_path
 from .formats.tflite import read_tflite, save_tflite
 from .precision import check_precision
 
-FORMATS = ("tflite",)
+FORMATS = ("tflite", "onnx")
 EXPORT_PRECISIONS = ("fp32", "int8")
 
 
@@ -44,8 +45,20 @@ def export_model(source, fmt: str, out, *, precision: str | None = None, dataset
                               f"not --precision {precision}")
         precision = own
     else:
+        if fmt == "onnx" and precision == "int8":
+            raise ConfigError("--format onnx exports float32 models: leave out --precision int8 "
+                              "(int8 goes to --format tflite)")
         program, precision = _lowered(path, precision or "fp32", dataset, data, val_split, calibration_images)
-    size = save_tflite(program, out)
+    if fmt == "tflite":
+        size = save_tflite(program, out)
+    else:
+        from .formats.model_file import write_bytes_atomic
+        from .formats.onnx import to_onnx
+        if precision != "fp32":
+            raise ConfigError(f"{path}: --format onnx exports float32 models; this one is {precision}")
+        data_bytes = to_onnx(program)
+        write_bytes_atomic(out, data_bytes)
+        size = len(data_bytes)
     return {"model_file": str(path), "format": fmt, "precision": precision, "out": str(out), "bytes": size,
             "operators": len(program.operators), "classes": _classes(program)}
 

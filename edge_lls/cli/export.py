@@ -10,7 +10,8 @@ from .output import EXIT_OK, apply_threads, print_json
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="a model file (.ells), a run folder, or a .tflite file")
-    p.add_argument("--format", required=True, choices=FORMATS, help="tflite: for LiteRT and TFLite Micro")
+    p.add_argument("--format", required=True, choices=FORMATS, help="tflite: for LiteRT and TFLite Micro (fp32 or int8); onnx: float32, opset 17, "
+                        "for onnxruntime")
     p.add_argument("--out", required=True, metavar="PATH", help="the file to write (atomically)")
     p.add_argument("--precision", choices=EXPORT_PRECISIONS,
                    help="fp32 (default for a .ells model) or int8 (post-training quantization calibrated on "
