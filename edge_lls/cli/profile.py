@@ -148,7 +148,10 @@ def parse_input_shape(text: str) -> tuple:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="zoo model: smallconv, smallconv-l, vgg8, mobilenetv1")
+    parser.add_argument("--model", help="zoo model: smallconv, smallconv-l, vgg8, mobilenetv1 "
+                                         "(or a .tflite file: its inference arena)")
+    parser.add_argument("--arena", choices=("tflm",),
+                        help="with a .tflite --model: also TFLite Micro's smallest arena (bisected), beside ours")
     parser.add_argument("--input", default=None, metavar="HxWxC",
                         help="input shape, e.g. 32x32x3 (default: the model's own)")
     parser.add_argument("--classes", type=int, default=10, help="number of classes K (default 10)")
@@ -191,7 +194,38 @@ def _rule_list(text: str) -> list[str]:
     return names
 
 
+def _run_tflite(args) -> int:
+    """A .tflite model's int8 inference arena as our planner lays it, and TFLM's."""
+    from ..formats.tflite import read_tflite
+    from ..program.memory import plan_program
+    program = read_tflite(args.model)
+    plan = plan_program(program)
+    live = max(plan.live_bytes(i) for i in range(len(program.operators)))
+    result = {"model": str(args.model), "arena_bytes": plan.arena_bytes, "largest_live_set_bytes": live,
+              "tensors": len(plan.sizes)}
+    if args.arena == "tflm":
+        from pathlib import Path
+
+        from ..tflm import tflm_min_arena
+        result["tflm_arena_bytes"] = tflm_min_arena(Path(args.model).read_bytes())
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.model}: activation arena {plan.arena_bytes:,} B (edge-lls planner, {len(plan.sizes)} tensors; "
+          f"largest live set {live:,} B; kernel scratch not included)")
+    if "tflm_arena_bytes" in result:
+        print(f"TFLite Micro's smallest arena: {result['tflm_arena_bytes']:,} B (bisected; holds its scratch "
+              f"and persistent structures too)")
+    return 0
+
+
 def run(args) -> int:
+    if args.model is None:
+        raise ConfigError("--model is required: a zoo model name or a .tflite file")
+    if str(args.model).endswith(".tflite"):
+        return _run_tflite(args)
+    if args.arena:
+        raise ConfigError("--arena applies to a .tflite --model")
     if args.batch < 2:
         raise ConfigError(f"--batch must be at least 2 (batch norm statistics), got {args.batch}")
     if args.classes < 2:

@@ -101,6 +101,24 @@ def live_bytes(stages: list[list[Buf]], mode: str, time: int) -> int:
     return sum(aligned(buf.nbytes) for _, buf, (first, last) in _planned(stages, mode) if first <= time <= last)
 
 
+def greedy_offsets(blocks: list[tuple[int, int, int]]) -> tuple[list[int], int]:
+    """TFLite Micro's greedy planner: blocks (size, first, last use) placed in the given
+    order, each at the lowest offset free of every placed block whose lifetime overlaps
+    its own. Returns (offset per block, bytes spanned). Callers order largest first."""
+    placed, offsets, peak = [], [], 0
+    for size, first, last in blocks:
+        busy = sorted((off, off + n) for off, n, a, b in placed if a <= last and first <= b)
+        offset = 0
+        for start, end in busy:
+            if offset + size <= start:
+                break
+            offset = max(offset, end)
+        placed.append((offset, size, first, last))
+        offsets.append(offset)
+        peak = max(peak, offset + size)
+    return offsets, peak
+
+
 def plan(stages: list[list[Buf]], mode: str) -> Layout:
     """The layout an Arena over these stages has, for this schedule."""
     if mode not in SCHEDULES:
@@ -109,18 +127,8 @@ def plan(stages: list[list[Buf]], mode: str) -> Layout:
     tmp = [(stage, buf) for stage, bufs in enumerate(stages) for buf in bufs if buf.role == "tmp"]
     # Largest first; ties in a fixed order so the layout is reproducible.
     items.sort(key=lambda it: (-aligned(it[1].nbytes), it[2][0], it[0], it[1].name))
-    placed, placement, live = [], [], 0
-    for stage, buf, (first, last) in items:
-        size = aligned(buf.nbytes)
-        busy = sorted((off, off + n) for off, n, a, b in placed if a <= last and first <= b)
-        offset = 0
-        for start, end in busy:
-            if offset + size <= start:
-                break
-            offset = max(offset, end)
-        placed.append((offset, size, first, last))
-        placement.append((stage, buf, "live", offset))
-        live = max(live, offset + size)
+    offsets, live = greedy_offsets([(aligned(buf.nbytes), first, last) for _, buf, (first, last) in items])
+    placement = [(stage, buf, "live", offset) for (stage, buf, _), offset in zip(items, offsets)]
     # A stage's scratch buffers can be used together (the fused pooled backward uses its
     # columns and its dz slices at once): consecutive within a stage, shared across stages.
     scratch, cursor = 0, {}

@@ -25,6 +25,7 @@ from numba import typed, types
 from edge_lls.errors import FormatError
 from edge_lls.formats.tflite import parse_tflite, read_tflite
 from edge_lls.program.ir import Operator, Program, Tensor
+from edge_lls.program.memory import ProgramPlan, plan_program
 from edge_lls.program.params import (ConvParams, DepthwiseConvParams, Dims, FullyConnectedParams, nhwc,
                                      quant_params)
 from edge_lls.kernels import blas
@@ -59,11 +60,16 @@ class Graph:
     """A prepared, runnable graph.  Build it with prepare(program) or load_tflite(path)."""
 
     def __init__(self, tensors: list[Tensor], operators: list[Operator], inputs: tuple[int, ...],
-                 outputs: tuple[int, ...], name: str = "graph", fast: bool = True, requantize: str = "litert"):
+                 outputs: tuple[int, ...], name: str = "graph", fast: bool = True, requantize: str = "litert",
+                 arena: ProgramPlan | None = None):
         if requantize not in REQUANTIZE_MODES:
             raise ValueError(f"requantize must be one of {', '.join(REQUANTIZE_MODES)}, got {requantize!r}")
         self.name = name
         self.requantize = requantize
+        # With a plan (program/memory.py), every runtime tensor is a view into one arena at
+        # its planned offset, as on a microcontroller; without, each has its own buffer.
+        self.arena = arena
+        self.memory = np.zeros(arena.arena_bytes, np.uint8) if arena is not None else None
         self.tensors = tensors
         self.operators = operators
         self.inputs = tuple(inputs)
@@ -140,7 +146,12 @@ class Graph:
         if tensor.dtype is None:
             raise FormatError(f"{self.name}: {role} tensor {index} '{tensor.name}' has unsupported type {tensor.type_name}")
         if index not in self.buffers:
-            self.buffers[index] = np.zeros(tensor.shape, tensor.dtype)
+            if self.arena is not None and index in self.arena.offsets:
+                start = self.arena.offsets[index]
+                nbytes = int(np.prod(tensor.shape, dtype=np.int64)) * np.dtype(tensor.dtype).itemsize
+                self.buffers[index] = self.memory[start:start + nbytes].view(tensor.dtype).reshape(tensor.shape)
+            else:
+                self.buffers[index] = np.zeros(tensor.shape, tensor.dtype)
         return self.buffers[index]
 
     def _plan_float_mirrors(self) -> tuple[set[int], set[int]]:
@@ -1035,14 +1046,18 @@ OP_HANDLERS: dict[str, Callable[[Graph, Operator], Step]] = {
 __all__ = ["Graph", "Tensor", "Operator", "OP_HANDLERS"]
 
 
-def prepare(program: Program, batch: int = 1, fast: bool = True, requantize: str = "litert") -> Graph:
+def prepare(program: Program, batch: int = 1, fast: bool = True, requantize: str = "litert",
+            arena: bool = False) -> Graph:
     """A program prepared to run ``batch`` samples at a time (every runtime tensor's leading
     axis): each operator validated once and its parameters computed. fast=True runs
     convolutions through the exact float32 GEMM path where its bound holds
     (kernels/int8/); fast=False uses the plain Numba kernels for every op. requantize:
-    "litert" (default) or "tflm" rounding (REQUANTIZE_MODES)."""
+    "litert" (default) or "tflm" rounding (REQUANTIZE_MODES). arena=True lays every
+    runtime tensor into one planned arena (program/memory.py), intermediates overwritten
+    as they die, as a microcontroller runs it."""
+    plan = plan_program(program, batch) if arena else None
     return Graph(program.batched_tensors(batch), program.operators, program.inputs, program.outputs,
-                 name=program.name, fast=fast, requantize=requantize)
+                 name=program.name, fast=fast, requantize=requantize, arena=plan)
 
 
 def load_tflite(source, fast: bool = True, name: str | None = None, requantize: str = "litert") -> Graph:
