@@ -42,6 +42,7 @@ import numpy as np
 
 from edge_lls.errors import ConfigError, FormatError
 from edge_lls.kernels.fixedpoint import quantize
+from edge_lls.formats.blob import Tail, TailBlock
 from edge_lls.formats.tflite import read_tflite
 from edge_lls.program.edit import splice, subprogram
 from edge_lls.program.ir import Program
@@ -221,6 +222,30 @@ class Backbone:
 
 def load_backbone(path) -> Backbone:
     return Backbone(read_tflite(path), str(path))
+
+
+def trainable_tail(program: Program, train_last: int, *, waveform: str = "square", temperature: float = 0.5,
+                   where: str | None = None) -> Tail:
+    """The last ``train_last`` blocks of an int8 model as the firmware trains them: each
+    block's ops, the tensor its LLS head pools, its pool size (as FineTuner chooses it) and
+    its fixed basis with columns in NHWC pooled order (rules/basis.py), for the model image."""
+    from edge_lls.rules.basis import lls_basis, nhwc_to_channel_major
+    from edge_lls.rules.heads import pooled_shape
+
+    backbone = Backbone(program, where or program.name)
+    backbone.cut(train_last)                              # validates train_last
+    trainable = backbone.trainable_blocks
+    index0 = len(trainable) - train_last
+    blocks = []
+    for k, block in enumerate(trainable[index0:]):
+        output = program.operators[block.ops[-1]].outputs[0]
+        shape = program.tensors[output].shape
+        pool = _pool_size(block.kind, index0 + k, shape)
+        pooled = pooled_shape(tuple(shape[1:]) if block.kind != "dense" else (int(shape[-1]),), pool)
+        basis = lls_basis(backbone.num_classes, int(np.prod(pooled)), waveform)
+        blocks.append(TailBlock(block.kind, tuple(block.ops), output, pool,
+                                np.ascontiguousarray(basis[:, nhwc_to_channel_major(pooled)])))
+    return Tail(tuple(blocks), backbone.num_classes, waveform, float(temperature), backbone.head.classifier)
 
 
 # ====================================================================================

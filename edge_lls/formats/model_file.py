@@ -71,6 +71,8 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     rename it over path (atomic on POSIX). On any failure the temporary file is removed
     and path is untouched."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -26,8 +26,8 @@ from edge_lls.errors import FormatError
 from edge_lls.formats.tflite import parse_tflite, read_tflite
 from edge_lls.program.ir import Operator, Program, Tensor
 from edge_lls.program.memory import ProgramPlan, plan_program
-from edge_lls.program.params import (ConvParams, DepthwiseConvParams, Dims, FullyConnectedParams, nhwc,
-                                     quant_params)
+from edge_lls.program.params import (ConvParams, DepthwiseConvParams, Dims, FullyConnectedParams, LeakyReluParams,
+                                     PadParams, PoolParams, ReshapeParams, SoftmaxParams, nhwc, quant_params)
 from edge_lls.kernels import blas
 from edge_lls.kernels import int8 as kernels
 from edge_lls.kernels.geometry import same_padding, valid_output
@@ -784,12 +784,20 @@ def _pool_int8_range(graph: Graph, op: Operator, x: Tensor, out: Tensor) -> tupl
     return activation_range_s8(op.options["activation"], out.scale, out.zero_point)
 
 
+def _pool_params(graph: Graph, op: Operator, x: Tensor, out: Tensor, geometry) -> PoolParams:
+    filter_h, filter_w, stride_h, stride_w, pad_top, pad_left = geometry
+    p = graph.params[op.index] = PoolParams(
+        stride=(stride_h, stride_w), padding=(pad_top, pad_left), filter=(filter_h, filter_w),
+        activation=_pool_int8_range(graph, op, x, out), input_dims=nhwc(x.shape), output_dims=nhwc(out.shape))
+    return p
+
+
 def AVERAGE_POOL_2D(graph: Graph, op: Operator) -> Step:
     x, x_value, out, out_buffer, geometry = _pool_setup(graph, op)
     if x.dtype == np.float32:
         return _float_pool(x_value, out_buffer, geometry, op.options["activation"], average=True)
     _require_dtype(x, [np.int8], graph, op, "input")
-    act_min, act_max = _pool_int8_range(graph, op, x, out)
+    act_min, act_max = _pool_params(graph, op, x, out, geometry).activation
     if graph.fast:
         return _native_pool(graph, kernels.KIND_AVERAGE_POOL, x_value, out_buffer, geometry, act_min, act_max)
     return lambda: kernels.avg_pool2d_s8(x_value, out_buffer, *geometry, act_min, act_max)
@@ -805,7 +813,7 @@ def MAX_POOL_2D(graph: Graph, op: Operator) -> Step:
     if x.dtype == np.float32:
         return _float_pool(x_value, out_buffer, geometry, op.options["activation"], average=False)
     _require_dtype(x, [np.int8], graph, op, "input")
-    act_min, act_max = _pool_int8_range(graph, op, x, out)
+    act_min, act_max = _pool_params(graph, op, x, out, geometry).activation
     if graph.fast:
         return _native_pool(graph, kernels.KIND_MAX_POOL, x_value, out_buffer, geometry, act_min, act_max)
     return lambda: kernels.max_pool2d_s8(x_value, out_buffer, *geometry, act_min, act_max)
@@ -920,7 +928,11 @@ def PAD(graph: Graph, op: Operator) -> Step:
     _require_quantized(out, graph, op, "output")
     _require(x.scales is None or (x.scale == out.scale and x.zero_point == out.zero_point), graph, op,
              "int8 PAD needs identical input and output quantization")
-    pad_value = out.zero_point  # real 0
+    after = (0,) * (4 - rank) + tuple(int(a) for a in pads[:, 1])
+    p = graph.params[op.index] = PadParams(pad_value=out.zero_point,  # real 0
+                                           before=tuple(int(b) for b in before), after=after,
+                                           input_dims=nhwc(x4.shape), output_dims=nhwc(out4.shape))
+    pad_value = p.pad_value
     return lambda: kernels.pad_s8(x4, out4, before, pad_value)
 
 
@@ -930,6 +942,8 @@ def RESHAPE(graph: Graph, op: Operator) -> Step:
     _require(out is not None, graph, op, "missing output tensor")
     _require(x.size == out.size, graph, op, f"cannot reshape {x.shape} ({x.size} values) to {out.shape}")
     _require(x.dtype == out.dtype, graph, op, f"input type {x.type_name} != output type {out.type_name}")
+    if x.dtype == np.int8:
+        graph.params[op.index] = ReshapeParams(size=x.size)
     if x.data is None and out.index not in graph.buffers:
         graph.buffers[out.index] = x_value.reshape(out.shape)  # a view: reshape costs nothing at run time
         return NOTHING
@@ -957,7 +971,8 @@ def SOFTMAX(graph: Graph, op: Operator) -> Step:
     _require_quantized(out, graph, op, "output")
     _require(out.zero_point == -128 and abs(out.scale - 1 / 256) <= 0.001 / 256, graph, op,
              f"int8 output must have scale 1/256 and zero point -128, got {out.scale} and {out.zero_point}")
-    multiplier, left_shift, diff_min = softmax_params(x.scale, beta)
+    p = graph.params[op.index] = SoftmaxParams(rows, depth, *softmax_params(x.scale, beta))
+    multiplier, left_shift, diff_min = p.input_multiplier, p.input_left_shift, p.diff_min
     if graph.fast:
         return graph.native.add(kernels.KIND_SOFTMAX, bytes_=(x_rows, out_rows),
                                 ints=(rows, depth, multiplier, left_shift, diff_min))
@@ -1021,8 +1036,10 @@ def LEAKY_RELU(graph: Graph, op: Operator) -> Step:
     _require_dtype(out, [np.int8], graph, op, "output")
     _require_quantized(x, graph, op, "input")
     _require_quantized(out, graph, op, "output")
-    params = leaky_relu_params(x.scale, out.scale, alpha)
-    zp_in, zp_out = x.zero_point, out.zero_point
+    p = graph.params[op.index] = LeakyReluParams(x.size, x.zero_point, out.zero_point,
+                                                 *leaky_relu_params(x.scale, out.scale, alpha))
+    params = (p.identity_multiplier, p.identity_shift, p.alpha_multiplier, p.alpha_shift)
+    zp_in, zp_out = p.input_zero_point, p.output_zero_point
     kernel = kernels.leaky_relu_s8
     return lambda: kernel(x_flat, out_flat, zp_in, zp_out, *params)
 

@@ -100,3 +100,54 @@ def quant_params(multipliers, shifts) -> QuantParams:
 def nhwc(shape) -> Dims:
     n, h, w, c = (int(d) for d in shape)
     return Dims(n, h, w, c)
+
+
+@dataclass(frozen=True)
+class PoolParams:
+    """AVERAGE_POOL_2D / MAX_POOL_2D as arm_avgpool_s8 / arm_max_pool_s8 take them
+    (cmsis_nn_pool_params + dims). Input and output share one quantization."""
+    stride: tuple[int, int]
+    padding: tuple[int, int]            # (top, left)
+    filter: tuple[int, int]             # (h, w)
+    activation: tuple[int, int]
+    input_dims: Dims
+    output_dims: Dims
+
+
+@dataclass(frozen=True)
+class SoftmaxParams:
+    """SOFTMAX as arm_softmax_s8 takes it: rows of ``depth`` values, output scale 1/256,
+    zero point -128."""
+    rows: int
+    depth: int
+    input_multiplier: int               # Q31, beta * input scale with the 5 integer bits
+    input_left_shift: int
+    diff_min: int                       # differences below this give exp = 0
+
+
+@dataclass(frozen=True)
+class PadParams:
+    """PAD of an int8 NHWC tensor (lifted to rank 4) with the real value 0."""
+    pad_value: int                      # the output zero point
+    before: tuple[int, int, int, int]
+    after: tuple[int, int, int, int]
+    input_dims: Dims
+    output_dims: Dims
+
+
+@dataclass(frozen=True)
+class LeakyReluParams:
+    """LEAKY_RELU int8: x >= zp_in scales by the identity multiplier, below it by alpha's."""
+    size: int
+    input_zero_point: int
+    output_zero_point: int
+    identity_multiplier: int
+    identity_shift: int
+    alpha_multiplier: int
+    alpha_shift: int
+
+
+@dataclass(frozen=True)
+class ReshapeParams:
+    """RESHAPE: the output is the input's bytes (an alias in every arena)."""
+    size: int
