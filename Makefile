@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-fast test-portable bench clean clean-cache
+.PHONY: install toolchain train test test-fast test-portable bench clean clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,23 +14,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## The firmware's compilers and emulator (Debian packages): the host gcc, the Arm GNU
+## toolchain with newlib, and QEMU's Cortex-M boards. Installed with apt when missing
+## (as root, or through sudo).
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+toolchain:
+	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
+	    || [ ! -e /usr/lib/arm-none-eabi/newlib ]; then \
+	    echo "installing $(APT_PACKAGES)"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
 ## Train the default model on the built-in digits dataset (no download, about a minute).
 train: $(STAMP)
 	$(VENV)/bin/edge-lls train
 
 ## All tests, including the long end-to-end ones (marked `long`).
-test: $(STAMP)
+test: $(STAMP) toolchain
 	$(PY) -m pytest -q
 
 ## Unit tests only.
-test-fast: $(STAMP)
+test-fast: $(STAMP) toolchain
 	$(PY) -m pytest -q -m "not long"
 
 ## The unit tests as an AVX2-only machine runs them: OpenBLAS's Haswell kernels and
 ## Numba code generated for Haswell (other BLAS kernels, other vector widths). Numba's
 ## cache for that target goes to its own folder, so the native cache is left alone.
 PORTABLE_CACHE ?= build/numba-haswell
-test-portable: $(STAMP)
+test-portable: $(STAMP) toolchain
 	OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CACHE_DIR=$(abspath $(PORTABLE_CACHE)) \
 	    $(PY) -m pytest -q -m "not long"
 

@@ -51,6 +51,16 @@ def _compile(gcc, out: Path, *sources, flags=()):
 
 
 @pytest.fixture(scope="module")
+def arm_gcc():
+    path = shutil.which("arm-none-eabi-gcc")
+    if path is None:
+        if IN_CI:
+            pytest.fail("CI=true and arm-none-eabi-gcc is not installed (.ci/run installs it)", pytrace=False)
+        pytest.skip("needs arm-none-eabi-gcc (apt install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+    return path
+
+
+@pytest.fixture(scope="module")
 def dump_tool(gcc, tmp_path_factory):
     """el_model_dump reading image files, with the sanitizers on."""
     folder = tmp_path_factory.mktemp("dump")
@@ -93,6 +103,24 @@ def test_every_c_struct_has_the_python_layouts_size_and_offsets(gcc, tmp_path):
         expected += [f"{layout.name}.{name} {offset}" for name, offset in layout.offsets().items()]
     assert printed == expected
     assert blob.HEADER.size == 64 and blob.HEADER.offsets()["header_crc32"] == blob.HEADER_CRC_BYTES
+
+
+@pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m7"])
+def test_the_layout_and_an_export_compile_for_cortex_m_with_the_same_offsets(arm_gcc, trained, cpu, tmp_path, capsys):
+    """The ARM EABI lays the structs out as the host does: every offset asserted at compile
+    time, and the exported image's size by its own check (sizeof(image) == bytes)."""
+    lines = ['#include <stddef.h>', '#include "el_model_format.h"']
+    for layout in blob.LAYOUTS:
+        lines.append(f"typedef char check_{layout.name}[sizeof({layout.name}) == {layout.size} ? 1 : -1];")
+        for name, offset in layout.offsets().items():
+            lines.append(f"typedef char check_{layout.name}_{name}[offsetof({layout.name}, {name}) == {offset} ? 1 : -1];")
+    (tmp_path / "layout.c").write_text("\n".join(lines) + "\n")
+    _export(capsys, trained, "c", tmp_path / "small", "--calibration-images", "64")
+    for source in (tmp_path / "layout.c", tmp_path / "small.c", *SOURCES):
+        cmd = [arm_gcc, f"-mcpu={cpu}", "-mthumb", *STRICT, f"-I{FIRMWARE / 'include'}", f"-I{tmp_path}", "-c",
+               str(source), "-o", str(tmp_path / (source.stem + ".o"))]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
 
 
 def test_crc32_in_c_is_zlibs(gcc, tmp_path):
