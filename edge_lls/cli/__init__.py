@@ -40,7 +40,7 @@ SUMMARIES = {
     "profile": "MACs and memory of a training step, block by block",
     "predict": "class and score for images (.tflite or .ells model)",
     "quantize": "post-training int8 quantization of a .ells model to .tflite",
-    "export": "a model as .tflite (fp32 or int8, LiteRT and TFLite Micro) or .onnx (fp32)",
+    "export": "a model as .tflite (fp32 or int8, LiteRT and TFLite Micro), .onnx (fp32 or QDQ int8), or the firmware's C / blob image",
 }
 
 
