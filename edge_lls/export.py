@@ -1,6 +1,7 @@
 """A model leaves edge-lls: `edge-lls export MODEL --format tflite|onnx|c|blob --out PATH`.
 
-MODEL is a .ells file, a run folder (its model.ells) or a .tflite file. The export is the
+MODEL is a .ells file, a run folder (its model.ells), a .tflite file or a float .onnx
+model (imported by formats/onnx_import.py, then exported like a .ells model). The export is the
 model's program (program/lower.py: batch norm folded), written by the one TFLite writer
 (formats/tflite.py) or as ONNX (formats/onnx.py, float32, opset 17):
 
@@ -119,9 +120,10 @@ def _fine_tuned(program) -> dict:
 
 def _lowered(path: Path, precision: str, dataset, data, val_split, calibration_images):
     from .formats.model_file import load_model
+    from .formats.onnx_import import load_onnx
     from .program.lower import float_program
 
-    model, header = load_model(path)
+    model, header = load_onnx(path) if model_kind(path) == "onnx" else load_model(path)
     if precision == "int8":
         q, _, _ = ptq_of_model_file(path, model, header, dataset=dataset, data=data, val_split=val_split,
                                     calibration_images=calibration_images)

@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .devices import DeviceProfile, check_footprint, get_device, require_local
 from .errors import ConfigError, DivergedError, FormatError
-from .evaluate import require_int
+from .evaluate import check_label_range, require_int
 from .precision import PRECISIONS
 from .formats import model_file
 
@@ -89,6 +89,8 @@ def _check_names(config: TrainConfig) -> None:
 
     for flag, value, choices in (("model", config.model, model_names()), ("rule", config.rule, list(RULES)),
                                  ("optimizer", config.optimizer, list(OPTIMIZERS))):
+        if flag == "model" and is_onnx_model(value):
+            continue                  # read (and checked) in prepare(), before any file is written
         if value not in choices:
             raise ConfigError(f"unknown {flag} {value!r}; choose one of: {', '.join(choices)}")
 
@@ -129,11 +131,30 @@ def resumed_config(saved: dict, given: dict, where: Path) -> TrainConfig:
 
 
 def _absolute_data(given: dict) -> dict:
-    """Store the data path absolute, so a run resumes from any working directory."""
+    """Store the data path (and an ONNX --model's) absolute, so a run resumes from any
+    working directory."""
     given = dict(given)
     if given.get("data") is not None:
         given["data"] = str(Path(given["data"]).expanduser().resolve())
+    if given.get("model") is not None and is_onnx_model(given["model"]):
+        given["model"] = str(Path(given["model"]).expanduser().resolve())
     return given
+
+
+def is_onnx_model(name: str) -> bool:
+    """--model names an ONNX file rather than a zoo model: a zoo name never does; a path
+    does by its .onnx suffix or, for an existing file, by its first byte."""
+    from .formats.sniff import model_kind
+    from .models import model_names
+
+    if name in model_names():
+        return False
+    if str(name).lower().endswith(".onnx"):
+        return True
+    try:
+        return Path(name).is_file() and model_kind(name) == "onnx"
+    except FormatError:
+        return False
 
 
 # ---------------------------------------------------------------------------- run folder
@@ -180,7 +201,8 @@ class RunDir:
 
 def default_run_dir(config: TrainConfig) -> Path:
     """runs/<model>-<dataset>-<rule>-<YYYYmmdd-HHMMSS>, unique in this folder."""
-    base = Path("runs") / f"{config.model}-{config.dataset}-{config.rule}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model = Path(config.model).stem if is_onnx_model(config.model) else config.model
+    base = Path("runs") / f"{model}-{config.dataset}-{config.rule}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -214,12 +236,21 @@ def prepare(config: TrainConfig) -> Session:
 
     device = require_local(get_device(config.device))
     threads = set_threads(config.threads or device.cores)   # capped at this machine's cores
-    data = load_dataset(config.dataset, config.data, val_split=config.val_split, seed=config.seed)
+    imported = None
+    if is_onnx_model(config.model):          # an ONNX file: its weights, shapes and classes
+        from .formats.onnx_import import load_onnx
+        imported, _ = load_onnx(config.model)
+    data = load_dataset(config.dataset, config.data, val_split=config.val_split, seed=config.seed,
+                        input_shape=None if imported is None else imported.input_shape)
     if len(data.train) < 2:
         raise ConfigError(f"{data.name}: {len(data.train)} training images; training needs at least 2")
-    options = {"width": config.width} if config.model == "mobilenetv1" else {}
-    model = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape,
-                        seed=config.seed, **options)
+    if imported is not None:
+        check_label_range(data, imported.num_classes)
+        model = imported
+    else:
+        options = {"width": config.width} if config.model == "mobilenetv1" else {}
+        model = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape,
+                            seed=config.seed, **options)
     trainer = Trainer(model, rule=config.rule, optimizer=config.optimizer, lr=config.lr,
                       weight_decay=config.weight_decay, seed=config.seed,
                       precision="fp16" if config.precision == "fp16" else "fp32",

@@ -7,7 +7,7 @@ import json
 
 from ..devices import format_bytes
 from ..errors import ConfigError
-from ..profile import PRECISION_BYTES, Profile, profile_zoo, ratios
+from ..profile import PRECISION_BYTES, Profile, profile_model, profile_zoo, ratios
 
 
 def format_count(n: float) -> str:
@@ -148,8 +148,9 @@ def parse_input_shape(text: str) -> tuple:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="zoo model: smallconv, smallconv-l, vgg8, mobilenetv1 "
-                                         "(or a .tflite file: its inference arena)")
+    parser.add_argument("--model", help="zoo model: smallconv, smallconv-l, vgg8, mobilenetv1, a float "
+                                         ".onnx model (imported: its own input shape and classes), "
+                                         "or a .tflite file (its inference arena)")
     parser.add_argument("--arena", choices=("tflm",),
                         help="with a .tflite --model: also TFLite Micro's smallest arena (bisected), beside ours")
     parser.add_argument("--input", default=None, metavar="HxWxC",
@@ -219,6 +220,18 @@ def _run_tflite(args) -> int:
     return 0
 
 
+def _onnx_profiler(args):
+    """rule -> Profile of the imported .onnx --model (which fixes its own shapes)."""
+    from ..formats.onnx_import import load_onnx
+    for flag, value in (("--input", args.input), ("--width", args.width), ("--measure", args.measure)):
+        if value:
+            raise ConfigError(f"{flag} does not apply to an .onnx --model (its shapes are its own; "
+                              f"--measure takes a zoo model)")
+    rule_options = {"reduced_rows": args.reduced_rows} if args.reduced_rows else {}
+    return lambda rule: profile_model(load_onnx(args.model)[0], rule, args.batch, optimizer=args.optimizer,
+                                      precision=args.precision, **rule_options)
+
+
 def run(args) -> int:
     if args.model is None:
         raise ConfigError("--model is required: a zoo model name or a .tflite file")
@@ -230,6 +243,7 @@ def run(args) -> int:
         raise ConfigError(f"--batch must be at least 2 (batch norm statistics), got {args.batch}")
     if args.classes < 2:
         raise ConfigError(f"--classes must be at least 2, got {args.classes}")
+    onnx_profile = _onnx_profiler(args) if str(args.model).lower().endswith(".onnx") else None
     shape = parse_input_shape(args.input) if args.input else None
     rules = _rule_list(args.rule)
     common = dict(num_classes=args.classes, input_shape=shape, optimizer=args.optimizer,
@@ -239,7 +253,7 @@ def run(args) -> int:
 
     def get(rule):
         if rule not in cache:
-            cache[rule] = profile_zoo(args.model, rule, args.batch, **common)
+            cache[rule] = onnx_profile(rule) if onnx_profile else profile_zoo(args.model, rule, args.batch, **common)
             if args.device:
                 cache[rule].device = _device_report(args.device, cache[rule])
         return cache[rule]

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # defaults live in edge_lls.training_run.TrainConfig (shown here in the help).
     from ..training_run import TrainConfig as D
     what = p.add_argument_group("what to train")
-    what.add_argument("--model", metavar="NAME", help=f"zoo model (`edge-lls models`; default {D.model})")
+    what.add_argument("--model", metavar="NAME", help=f"zoo model (`edge-lls models`; default {D.model}) "
+                                                      "or a float .onnx model: trained from its weights")
     what.add_argument("--width", metavar="W", type=float,
                       help=f"MobileNetV1 width multiplier (default {D.width})")
     what.add_argument("--rule", metavar="NAME", help="lls, lls-m, lls-mxm, lls-random, local-losses, "
