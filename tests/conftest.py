@@ -57,6 +57,29 @@ def require_shared(path: Path) -> Path:
     return path
 
 
+def shared_mnist_test_set() -> tuple:
+    """The real MNIST test set of ../shared: images (10000, 28, 28) uint8, labels (10000,)."""
+    from edge_lls.data.idx import read_idx
+
+    require_shared(MNIST_DIR)
+    return (read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz", 0x803),
+            read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz", 0x801))
+
+
+def write_mnist_folder(folder: Path, train: tuple, test: tuple) -> Path:
+    """An `--dataset mnist` folder of IDX files from (images, labels) for each split:
+    ../shared holds only the t10k files, so tests split them into their own train/test."""
+    import struct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in (("train", train), ("t10k", test)):
+        for kind, array, magic in (("images-idx3", images, 0x803), ("labels-idx1", labels, 0x801)):
+            dims = b"".join(struct.pack(">I", d) for d in array.shape)
+            (folder / f"{split}-{kind}-ubyte").write_bytes(struct.pack(">I", magic) + dims +
+                                                          np.ascontiguousarray(array, np.uint8).tobytes())
+    return folder
+
+
 def pytest_runtest_setup(item):
     for mark in item.iter_markers("shared"):
         for path in mark.args:

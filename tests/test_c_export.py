@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import struct
 import zlib
 from pathlib import Path
 
@@ -305,3 +306,27 @@ def test_c_and_python_readers_reject_the_same_corrupted_images(trained, dump_too
     # Every truncation and bit flip is caught (the CRCs); a field rewritten with valid CRCs is
     # caught when it breaks a bound, and loads when it stays in range (a zero point, a weight).
     assert rejected >= 80 and accepted > 0
+
+
+def _with_crcs(b: bytearray) -> bytes:
+    header = blob.HEADER.offsets()
+    b[header["payload_crc32"]:header["payload_crc32"] + 4] = (zlib.crc32(bytes(b[64:])) & 0xFFFFFFFF).to_bytes(4, "little")
+    b[60:64] = (zlib.crc32(bytes(b[:60])) & 0xFFFFFFFF).to_bytes(4, "little")
+    return bytes(b)
+
+
+def test_filter_dims_whose_product_wraps_64_bits_are_rejected_by_both_readers(trained, dump_tool, tmp_path, capsys):
+    # 2^16 x 2^16 x 2^16 x 2^16 = 2^64: a uint64_t product of four corrupt dims wraps to 0,
+    # and 0 weights "fit" anywhere; both readers must count exactly (or saturate) and refuse.
+    _export(capsys, trained, "blob", tmp_path / "m.bin", "--calibration-images", "64")
+    data = bytearray((tmp_path / "m.bin").read_bytes())
+    image = blob.open_image(bytes(data))
+    conv = next(e for e in image["ops"] if e["opcode"] == blob.OPCODES["CONV_2D"][0])
+    at = conv["record_offset"] + blob.CONV.offsets()["filter_dims"]
+    data[at:at + 16] = struct.pack("<4i", *[1 << 16] * 4)
+    path = tmp_path / "wrapped.bin"
+    path.write_bytes(_with_crcs(data))
+    with pytest.raises(FormatError):
+        blob.open_image(path.read_bytes(), str(path))
+    result = _dump(dump_tool, path)
+    assert result.returncode == 1 and result.stderr.startswith("el_model_dump: "), result.stderr

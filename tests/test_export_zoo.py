@@ -20,16 +20,14 @@ tensor for the real sample images and random images. SmallConv is tests/test_exp
 """
 from __future__ import annotations
 
-import gzip
 import json
 import platform
-import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MNIST_DIR, SAMPLES_DIR, VWW_DIR, require_shared
+from conftest import MNIST_DIR, SAMPLES_DIR, VWW_DIR, require_shared, shared_mnist_test_set, write_mnist_folder
 from edge_lls.cli import main
 from edge_lls.formats.model_file import load_model
 from edge_lls.formats.tflite import read_tflite
@@ -53,31 +51,13 @@ ZOO = {
 }
 
 
-def _mnist_arrays():
-    require_shared(MNIST_DIR)
-    with gzip.open(MNIST_DIR / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(MNIST_DIR / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images, labels
-
-
-def _write_idx(path, array, magic):
-    path.write_bytes(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
-                     + np.ascontiguousarray(array).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist_subset(tmp_path_factory):
     """An MNIST folder (`--dataset mnist`) holding 512 training and 128 test images."""
-    images, labels = _mnist_arrays()
-    folder = tmp_path_factory.mktemp("mnist")
+    images, labels = shared_mnist_test_set()
     end = TRAIN_IMAGES + TEST_IMAGES
-    _write_idx(folder / "train-images-idx3-ubyte", images[:TRAIN_IMAGES], 0x803)
-    _write_idx(folder / "train-labels-idx1-ubyte", labels[:TRAIN_IMAGES], 0x801)
-    _write_idx(folder / "t10k-images-idx3-ubyte", images[TRAIN_IMAGES:end], 0x803)
-    _write_idx(folder / "t10k-labels-idx1-ubyte", labels[TRAIN_IMAGES:end], 0x801)
-    return folder
+    return write_mnist_folder(tmp_path_factory.mktemp("mnist"), (images[:TRAIN_IMAGES], labels[:TRAIN_IMAGES]),
+                              (images[TRAIN_IMAGES:end], labels[TRAIN_IMAGES:end]))
 
 
 def _export(source, out, *extra):
@@ -119,7 +99,7 @@ def _random_codes(rng, shape, count):
 
 
 def _real_mnist(count):
-    images, _ = _mnist_arrays()
+    images, _ = shared_mnist_test_set()
     return images[REAL_FROM:REAL_FROM + count, :, :, None].astype(np.float32) / np.float32(255)
 
 

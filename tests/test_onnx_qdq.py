@@ -34,16 +34,14 @@ The bounds, in LSB (steps of a tensor's int8 scale):
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
-import struct
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import MNIST_DIR, SAMPLES_DIR, VWW_DIR, require_shared
+from conftest import MNIST_DIR, SAMPLES_DIR, VWW_DIR, require_shared, shared_mnist_test_set, write_mnist_folder
 from edge_lls.cli import main
 from edge_lls.formats.onnx import to_onnx
 from edge_lls.formats.tflite import read_tflite
@@ -253,20 +251,6 @@ def test_quantize_and_dequantize_ops_map_to_the_graph_edges(digits_int8):
 
 
 # ------------------------------------------------------------------------------ (b) long: MNIST 10k
-def _mnist():
-    require_shared(MNIST_DIR)
-    with gzip.open(MNIST_DIR / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(MNIST_DIR / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images, labels
-
-
-def _write_idx(path, array, magic):
-    path.write_bytes(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
-                     + np.ascontiguousarray(array).tobytes())
-
-
 @pytest.mark.long
 @pytest.mark.shared(MNIST_DIR)
 def test_mnist_int8_onnx_agrees_with_edge_lls_on_all_10000_test_images(tmp_path, capsys):
@@ -274,13 +258,10 @@ def test_mnist_int8_onnx_agrees_with_edge_lls_on_all_10000_test_images(tmp_path,
     holds only the t10k files), exported int8 (PTQ on 256 of them), compared on all 10,000:
     an agreement test, not an accuracy one. Measured: argmax 99.88 % (99.96 % counting exact
     ties of edge-lls's codes), output at most 2 LSB."""
-    images, labels = _mnist()
-    data, train = tmp_path / "mnist", 4000
-    data.mkdir()
-    _write_idx(data / "train-images-idx3-ubyte", images[:train], 0x803)
-    _write_idx(data / "train-labels-idx1-ubyte", labels[:train], 0x801)
-    _write_idx(data / "t10k-images-idx3-ubyte", images[train:train + 500], 0x803)
-    _write_idx(data / "t10k-labels-idx1-ubyte", labels[train:train + 500], 0x801)
+    images, labels = shared_mnist_test_set()
+    train = 4000
+    data = write_mnist_folder(tmp_path / "mnist", (images[:train], labels[:train]),
+                              (images[train:train + 500], labels[train:train + 500]))
     run = tmp_path / "run"
     assert main(["train", "--dataset", "mnist", "--data", str(data), "--epochs", "2", "--out", str(run), "--json"]) == 0
     for fmt in ("onnx", "tflite"):

@@ -1,15 +1,19 @@
-"""`edge-lls info`: architecture, rule, precision, sizes and training memory of a model."""
+"""`edge-lls info`: architecture, rule, precision, sizes and training memory of a model; for
+the firmware's model image (`export --format blob`), its header, tensors, ops and tail."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..errors import ConfigError
-from ..formats.sniff import model_path
+from ..errors import ConfigError, FormatError
+from ..formats.sniff import is_image, model_path
 from .output import EXIT_OK, print_json, shape_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="a model file (.ells), a run folder, or a zoo name")
+    p.add_argument("model", metavar="MODEL",
+                   help="a model file (.ells), a run folder, an ONNX model, a model image (.bin), "
+                        "or a zoo name")
     p.add_argument("--rule", metavar="NAME",
                    help="rule for the training-memory estimate (default: the file's, else lls)")
     p.add_argument("--batch-size", metavar="N", type=int, default=128,
@@ -22,15 +26,53 @@ def _load_for_info(text: str, width: float | None):
     """-> (model, header or None, file size or None) for a file, run folder or zoo name."""
     from ..formats.model_file import load_model, read_header
     from ..models import build_model, model_names
+    from ..formats.onnx_import import load_onnx
     path = model_path(text)
+    if path.is_file() and _sniffed(path) == "onnx":
+        model, _ = load_onnx(path)                 # an imported model: no training facts
+        return model, None, path.stat().st_size
     if path.exists():
         model, header = load_model(path)
+        _check_facts(header, path)
         return model, header, read_header(path)["file_bytes"]
     if text in model_names():
         options = {"width": width} if width is not None and text == "mobilenetv1" else {}
         return build_model(text, **options), None, None
     raise ConfigError(f"{text}: neither a model file, a run folder, nor a zoo model "
                       f"({', '.join(model_names())})")
+
+
+def _sniffed(path: Path) -> str | None:
+    """The file's kind, or None when it is none we know: load_model then says what is wrong."""
+    from ..formats.sniff import model_kind
+    try:
+        return model_kind(path)
+    except FormatError:
+        return None
+
+
+def _check_facts(header: dict, path: Path) -> None:
+    """The training facts info prints have the types it prints them as (the header is the
+    file's: a corrupt one is named, not a traceback)."""
+    from ..rules import RULES
+    rule = header.get("rule")
+    if rule and not (isinstance(rule, dict) and isinstance(rule.get("rule"), str) and rule["rule"] in RULES):
+        raise FormatError(f"{path}: header field 'rule' is {rule!r:.80}, expected an object whose 'rule' is one "
+                          f"of {', '.join(RULES)}")
+    if "dataset" in header and not isinstance(header["dataset"], dict):
+        raise FormatError(f"{path}: header field 'dataset' is {header['dataset']!r:.80}, expected an object")
+    accuracy = header.get("eval_accuracy")
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))):
+        raise FormatError(f"{path}: header field 'eval_accuracy' is {accuracy!r:.80}, expected a number")
+
+
+def image_info(path: Path) -> dict:
+    """A model image's size and its description, one line per header, tensor, op and array
+    (blob.describe_image, what the firmware's el_model_dump prints)."""
+    from ..formats.blob import describe_image
+    data = path.read_bytes()
+    return {"file": str(path), "kind": "model image", "file_bytes": len(data),
+            "description": describe_image(data, str(path)).splitlines()}
 
 
 def model_info(text: str, rule: str | None = None, batch_size: int = 128, width: float | None = None) -> dict:
@@ -63,13 +105,22 @@ def model_info(text: str, rule: str | None = None, batch_size: int = 128, width:
 
 def run(args: argparse.Namespace) -> int:
     from ..devices import format_bytes
+    path = model_path(args.model)
+    if path.is_file() and is_image(path):
+        info = image_info(path)
+        if args.json:
+            print_json(info)
+        else:
+            print(f"model image  {info['file']}, {format_bytes(info['file_bytes'])}")
+            print("\n".join(info["description"]))
+        return EXIT_OK
     info = model_info(args.model, args.rule, args.batch_size, args.width)
     if args.json:
         print_json(info)
         return EXIT_OK
     rule = info["rule"]
     options = ", ".join(f"{k} {v}" for k, v in (rule or {}).items() if k != "rule" and v is not None)
-    rule_text = f"{rule['rule']} ({options})" if rule else "untrained (zoo spec)"
+    rule_text = f"{rule['rule']} ({options})" if rule else "none recorded (a zoo spec or an imported ONNX model)"
     print(f"model      {info['model']}" + (f"  ({info['file']}, {format_bytes(info['file_bytes'])})"
                                             if info["file"] else ""))
     print(f"input      {shape_text(info['input_shape'])} (H x W x C), {info['num_classes']} classes")

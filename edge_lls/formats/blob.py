@@ -20,6 +20,7 @@ struct's, in order; tests/test_c_export.py compiles the header and checks every 
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ import numpy as np
 
 from ..errors import ConfigError, FormatError
 from ..program.ir import Program
+from .sniff import IMAGE_MAGIC as MAGIC
 
-MAGIC = b"ELMB"
 VERSION = 1
 ALIGN = 16
 HEADER_CRC_BYTES = 60
@@ -141,7 +142,9 @@ C_TYPES = {"b": "int8_t", "i": "int32_t", "f": "float"}
 
 
 def _volume(dims) -> int:
-    return int(np.prod([int(d) for d in dims], dtype=np.int64))
+    """The product of dims, exact (an int64 product of four corrupt int32 dims wraps, to 0 or
+    below, and a wrapped element count would pass a bounds check)."""
+    return math.prod(int(d) for d in dims)
 
 
 def _aligned(n: int, to: int = ALIGN) -> int:

@@ -18,7 +18,9 @@ preamble, no "crc32") still loads, with a FormatWarning; a flipped bit in its te
 goes unseen. A model travels over serial lines and SD cards: version 2 detects that. A model file stores the weights and batch-norm running statistics; a checkpoint adds
 the learning rule's parameters, every optimizer's state and the training position.
 Readers check every field against the file's size before reading a byte of tensor data
-and raise FormatError naming the field, so a truncated or edited file never loads.
+and raise FormatError naming the field, so a truncated or edited file never loads; and
+load_model checks the spec (check_spec) before building a model from it, so that a corrupt
+size is refused rather than allocated.
 
 Files are written atomically: a temporary file in the same folder, fsync, rename. A crash
 leaves either the old file or the new one, never half of one.
@@ -52,6 +54,13 @@ PREAMBLE = PREAMBLES[VERSION]
 DTYPES = ("float32", "float64", "float16", "int8", "uint8", "int16", "int32", "int64")
 KINDS = ("model", "checkpoint")
 TEMP_SUFFIX = ".tmp"
+# Limits against absurd sizes, checked before anything is allocated (a corrupt size would
+# otherwise be allocated first and refused after): a header nested deeper than any writer
+# nests it, a tensor rank numpy cannot hold, and 1 GiB of float32 for any one tensor of a
+# model (a weight, or one sample's activation), which no model this runtime trains nears.
+MAX_HEADER_DEPTH = 32
+MAX_RANK = 32
+MAX_TENSOR_VALUES = 1 << 28
 
 
 def _aligned(n: int) -> int:
@@ -196,10 +205,14 @@ def _read_header(f: BinaryIO, path: Path, kind: str | None) -> tuple[dict, int]:
                       f"saving the model again writes version {VERSION}", FormatWarning, stacklevel=4)
     try:
         header = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: header is not valid JSON ({' '.join(str(e).split())})") from None
+    except ValueError as e:         # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise FormatError(f"{path}: header is not valid JSON ({' '.join(str(e).split())[:200]})") from None
+    except RecursionError:          # the decoder's own nesting limit
+        raise FormatError(f"{path}: header is not valid JSON (nested too deeply)") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: header is a JSON {type(header).__name__}, expected an object")
+    if _depth(header) > MAX_HEADER_DEPTH:
+        raise FormatError(f"{path}: header is nested more than {MAX_HEADER_DEPTH} levels deep")
     found = header.get("kind")
     if found not in KINDS:
         raise FormatError(f"{path}: header field 'kind' is {found!r}, expected one of {', '.join(KINDS)}")
@@ -211,6 +224,19 @@ def _read_header(f: BinaryIO, path: Path, kind: str | None) -> tuple[dict, int]:
     data_start = _aligned(preamble.size + length)
     _check_table(header.get("tensors"), max(size - data_start, 0), path, checksums=version >= 2)
     return header, data_start
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth <= MAX_HEADER_DEPTH:
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_table(table: object, data_bytes: int, path: Path, checksums: bool) -> None:
@@ -233,8 +259,10 @@ def _check_table(table: object, data_bytes: int, path: Path, checksums: bool) ->
             raise FormatError(f"{path}: '{field}.dtype' is {e.get('dtype')!r}, "
                               f"expected one of {', '.join(DTYPES)}")
         shape = e.get("shape")
-        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise FormatError(f"{path}: '{field}.shape' is {shape!r}, expected a list of integers >= 0")
+        if not isinstance(shape, list) or len(shape) > MAX_RANK or \
+                not all(_is_count(d) and d <= MAX_TENSOR_VALUES for d in shape):
+            raise FormatError(f"{path}: '{field}.shape' is {shape!r:.100}, expected at most {MAX_RANK} "
+                              f"integers in 0 .. {MAX_TENSOR_VALUES}")
         expected = math.prod(shape) * np.dtype(e["dtype"]).itemsize
         if e.get("nbytes") != expected:
             raise FormatError(f"{path}: '{field}.nbytes' is {e.get('nbytes')!r}, but shape {shape} of "
@@ -303,10 +331,122 @@ def build_from_spec(spec: dict, path: Path):
                           f"({type(e).__name__}: {' '.join(str(e).split())})") from None
 
 
+def check_spec(spec: dict, file_values: int, path: Path) -> None:
+    """What building a model from spec allocates, checked before it is built: the fields
+    that size it (input shape, filters, units, kernels, strides, paddings, post-block
+    pooling, classes) have the types Model reads, no activation of one sample holds more
+    than MAX_TENSOR_VALUES values, and its weights do not outnumber the file_values the
+    file's tensors hold. Everything else about the spec Model itself checks."""
+    from ..kernels.geometry import resolve_window
+
+    def fail(field: str, message: str):
+        raise FormatError(f"{path}: header field 'spec.{field}' {message}")
+
+    def count(value, field: str) -> int:
+        if not (_is_count(value) and 1 <= value <= MAX_TENSOR_VALUES):
+            fail(field, f"is {value!r:.60}, expected an integer in 1 .. {MAX_TENSOR_VALUES}")
+        return value
+
+    def pair(value, field: str):
+        if isinstance(value, list) and len(value) == 2:
+            return [count(v, f"{field}[{i}]") for i, v in enumerate(value)]
+        return count(value, field)
+
+    def padding(value, field: str):
+        if value in ("same", "valid"):
+            return value
+        items = value if isinstance(value, list) and len(value) in (2, 4) else [value]
+        if all(_is_count(v) and v <= MAX_TENSOR_VALUES for v in items):
+            return tuple(value) if isinstance(value, list) else value
+        fail(field, f"is {value!r:.60}, expected 'same', 'valid', or 1, 2 or 4 integers >= 0")
+
+    def window(shape, field: str, kernel, stride, pad, channels: int):
+        if len(shape) != 4:
+            fail(field, "follows a dense block, but needs an image (H, W, C) input")
+        try:
+            win = resolve_window(shape[1:3], kernel, stride, pad)
+        except ValueError as e:                          # the window does not fit its input
+            fail(field, f"does not fit its input {list(shape[1:])}: {e}")
+        return activation((1, win.out_h, win.out_w, channels), field)
+
+    def activation(shape, field: str):
+        if math.prod(shape[1:]) > MAX_TENSOR_VALUES:
+            fail(field, f"makes an activation of shape {list(shape[1:])}, more than {MAX_TENSOR_VALUES} values")
+        return shape
+
+    def flag(value, field: str) -> None:
+        if not isinstance(value, bool):
+            fail(field, f"is {value!r:.60}, expected true or false")
+
+    if not isinstance(spec.get("name"), str):
+        fail("name", "is missing or not a string")
+    shape = spec.get("input_shape")
+    if not isinstance(shape, list) or len(shape) != 3:
+        fail("input_shape", f"is {shape!r:.60}, expected [H, W, C]")
+    shape = activation((1, *(count(d, f"input_shape[{i}]") for i, d in enumerate(shape))), "input_shape")
+    blocks = spec.get("blocks")
+    if not isinstance(blocks, list):
+        fail("blocks", "is missing or not a list")
+    classes = count(spec.get("num_classes"), "num_classes")
+    weights = 0
+    for i, b in enumerate(blocks):
+        field = f"blocks[{i}]"
+        if not isinstance(b, dict):
+            fail(field, "is not an object")
+        kind, cin = b.get("type"), shape[-1]
+        pool = count(b.get("pool_size"), f"{field}.pool_size")
+        flag(b.get("bias", True), f"{field}.bias")
+        if not isinstance(b.get("act", "leaky_relu"), str):
+            fail(f"{field}.act", "is not a string")
+        if kind in ("conv", "dwsep"):
+            filters = count(b.get("filters"), f"{field}.filters")
+            kernel = pair(b.get("kernel", 3), f"{field}.kernel")
+            taps = math.prod(kernel) if isinstance(kernel, list) else kernel * kernel
+            stride = pair(b.get("stride", 1), f"{field}.stride")
+            pad = padding(b.get("padding", 1 if kind == "conv" else "same"), f"{field}.padding")
+            weights += filters * taps * cin if kind == "conv" else cin * taps + filters * cin
+            shape = window(shape, field, kernel, stride, pad, filters)
+        elif kind == "dense":
+            units = count(b.get("units"), f"{field}.units")
+            weights += units * math.prod(shape[1:])
+            shape = (1, units)
+        else:
+            return                                     # Model names the unknown block type
+        # the block's LLS head: a basis of num_classes x (pool x pool x C, or pool) values
+        if classes * (pool * pool * shape[-1] if len(shape) == 4 else pool) > MAX_TENSOR_VALUES:
+            fail(f"{field}.pool_size", f"is {pool}: the LLS basis of {classes} classes it implies exceeds "
+                                       f"{MAX_TENSOR_VALUES} values")
+        post = b.get("post", [])
+        if not isinstance(post, list) or not all(isinstance(p, dict) for p in post):
+            fail(f"{field}.post", "is not a list of objects")
+        for j, p in enumerate(post):
+            where = f"{field}.post[{j}]"
+            if p.get("type") in ("maxpool", "avgpool"):
+                kernel = pair(p.get("kernel", 2), f"{where}.kernel")
+                stride = pair(p["stride"], f"{where}.stride") if p.get("stride") else kernel   # as Model
+                shape = window(shape, where, kernel, stride, padding(p.get("padding", 0), f"{where}.padding"),
+                               shape[-1])
+            elif p.get("type") == "adaptive_avgpool":
+                if len(shape) != 4:
+                    fail(where, "follows a dense block, but needs an image (H, W, C) input")
+                size = pair(p.get("size"), f"{where}.size")
+                shape = activation((1, *(size if isinstance(size, list) else (size, size)), shape[-1]), where)
+            else:
+                return                                 # Model names the unknown op type
+    if not isinstance(spec.get("classifier", {}), dict):
+        fail("classifier", "is not an object")
+    flag(spec.get("classifier", {}).get("bias", True), "classifier.bias")
+    weights += classes * math.prod(shape[1:])
+    if weights > file_values:
+        raise FormatError(f"{path}: header field 'spec' describes a model of {weights} weights, but the file's "
+                          f"tensors hold {file_values} values")
+
+
 def load_model(path: str | Path):
     """-> (Model, header). The model holds exactly the stored weights and statistics."""
     path = Path(path)
     header, tensors = read_file(path, kind="model")
+    check_spec(header["spec"], sum(a.size for a in tensors.values()), path)
     model = build_from_spec(header["spec"], path)
     assign(model_tensors(model), tensors, path, exact=True)
     return model, header

@@ -108,10 +108,13 @@ def read_onnx(path: str | Path) -> OnnxImport:
 def load_onnx(path: str | Path):
     """-> (Model, header): the model holding the file's weights and statistics, and a
     header shaped like a .ells file's (kind, spec, and the class names under 'dataset')."""
-    from .model_file import assign, build_from_spec, model_tensors
+    from .model_file import assign, build_from_spec, check_spec, model_tensors
 
     path = Path(path)
     imported = read_onnx(path)
+    # the spec is sized by the file's own initializers, and is checked as a .ells spec is
+    # before anything is allocated (huge shapes in a damaged graph are one line, not a MemoryError)
+    check_spec(imported.spec, sum(int(a.size) for a in imported.tensors.values()), path)
     model = build_from_spec(imported.spec, path)
     assign(model_tensors(model), imported.tensors, path, exact=True)
     header = {"kind": "model", "spec": imported.spec, "format": "onnx", "softmax": imported.softmax}
@@ -148,7 +151,12 @@ def _one_line(e: Exception) -> str:
 def _class_names(path: Path, proto, num_classes: int) -> list[str] | None:
     """Class names from metadata_props: edge-lls's own 'edge_lls' entry ({"classes": [...]}),
     or a 'classes' / 'class_names' / 'labels' entry (a JSON list or comma-separated)."""
-    props = {p.key: p.value for p in proto.metadata_props}
+    props = {}
+    for prop in proto.metadata_props:
+        # protobuf hands over a string field that is not UTF-8 (a damaged file) as bytes
+        if not isinstance(prop.key, str) or not isinstance(prop.value, str):
+            raise FormatError(f"{path}: metadata_props entry {prop.key!r:.40} is not UTF-8 text: the file is corrupt")
+        props[prop.key] = prop.value
     names = None
     if "edge_lls" in props:
         try:

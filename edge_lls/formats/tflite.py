@@ -11,6 +11,7 @@ quantization parameters are never used.
 from __future__ import annotations
 
 import importlib
+import math
 import struct
 from pathlib import Path
 
@@ -44,8 +45,16 @@ NUMPY_DTYPES = {
     TensorType.INT64: np.dtype(np.int64),
 }
 
-# The `tflite` accessors raise these when an offset points outside the buffer.
-_TRUNCATION_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError)
+# Limits against absurd sizes, checked before anything is allocated: a tensor no model
+# this runtime targets comes near, and a rank no TFLite kernel takes.
+MAX_TENSOR_BYTES = 1 << 30
+MAX_RANK = 8
+# Quantization scales and the real-valued options (LEAKY_RELU's alpha, SOFTMAX's beta) are
+# bounded so that every ratio of them the int8 kernels' multipliers are computed from stays
+# a finite float32: real models' scales lie many orders of magnitude inside (VWW's smallest
+# bias scale is 3e-13).
+MIN_SCALE, MAX_SCALE = 2.0 ** -64, 2.0 ** 32
+MAX_REAL_OPTION = 2.0 ** 31
 
 
 def read_tflite(path) -> Program:
@@ -61,20 +70,22 @@ def read_tflite(path) -> Program:
 
 def parse_tflite(data: bytes, name: str = "<bytes>") -> Program:
     """TFLite flatbuffer bytes as a Program; see read_tflite."""
+    data = bytes(data)
     _check_header(data, name)
-    try:
-        model = tflite.Model.GetRootAs(data, 0)
-        tensors, operators, inputs, outputs = _read_subgraph(model, data, name)
-        description = model.Description().decode("utf-8", "replace") if model.Description() else ""
-        metadata = {}
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if entry.Name() is None or not 0 < entry.Buffer() < model.BuffersLength():
-                continue
-            raw = _buffer_bytes(model.Buffers(entry.Buffer()), data, name, entry.Buffer())
-            metadata[entry.Name().decode("utf-8", "replace")] = raw or b""
-    except _TRUNCATION_ERRORS as error:
-        raise FormatError(f"{name}: truncated or corrupt flatbuffer ({type(error).__name__}: {error})") from error
+    _Verifier(data, name).model(struct.unpack_from("<I", data, 0)[0])
+    # From here on every accessor reads inside the buffer (the verifier checked each table,
+    # vector and string the reader touches), so a bad value is a FormatError below, and no
+    # accessor error is caught: one would be a bug of the verifier.
+    model = tflite.Model.GetRootAs(data, 0)
+    tensors, operators, inputs, outputs = _read_subgraph(model, data, name)
+    description = _text(model.Description()) if model.Description() else ""
+    metadata = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() is None or not 0 < entry.Buffer() < model.BuffersLength():
+            continue
+        raw = _buffer_bytes(model.Buffers(entry.Buffer()), data, name, entry.Buffer())
+        metadata[_text(entry.Name())] = raw or b""
     return Program(tensors, operators, inputs, outputs, name=name, description=description, metadata=metadata)
 
 
@@ -89,6 +100,124 @@ def _check_header(data: bytes, name: str) -> None:
         raise FormatError(f"{name}: truncated flatbuffer (root table offset {root_offset} past end of {len(data)} bytes)")
 
 
+# ------------------------------------------------------------------ flatbuffer verifier
+# The fields this reader uses, per table, by vtable slot (the generated accessors'
+# Offset(slot)): (field name, kind). A kind is a scalar's size in bytes, "string",
+# ("vector", element bytes), ("table", table) or ("tables", table) (a vector of tables);
+# "options" is Operator.builtin_options, a table whose type the union tag names.
+_TABLES = {
+    "Model": {4: ("version", 4), 6: ("operator_codes", ("tables", "OperatorCode")),
+              8: ("subgraphs", ("tables", "SubGraph")), 10: ("description", "string"),
+              12: ("buffers", ("tables", "Buffer")), 16: ("metadata", ("tables", "Metadata"))},
+    "OperatorCode": {4: ("deprecated_builtin_code", 1), 6: ("custom_code", "string"), 8: ("version", 4),
+                     10: ("builtin_code", 4)},
+    "SubGraph": {4: ("tensors", ("tables", "Tensor")), 6: ("inputs", ("vector", 4)), 8: ("outputs", ("vector", 4)),
+                 10: ("operators", ("tables", "Operator")), 12: ("name", "string")},
+    "Tensor": {4: ("shape", ("vector", 4)), 6: ("type", 1), 8: ("buffer", 4), 10: ("name", "string"),
+               12: ("quantization", ("table", "QuantizationParameters"))},
+    "QuantizationParameters": {8: ("scale", ("vector", 4)), 10: ("zero_point", ("vector", 8)),
+                               16: ("quantized_dimension", 4)},
+    "Operator": {4: ("opcode_index", 4), 6: ("inputs", ("vector", 4)), 8: ("outputs", ("vector", 4)),
+                 10: ("builtin_options_type", 1), 12: ("builtin_options", "options")},
+    "Buffer": {4: ("data", ("vector", 1)), 6: ("offset", 8), 8: ("size", 8)},
+    "Metadata": {4: ("name", "string"), 6: ("buffer", 4)},
+    # the builtin options _read_options reads
+    "Conv2DOptions": {4: ("padding", 1), 6: ("stride_w", 4), 8: ("stride_h", 4), 10: ("fused_activation", 1),
+                      12: ("dilation_w", 4), 14: ("dilation_h", 4)},
+    "DepthwiseConv2DOptions": {4: ("padding", 1), 6: ("stride_w", 4), 8: ("stride_h", 4),
+                               10: ("depth_multiplier", 4), 12: ("fused_activation", 1), 14: ("dilation_w", 4),
+                               16: ("dilation_h", 4)},
+    "Pool2DOptions": {4: ("padding", 1), 6: ("stride_w", 4), 8: ("stride_h", 4), 10: ("filter_width", 4),
+                      12: ("filter_height", 4), 14: ("fused_activation", 1)},
+    "FullyConnectedOptions": {4: ("fused_activation", 1), 6: ("weights_format", 1), 8: ("keep_num_dims", 1)},
+    "AddOptions": {4: ("fused_activation", 1)},
+    "ReducerOptions": {4: ("keep_dims", 1)},
+    "SoftmaxOptions": {4: ("beta", 4)},
+    "ReshapeOptions": {4: ("new_shape", ("vector", 4))},
+    "LeakyReluOptions": {4: ("alpha", 4)},
+}
+_OPTIONS_TABLES = {getattr(BuiltinOptions, kind): kind for kind in _TABLES if kind.endswith("Options")}
+
+
+class _Verifier:
+    """Every table, vector and string the reader touches lies inside the buffer, checked
+    before any generated accessor runs (what TFLite's VerifyModelBuffer does for its C++
+    reader): vtables in bounds and well formed, each used field inside its table, vector
+    and string contents inside the buffer, strings NUL-terminated. FormatError names the
+    first object that is not."""
+
+    def __init__(self, data: bytes, name: str):
+        self.data, self.size, self.name = data, len(data), name
+
+    def _fail(self, where: str, what: str):
+        raise FormatError(f"{self.name}: truncated or corrupt flatbuffer: {where}: {what}")
+
+    def _u32(self, at: int, where: str) -> int:
+        if not 0 <= at <= self.size - 4:
+            self._fail(where, f"offset field at byte {at} is outside the {self.size}-byte file")
+        return struct.unpack_from("<I", self.data, at)[0]
+
+    def model(self, root: int) -> None:
+        self.table(root, "Model", "model")
+
+    def table(self, at: int, kind: str, where: str) -> None:
+        if not 0 <= at <= self.size - 4:
+            self._fail(where, f"{kind} table at byte {at} is outside the {self.size}-byte file")
+        vtable = at - struct.unpack_from("<i", self.data, at)[0]
+        if not 0 <= vtable <= self.size - 4:
+            self._fail(where, f"{kind} vtable at byte {vtable} is outside the file")
+        vtable_bytes, table_bytes = struct.unpack_from("<HH", self.data, vtable)
+        if vtable_bytes < 4 or vtable_bytes % 2 or vtable + vtable_bytes > self.size or table_bytes < 4 \
+                or at + table_bytes > self.size:
+            self._fail(where, f"{kind} vtable ({vtable_bytes} bytes, table {table_bytes} bytes) is malformed "
+                              f"or runs past the end of the file")
+        for slot, (field, kind_of) in _TABLES[kind].items():
+            if slot + 2 > vtable_bytes:
+                continue
+            offset = struct.unpack_from("<H", self.data, vtable + slot)[0]
+            if offset == 0:
+                continue
+            width = kind_of if isinstance(kind_of, int) else 4
+            if offset < 4 or offset + width > table_bytes:
+                self._fail(where, f"{kind}.{field} lies outside its table")
+            if isinstance(kind_of, int):
+                continue
+            position = at + offset
+            target = position + struct.unpack_from("<I", self.data, position)[0]
+            here = f"{where}.{field}"
+            if kind_of == "string":
+                start, length = self._vector(target, 1, here)
+                if start + length >= self.size or self.data[start + length] != 0:
+                    self._fail(here, "string is not NUL-terminated inside the file")
+            elif kind_of == "options":
+                tag_offset = struct.unpack_from("<H", self.data, vtable + 10)[0] if vtable_bytes >= 12 else 0
+                options = _OPTIONS_TABLES.get(self.data[at + tag_offset] if tag_offset else 0)
+                if options is not None:
+                    self.table(target, options, here)
+            elif kind_of[0] == "vector":
+                self._vector(target, kind_of[1], here)
+            elif kind_of[0] == "table":
+                self.table(target, kind_of[1], here)
+            else:
+                start, length = self._vector(target, 4, here)
+                for i in range(length):
+                    element = start + 4 * i
+                    self.table(element + self._u32(element, here), kind_of[1], f"{here}[{i}]")
+
+    def _vector(self, at: int, element_bytes: int, where: str) -> tuple[int, int]:
+        length = self._u32(at, where)
+        if at + 4 + length * element_bytes > self.size:
+            self._fail(where, f"{length} elements of {element_bytes} bytes at byte {at + 4} run past the end "
+                              f"of the {self.size}-byte file")
+        return at + 4, length
+
+
+def _text(raw: bytes) -> str:
+    """A name from the file as text: UTF-8, and never a control character (a message that
+    quotes it stays one line)."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in raw.decode("utf-8", "replace"))
+
+
 def _read_subgraph(model, data: bytes, name: str):
     """(tensors, operators, input indices, output indices) of the first subgraph."""
     if model.SubgraphsLength() < 1:
@@ -98,6 +227,8 @@ def _read_subgraph(model, data: bytes, name: str):
     tensors = [_read_tensor(subgraph.Tensors(i), i, model, data, name) for i in range(subgraph.TensorsLength())]
     operators = [_read_operator(subgraph.Operators(i), i, opcodes, len(tensors), name)
                  for i in range(subgraph.OperatorsLength())]
+    for op in operators:
+        _check_window(op, tensors, name)
     inputs = _tensor_indices(subgraph.InputsAsNumpy(), len(tensors), f"{name}: subgraph inputs")
     outputs = _tensor_indices(subgraph.OutputsAsNumpy(), len(tensors), f"{name}: subgraph outputs")
     return tensors, operators, inputs, outputs
@@ -108,7 +239,7 @@ def _opcode_name(opcode) -> str:
     code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
     if code == BuiltinOperator.CUSTOM:
         custom = opcode.CustomCode()
-        return "CUSTOM:" + (custom.decode("utf-8", "replace") if custom else "?")
+        return "CUSTOM:" + (_text(custom) if custom else "?")
     return OPCODE_NAMES.get(code, f"BUILTIN_{code}")
 
 
@@ -121,27 +252,44 @@ def _tensor_indices(raw, tensor_count: int, where: str) -> tuple[int, ...]:
 
 
 def _read_tensor(entry, index: int, model, data: bytes, name: str) -> Tensor:
-    tensor_name = entry.Name().decode("utf-8", "replace") if entry.Name() else f"tensor_{index}"
+    tensor_name = _text(entry.Name()) if entry.Name() else f"tensor_{index}"
+    where = f"{name}: tensor {index} '{tensor_name}'"
     type_code = entry.Type()
     dtype = NUMPY_DTYPES.get(type_code)
+    if entry.ShapeLength() > MAX_RANK:
+        raise FormatError(f"{where} has rank {entry.ShapeLength()} (at most {MAX_RANK} is supported)")
     shape = tuple(int(d) for d in entry.ShapeAsNumpy()) if entry.ShapeLength() else ()
     if any(d < 0 for d in shape):
-        raise FormatError(f"{name}: tensor {index} '{tensor_name}' has a negative dimension in shape {shape}")
-    scales, zero_points, quantized_dimension = _read_quantization(entry.Quantization())
+        raise FormatError(f"{where} has a negative dimension in shape {shape}")
+    nbytes = math.prod(shape) * (dtype.itemsize if dtype is not None else 1)
+    if nbytes > MAX_TENSOR_BYTES:
+        raise FormatError(f"{where} has shape {shape}: {nbytes} bytes, more than the {MAX_TENSOR_BYTES} a "
+                          f"tensor may hold (a corrupt shape?)")
+    scales, zero_points, quantized_dimension = _read_quantization(entry.Quantization(), dtype, where)
     constant = _read_constant(entry, index, tensor_name, model, data, name, shape, dtype, type_code)
     return Tensor(index=index, name=tensor_name, shape=shape, dtype=dtype,
                   type_name=TENSOR_TYPE_NAMES.get(type_code, f"TYPE_{type_code}"),
                   scales=scales, zero_points=zero_points, quantized_dimension=quantized_dimension, data=constant)
 
 
-def _read_quantization(quantization):
+def _read_quantization(quantization, dtype, where: str):
     if quantization is None or quantization.ScaleLength() == 0:
         return None, None, 0
     scales = quantization.ScaleAsNumpy().astype(np.float32)
     if quantization.ZeroPointLength():
         zero_points = quantization.ZeroPointAsNumpy().astype(np.int64)
+        if zero_points.shape != scales.shape:
+            raise FormatError(f"{where} has {zero_points.size} zero points for {scales.size} scales")
     else:
         zero_points = np.zeros(scales.shape, np.int64)
+    if dtype is not None and dtype.kind in "iu":   # the integer types' parameters are used
+        if not np.all((scales >= MIN_SCALE) & (scales <= MAX_SCALE)):    # NaN fails too
+            raise FormatError(f"{where} has quantization scales outside [2^-64, 2^32] "
+                              f"({scales[:4].tolist()}{' ...' if scales.size > 4 else ''})")
+        limits = np.iinfo(dtype)
+        if zero_points.min() < limits.min or zero_points.max() > limits.max:
+            raise FormatError(f"{where} has zero points outside the range of {dtype} "
+                              f"({zero_points.min()} .. {zero_points.max()})")
     # quantized_dimension is kept as written, even when out of range (see the module docstring);
     # the op handlers decide what per-channel parameters mean for each of their inputs.
     return scales, zero_points, int(quantization.QuantizedDimension())
@@ -189,6 +337,45 @@ def _read_operator(entry, index: int, opcodes: list[str], tensor_count: int, nam
     outputs = _tensor_indices(entry.OutputsAsNumpy(), tensor_count, f"{where} outputs")
     options = _read_options(entry, opcode, where)
     return Operator(index=index, opcode=opcode, inputs=inputs, outputs=outputs, options=options)
+
+
+_WINDOW_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
+
+
+def _check_window(op: Operator, tensors: list[Tensor], name: str) -> None:
+    """A convolution or pooling op reads and writes NHWC tensors, and its stride, dilation
+    and filter size are each at least 1 and, along each axis, at most twice the input size
+    plus the kernel size. A larger window only ever sees padding, and the padding it implies
+    would be allocated when the op is prepared (a corrupt field, not a model)."""
+    if op.opcode not in _WINDOW_OPS or not op.inputs or op.inputs[0] < 0:
+        return                                       # the interpreter names a missing input
+    where = f"{name}: op {op.index} ({op.opcode})"
+    x = tensors[op.inputs[0]]
+    for role, index in (("input", op.inputs[0]), ("output", op.outputs[0] if op.outputs else -1)):
+        if index >= 0 and len(tensors[index].shape) != 4:
+            raise FormatError(f"{where}: {role} tensor {index} has shape {tensors[index].shape}, not NHWC")
+    o = op.options
+    if op.opcode.endswith("POOL_2D"):
+        kernel = (1, 1)
+        fields = {"stride_h": o["stride_h"], "stride_w": o["stride_w"], "filter_h": o["filter_h"],
+                  "filter_w": o["filter_w"]}
+    else:
+        weights = tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+        kernel = weights.shape[1:3] if weights is not None and len(weights.shape) == 4 else (1, 1)
+        fields = {"stride_h": o["stride_h"], "stride_w": o["stride_w"], "dilation_h": o["dilation_h"],
+                  "dilation_w": o["dilation_w"]}
+    for field, value in fields.items():
+        axis = 0 if field.endswith("_h") else 1
+        span = 2 * x.shape[1 + axis] + kernel[axis]
+        reach = (kernel[axis] - 1) * value + 1 if field.startswith("dilation") else value
+        if value < 1 or reach > span:
+            raise FormatError(f"{where}: {field} {value} is out of range for the input of shape {x.shape}")
+
+
+def _real_option(value: float, field: str, where: str) -> float:
+    if not abs(value) <= MAX_REAL_OPTION:                                 # NaN fails too
+        raise FormatError(f"{where}: {field} is {value}, not a finite number of magnitude <= 2^31")
+    return float(value)
 
 
 def _activation(code: int, where: str) -> str:
@@ -256,14 +443,14 @@ def _read_options(entry, opcode: str, where: str) -> dict:
         return dict(keep_dims=bool(o.KeepDims()) if o else False)
     if opcode == "SOFTMAX":
         o = _options_table(entry, tflite.SoftmaxOptions, where)
-        return dict(beta=float(o.Beta()) if o else 1.0)
+        return dict(beta=_real_option(o.Beta(), "beta", where) if o else 1.0)
     if opcode == "RESHAPE":
         o = _options_table(entry, tflite.ReshapeOptions, where)
         new_shape = tuple(int(d) for d in o.NewShapeAsNumpy()) if (o is not None and o.NewShapeLength()) else None
         return dict(new_shape=new_shape)
     if opcode == "LEAKY_RELU":
         o = _options_table(entry, tflite.LeakyReluOptions, where)
-        return dict(alpha=float(o.Alpha()) if o is not None else 0.0)
+        return dict(alpha=_real_option(o.Alpha(), "alpha", where) if o is not None else 0.0)
     return {}
 
 

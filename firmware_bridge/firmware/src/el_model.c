@@ -39,12 +39,19 @@ static int inside(uint32_t offset, uint32_t count, uint32_t size, uint32_t limit
     return offset >= EL_MODEL_HEADER_BYTES && end <= limit;
 }
 
+/* The product of dims, saturated just above 32 bits: four corrupt dims could wrap a plain
+ * uint64_t product to a small count that passes the bounds check. Before each step
+ * v <= 2^32 and a dim < 2^32, so v * dim < 2^64 never wraps. */
 static uint64_t volume(const int32_t *dims, unsigned rank)
 {
+    const uint64_t too_many = (uint64_t)1 << 32; /* more than any image holds */
     uint64_t v = 1;
     unsigned i;
     for (i = 0; i < rank; ++i) {
         v *= (uint64_t)(uint32_t)dims[i];
+        if (v > too_many) {
+            return too_many;
+        }
     }
     return v;
 }
