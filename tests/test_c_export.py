@@ -330,3 +330,25 @@ def test_filter_dims_whose_product_wraps_64_bits_are_rejected_by_both_readers(tr
         blob.open_image(path.read_bytes(), str(path))
     result = _dump(dump_tool, path)
     assert result.returncode == 1 and result.stderr.startswith("el_model_dump: "), result.stderr
+
+
+def test_an_image_without_constant_arrays_exports_as_c_of_its_exact_size(gcc, dump_tool, tmp_path):
+    # A lone pooling op: no 16-byte aligned array member makes the struct 16-byte aligned,
+    # so the header member carries the alignment and sizeof covers the final padding.
+    from edge_lls.program.ir import I8, Builder, Program
+    b = Builder()
+    x = b.tensor("x", (1, 4, 4, 1), I8, scales=0.1, zero_points=0)
+    y = b.tensor("y", (1, 2, 2, 1), I8, scales=0.1, zero_points=0)
+    b.op("AVERAGE_POOL_2D", [x], [y], padding="VALID", stride_h=2, stride_w=2, filter_h=2, filter_w=2,
+         activation="NONE")
+    image = blob.build_image(Program(b.tensors, b.operators, (x,), (y,), name="pool"))
+    assert len(image.data) % 16 == 0 and image.members and all(m.array is None for m in image.members)
+    header, source = blob.c_source(image, "pool", "pool.h")
+    (tmp_path / "pool.h").write_text(header)
+    (tmp_path / "pool.c").write_text(source)
+    linked = _compile(gcc, tmp_path / "dump_pool", FIRMWARE / "tools" / "el_model_dump.c", *SOURCES,
+                      tmp_path / "pool.c", flags=[f"-I{tmp_path}", "-include", "pool.h", "-DEL_DUMP_IMAGE=el_model_pool",
+                                                  "-DEL_DUMP_BYTES=EL_MODEL_POOL_BYTES"])
+    raw = tmp_path / "raw.bin"
+    printed = subprocess.run([str(linked), str(raw)], capture_output=True, text=True, check=True).stdout
+    assert raw.read_bytes() == image.data and printed == blob.describe_image(image.data)
