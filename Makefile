@@ -27,6 +27,13 @@ toolchain:
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 
+## The firmware for both QEMU boards (mps2-an386 = cortex-m4, mps2-an500 = cortex-m7):
+## firmware_bridge/firmware/build/<board>/edge-lls-fw.elf and .map, and the test ELFs.
+.PHONY: firmware
+firmware: toolchain
+	$(MAKE) -C firmware_bridge/firmware BOARD=mps2-an386 firmware tests
+	$(MAKE) -C firmware_bridge/firmware BOARD=mps2-an500 firmware tests
+
 ## Train the default model on the built-in digits dataset (no download, about a minute).
 train: $(STAMP)
 	$(VENV)/bin/edge-lls train

@@ -25,11 +25,13 @@ class DeviceProfile:
     memory_budget: int        # bytes one training process may use
     precision: str            # default numeric format of training: 'fp32' or 'int8'
     runs_locally: bool        # False: a bridge target, not something this process emulates
+    flash_bytes: int = 0      # on-chip flash of a microcontroller (firmware + model image); 0: none
 
     def summary(self) -> str:
         threads = f"{self.cores} thread" + ("s" if self.cores != 1 else "")
+        flash = f", {format_bytes(self.flash_bytes)} flash" if self.flash_bytes else ""
         return (f"{self.name}: {self.description}; {threads}, "
-                f"{format_bytes(self.memory_budget)} training budget, {self.precision}")
+                f"{format_bytes(self.memory_budget)} training budget{flash}, {self.precision}")
 
 
 def _host_memory() -> int:
@@ -45,16 +47,18 @@ def _host() -> DeviceProfile:
 
 
 # Budgets leave the OS and the dataset room on the smallest common board of each family:
-# a 2 GB Raspberry Pi 4 and a 4 GB Pi 5; MCU budgets are typical on-chip SRAM.
+# a 2 GB Raspberry Pi 4 and a 4 GB Pi 5; MCU budgets are typical on-chip SRAM, and their
+# flash that of the same class of part. The firmware's boards (QEMU's MPS2 AN386 and AN500,
+# firmware_bridge/firmware/boards/) link into exactly these FLASH and RAM sizes.
 _BOARDS = {
     "rpi4": DeviceProfile("rpi4", "Raspberry Pi 4 (4x Cortex-A72 1.5 GHz, 2 GB board)",
                           4, 1 * GiB, "fp32", True),
     "rpi5": DeviceProfile("rpi5", "Raspberry Pi 5 (4x Cortex-A76 2.4 GHz, 4 GB board)",
                           4, 2 * GiB, "fp32", True),
     "cortex-m4": DeviceProfile("cortex-m4", "Cortex-M4F microcontroller (STM32F4-class, 256 KiB SRAM)",
-                               1, 256 * KiB, "int8", False),
+                               1, 256 * KiB, "int8", False, flash_bytes=1 * MiB),
     "cortex-m7": DeviceProfile("cortex-m7", "Cortex-M7 microcontroller (STM32H7-class, 1 MiB SRAM)",
-                               1, 1 * MiB, "int8", False),
+                               1, 1 * MiB, "int8", False, flash_bytes=2 * MiB),
 }
 ALIASES = {"rpi": "rpi4", "pi": "rpi4", "pi4": "rpi4", "pi5": "rpi5", "m4": "cortex-m4", "m7": "cortex-m7"}
 DEVICE_NAMES = ("host", *_BOARDS)

@@ -1,0 +1,6 @@
+# mps2-an386: QEMU's MPS2 AN386, a Cortex-M4F, as the cortex-m4 device profile.
+BOARD_FAMILY := mps2
+BOARD_DEVICE := cortex-m4
+BOARD_CPU := -mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=hard -mthumb
+BOARD_CLOCK_HZ := 25000000
+BOARD_IRQS := 32

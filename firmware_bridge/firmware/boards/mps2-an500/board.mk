@@ -1,0 +1,6 @@
+# mps2-an500: QEMU's MPS2 AN500, a Cortex-M7 with FPv5-D16, as the cortex-m7 device profile.
+BOARD_FAMILY := mps2
+BOARD_DEVICE := cortex-m7
+BOARD_CPU := -mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard -mthumb
+BOARD_CLOCK_HZ := 25000000
+BOARD_IRQS := 32
