@@ -1,0 +1,205 @@
+"""The VWW model on the firmware, under QEMU: instructions, arena, SRAM, stack and flash per board.
+
+    .venv/bin/python tools/bench_firmware.py [--model vww_96_int8.tflite] [--boards mps2-an386,mps2-an500]
+
+Exports the model as C (`blob.build_image` + `blob.c_source`: the bytes `edge-lls export
+--format c` writes), writes the two sample images of ../shared/data/vww_samples as an input
+header (person.bmp holds int8 codes, `load_image(..., "int8")`; no_person.bmp an ordinary
+image), builds the firmware with `make MODEL=vww.c INPUT=inputs.h` for each board (main.c
+runs each input through the op runner in one static arena of the image's arena_bytes and
+prints the output bytes and the SysTick ticks it took) and runs it under QEMU with
+`-icount shift=0,sleep=off` and our instruction-counting plugin (tests/qemu_helper.py).
+Prints per board:
+
+  instructions / inference   SysTick ticks x 40 (the 25 MHz board clock on 1 ns virtual
+                             instructions: exact to one tick), per sample image; and the
+                             plugin's count of the whole run (reset, banner, both inferences)
+  arena                      the image's arena_bytes (the static arena main.c declares) beside
+                             TFLM's smallest arena for the same .tflite (edge_lls.tflm.tflm_min_arena),
+                             and the ratio ours / TFLM
+  SRAM used                  .data + .bss + the stack reserve, from the link map
+  stack high water           the most stack bytes used since reset (main.c reports it; the
+                             reset handler paints the stack)
+  flash used                 .vectors + .text + .rodata + .data's load image (__el_flash_used_end)
+
+The outputs are checked against the Python runtime in TFLM mode (prepare(..., requantize="tflm")),
+byte for byte; a mismatch is an error. Instructions are not cycles: QEMU models no pipeline,
+caches or wait states. tests/test_firmware_vww.py uses the same helpers.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from qemu_helper import BOARDS, FIRMWARE, run_elf  # noqa: E402
+
+from edge_lls.formats import blob  # noqa: E402
+from edge_lls.formats.tflite import read_tflite  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+VWW_INT8 = SHARED / "models" / "vww" / "vww_96_int8.tflite"
+SAMPLES = SHARED / "data" / "vww_samples"
+SAMPLE_PIXELS = (("person", "int8"), ("no_person", "image"))     # person.bmp holds int8 codes
+INSTRUCTIONS_PER_TICK = 40                                       # 25 MHz SysTick, 1 ns instructions
+INFERENCE = re.compile(r"^inference (\d+): ok, ticks (\d+), output ([0-9a-f]*)$", re.M)
+
+
+def sample_inputs(program, samples: Path = SAMPLES) -> list[tuple[str, np.ndarray]]:
+    """The two sample images as the model's int8 input, (name, (1, H, W, C) int8)."""
+    from edge_lls.kernels.fixedpoint import quantize
+    from edge_lls.predict import load_image
+    x = program.tensors[program.inputs[0]]
+    return [(name, quantize(load_image(samples / f"{name}.bmp", tuple(x.shape[1:]), pixels) / np.float32(255),
+                            x.scale, x.zero_point).astype(np.int8).reshape(x.shape))
+            for name, pixels in SAMPLE_PIXELS]
+
+
+def write_model_c(program, folder: Path, name: str = "vww") -> tuple[Path, blob.Image]:
+    """The program's image as `edge-lls export --format c` writes it: folder/name.c + .h."""
+    image = blob.build_image(program)
+    header, source = blob.c_source(image, name, f"{name}.h")
+    (folder / f"{name}.h").write_text(header)
+    (folder / f"{name}.c").write_text(source)
+    return folder / f"{name}.c", image
+
+
+def write_inputs_header(path: Path, inputs) -> Path:
+    """The header main.c reads with INPUT=: EL_RUN_INPUT_COUNT inputs of EL_RUN_INPUT_BYTES."""
+    rows = [np.ascontiguousarray(x, np.int8).reshape(-1) for x in inputs]
+    size = rows[0].size
+    assert all(r.size == size for r in rows)
+    lines = ["/* inputs for main.c (make INPUT=...): written by tools/bench_firmware.py */",
+             "#include <stdint.h>", f"#define EL_RUN_INPUT_COUNT {len(rows)}u", f"#define EL_RUN_INPUT_BYTES {size}u",
+             "static const int8_t el_run_inputs[EL_RUN_INPUT_COUNT][EL_RUN_INPUT_BYTES] = {"]
+    for r in rows:
+        lines.append("    {")
+        for at in range(0, size, 24):
+            lines.append("        " + ", ".join(str(int(v)) for v in r[at:at + 24]) + ",")
+        lines.append("    },")
+    lines.append("};")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def build(board: str, model_c: Path, inputs_h: Path, build_dir: Path) -> Path:
+    """make MODEL=... INPUT=... for one board; the firmware ELF (its .map beside it)."""
+    result = subprocess.run(["make", "-C", str(FIRMWARE), "-j2", f"BOARD={board}", f"BUILD={build_dir}",
+                             f"MODEL={model_c}", f"INPUT={inputs_h}", "firmware"],
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"make for {board} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return build_dir / "edge-lls-fw.elf"
+
+
+def parse_run(uart: str) -> list[tuple[int, bytes]]:
+    """(ticks, output bytes) per inference line of the firmware's UART output."""
+    return [(int(ticks), bytes.fromhex(hexed)) for _, ticks, hexed in INFERENCE.findall(uart)]
+
+
+def map_memory(map_file: Path) -> dict[str, int]:
+    """Sizes of .data, .bss and .stack from a GNU ld map file."""
+    text = map_file.read_text()
+    sizes = {}
+    for name in ("data", "bss", "stack"):
+        m = re.search(rf"^\.{name}\s+0x[0-9a-f]+\s+0x([0-9a-f]+)", text, re.M)
+        sizes[name] = int(m.group(1), 16) if m else 0
+    return sizes
+
+
+def symbol_sizes(elf: Path) -> dict[str, int]:
+    """Sized symbols of an ELF (arm-none-eabi-nm -S): name -> bytes."""
+    out = subprocess.run(["arm-none-eabi-nm", "-S", str(elf)], capture_output=True, text=True, check=True).stdout
+    return {f[3]: int(f[1], 16) for f in (line.split() for line in out.splitlines()) if len(f) == 4}
+
+
+def banner_value(uart: str, pattern: str) -> int:
+    m = re.search(pattern, uart, re.M)
+    if m is None:
+        raise RuntimeError(f"no {pattern!r} in the firmware's output:\n{uart}")
+    return int(m.group(1))
+
+
+def measure(board: str, elf: Path, expected: list[bytes], timeout: float = 300) -> dict:
+    run = run_elf(elf, board, timeout=timeout)
+    if run.exit_status != 0:
+        raise RuntimeError(f"{board}: exit {run.exit_status}\n{run.uart}{run.semihost}")
+    results = parse_run(run.uart)
+    outputs = [out for _, out in results]
+    if outputs != expected:
+        raise RuntimeError(f"{board}: outputs {outputs} differ from the TFLM mode's {expected}")
+    mem = map_memory(elf.with_suffix(".map"))
+    symbols = symbol_sizes(elf)
+    return {"board": board, "device": BOARDS[board],
+            "instructions": [INSTRUCTIONS_PER_TICK * ticks for ticks, _ in results], "total": run.instructions,
+            "data": mem["data"], "bss": mem["bss"], "stack": mem["stack"],
+            "sram": mem["data"] + mem["bss"] + mem["stack"],
+            "ram": banner_value(run.uart, r"^ram (\d+) bytes"),
+            "stack_high_water": banner_value(run.uart, r"^stack high water (\d+) bytes"),
+            "flash_used": banner_value(run.uart, r"^flash \d+ bytes: (\d+) used"),
+            "flash": banner_value(run.uart, r"^flash (\d+) bytes"), "inputs": symbols.get("el_run_inputs", 0),
+            "arena_symbol": symbols.get("el_arena", 0), "uart": run.uart}
+
+
+def expected_outputs(program, inputs) -> list[bytes]:
+    from edge_lls.program.interpreter import prepare
+    graph = prepare(program, batch=1, fast=False, requantize="tflm")
+    return [np.ascontiguousarray(graph.run([x])[0], np.int8).tobytes() for x in inputs]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=VWW_INT8)
+    parser.add_argument("--boards", default=",".join(BOARDS))
+    args = parser.parse_args(argv)
+    from edge_lls.tflm import tflm_min_arena
+
+    program = read_tflite(args.model)
+    samples = sample_inputs(program)
+    expected = expected_outputs(program, [x for _, x in samples])
+    tflm_arena = tflm_min_arena(args.model.read_bytes())
+    with tempfile.TemporaryDirectory(prefix="bench-fw-") as tmp:
+        tmp = Path(tmp)
+        model_c, image = write_model_c(program, tmp)
+        inputs_h = write_inputs_header(tmp / "inputs.h", [x for _, x in samples])
+        rows = []
+        for board in args.boards.split(","):
+            elf = build(board, model_c, inputs_h, tmp / board)
+            rows.append(measure(board, elf, expected))
+    names = ", ".join(name for name, _ in samples)
+    print(f"{args.model.name} on the firmware under QEMU (-icount shift=0), plain reference kernels, -Os")
+    print(f"model image {len(image.data):,} bytes, {image.op_count} ops; outputs equal the TFLM mode's "
+          f"on {names}: yes")
+    print(f"arena: ours {image.arena_bytes:,} B, TFLM's smallest {tflm_arena:,} B, "
+          f"ours / TFLM {image.arena_bytes / tflm_arena:.3f}")
+    print()
+    head = ("board", "device", "instr/inference", "run total", "SRAM used (data+bss+stack)", "stack high water",
+            "flash used")
+    print(" | ".join(head))
+    for r in rows:
+        per = " / ".join(f"{n:,}" for n in r["instructions"])
+        sram = f"{r['sram']:,} of {r['ram']:,} ({r['data']:,}+{r['bss']:,}+{r['stack']:,})"
+        print(" | ".join((r["board"], r["device"], per, f"{r['total']:,}", sram, f"{r['stack_high_water']:,} B",
+                          f"{r['flash_used']:,} of {r['flash']:,}")))
+    print(f"\ninstructions per inference: SysTick ticks x {INSTRUCTIONS_PER_TICK} ({names}; exact to one tick); "
+          f"run total: the plugin's count from reset to exit")
+    for r in rows:
+        print(f"{r['board']}: outside the inferences {r['total'] - sum(r['instructions']):,} instructions (reset, "
+              f"banner, el_model_open's two CRC-32s over the image, copying the inputs, printing)")
+    for r in rows:
+        print(f"{r['board']}: static arena el_arena {r['arena_symbol']:,} B in .bss; flash without the "
+              f"{r['inputs']:,} B of test inputs {r['flash_used'] - r['inputs']:,} B (model image "
+              f"{len(image.data):,} B, code and the rest {r['flash_used'] - r['inputs'] - len(image.data):,} B)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
