@@ -80,6 +80,33 @@ def write_mnist_folder(folder: Path, train: tuple, test: tuple) -> Path:
     return folder
 
 
+# ------------------------------------------------------------------ C compilers for the firmware tests
+FIRMWARE = Path(__file__).resolve().parents[1] / "firmware_bridge" / "firmware"
+C_STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+C_SANITIZE = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def _compiler(name: str, install: str) -> str:
+    """The compiler's path; when absent, skip (a user's machine) or fail (CI installs it)."""
+    import shutil
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"CI=true and {name} is not installed ({install})", pytrace=False)
+        pytest.skip(f"needs {name} ({install})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gcc() -> str:
+    return _compiler("gcc", "apt install gcc")
+
+
+@pytest.fixture(scope="session")
+def arm_gcc() -> str:
+    return _compiler("arm-none-eabi-gcc", "make toolchain: apt install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+
+
 def pytest_runtest_setup(item):
     for mark in item.iter_markers("shared"):
         for path in mark.args:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, VWW_DIR, require_shared
+from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, IN_CI, VWW_DIR, require_shared
 from edge_lls.cli import main
 from edge_lls.errors import ConfigError, FormatError
 from edge_lls.finetune import trainable_tail
@@ -28,20 +28,7 @@ from edge_lls.program.interpreter import prepare
 from edge_lls.program.memory import plan_program
 from edge_lls.rules.heads import ProjectionHead
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware_bridge" / "firmware"
 SOURCES = [FIRMWARE / "src" / "el_model.c", FIRMWARE / "src" / "el_crc32.c"]
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-SANITIZE = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-
-
-@pytest.fixture(scope="module")
-def gcc():
-    path = shutil.which("gcc")
-    if path is None:
-        if IN_CI:
-            pytest.fail("CI=true and gcc is not installed", pytrace=False)
-        pytest.skip("needs gcc")
-    return path
 
 
 def _compile(gcc, out: Path, *sources, flags=()):
@@ -49,16 +36,6 @@ def _compile(gcc, out: Path, *sources, flags=()):
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return out
-
-
-@pytest.fixture(scope="module")
-def arm_gcc():
-    path = shutil.which("arm-none-eabi-gcc")
-    if path is None:
-        if IN_CI:
-            pytest.fail("CI=true and arm-none-eabi-gcc is not installed (.ci/run installs it)", pytrace=False)
-        pytest.skip("needs arm-none-eabi-gcc (apt install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
-    return path
 
 
 @pytest.fixture(scope="module")

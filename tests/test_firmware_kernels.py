@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, SAMPLES_DIR, VWW_DIR
+from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, IN_CI, SAMPLES_DIR, VWW_DIR
 from edge_lls.formats import blob
 from edge_lls.formats.tflite import read_tflite
 from edge_lls.kernels import int8 as kernels
@@ -51,11 +51,8 @@ from edge_lls.kernels.fixedpoint import (
 from edge_lls.kernels.geometry import same_padding, valid_output
 from edge_lls.program.interpreter import MAX_PRODUCT_MAGNITUDE, leaky_relu_params, prepare
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware_bridge" / "firmware"
 KERNEL_SOURCES = sorted((FIRMWARE / "src" / "kernels").glob("el_*.c"))
 HARNESS = Path(__file__).with_name("firmware_kernels_harness.c")
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-SANITIZE = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 ARM_CPUS = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16"}
 
 OPS = {name: number for name, (number, _) in blob.OPCODES.items()}
@@ -80,26 +77,6 @@ class Case:
 
 
 # ------------------------------------------------------------------ compilers and the harness
-@pytest.fixture(scope="module")
-def gcc():
-    path = shutil.which("gcc")
-    if path is None:
-        if IN_CI:
-            pytest.fail("CI=true and gcc is not installed", pytrace=False)
-        pytest.skip("needs gcc")
-    return path
-
-
-@pytest.fixture(scope="module")
-def arm_gcc():
-    path = shutil.which("arm-none-eabi-gcc")
-    if path is None:
-        if IN_CI:
-            pytest.fail("CI=true and arm-none-eabi-gcc is not installed (.ci/run installs it)", pytrace=False)
-        pytest.skip("needs arm-none-eabi-gcc (apt install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def harness(gcc, tmp_path_factory):
     out = tmp_path_factory.mktemp("kernels") / "firmware_kernels_harness"

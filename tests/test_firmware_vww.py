@@ -35,18 +35,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, SAMPLES_DIR, VWW_DIR
+from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, IN_CI, SAMPLES_DIR, VWW_DIR
 from edge_lls.formats import blob
 from edge_lls.formats.tflite import read_tflite
 from edge_lls.program.interpreter import prepare
 
 REPO = Path(__file__).resolve().parents[1]
-FIRMWARE = REPO / "firmware_bridge" / "firmware"
 SOURCES = [FIRMWARE / "src" / "el_model.c", FIRMWARE / "src" / "el_crc32.c", FIRMWARE / "src" / "el_runner.c",
            *sorted((FIRMWARE / "src" / "kernels").glob("el_*.c"))]
 HARNESS = Path(__file__).with_name("firmware_runner_harness.c")
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-SANITIZE = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 FINAL = 0xFFFFFFFF
 QEMU_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
@@ -61,12 +58,7 @@ def _bench():
 
 # ------------------------------------------------------------------ the host harness
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        if IN_CI:
-            pytest.fail("CI=true and gcc is not installed", pytrace=False)
-        pytest.skip("needs gcc")
+def harness(gcc, tmp_path_factory):
     out = tmp_path_factory.mktemp("runner") / "firmware_runner_harness"
     cmd = [gcc, *STRICT, *SANITIZE, f"-I{FIRMWARE / 'include'}", "-o", str(out), str(HARNESS), *map(str, SOURCES)]
     result = subprocess.run(cmd, capture_output=True, text=True)

@@ -102,6 +102,16 @@ el_kernel_status el_leaky_relu_s8(const el_leaky_relu_params *p, const int8_t *i
  * |x + input_offset| <= 255 and |w| <= 128. */
 #define EL_KERNEL_MAX_PRODUCT (255 * 128)
 
+static inline int32_t el_min_i32(int32_t a, int32_t b)
+{
+    return a < b ? a : b;
+}
+
+static inline int32_t el_max_i32(int32_t a, int32_t b)
+{
+    return a > b ? a : b;
+}
+
 /* Every dimension >= 1 and n*h*w*c <= INT32_MAX, so every element index fits an int32_t.
  * Each partial product is checked before the next multiply: it stays below 2^62. */
 static inline int el_kernel_dims_ok(const el_dims *d)

@@ -12,16 +12,6 @@ size_t el_avg_pool_s8_get_buffer_size(const el_pool_params *p)
     return 0u;
 }
 
-static int32_t min32(int32_t a, int32_t b)
-{
-    return a < b ? a : b;
-}
-
-static int32_t max32(int32_t a, int32_t b)
-{
-    return a > b ? a : b;
-}
-
 static int params_ok(const el_pool_params *p)
 {
     const el_dims *in = &p->input_dims, *out = &p->output_dims;
@@ -39,7 +29,7 @@ static int params_ok(const el_pool_params *p)
         (out->h - 1) * p->stride_h - p->pad_h >= in->h || (out->w - 1) * p->stride_w - p->pad_w >= in->w) {
         return 0;
     }
-    return (int64_t)min32(p->filter_h, in->h) * min32(p->filter_w, in->w) <= MAX_TAPS &&
+    return (int64_t)el_min_i32(p->filter_h, in->h) * el_min_i32(p->filter_w, in->w) <= MAX_TAPS &&
            el_kernel_range_ok(p->act_min, p->act_max);
 }
 
@@ -57,10 +47,10 @@ el_kernel_status el_avg_pool_s8(const el_context *ctx, const el_pool_params *p, 
         for (oy = 0; oy < out_h; ++oy) {
             /* The window clipped to the image: rows [y_start, y_end), columns [x_start, x_end). */
             const int32_t y = oy * p->stride_h - p->pad_h;
-            const int32_t y_start = max32(y, 0), y_end = min32(y + p->filter_h, in_h);
+            const int32_t y_start = el_max_i32(y, 0), y_end = el_min_i32(y + p->filter_h, in_h);
             for (ox = 0; ox < out_w; ++ox) {
                 const int32_t x = ox * p->stride_w - p->pad_w;
-                const int32_t x_start = max32(x, 0), x_end = min32(x + p->filter_w, in_w);
+                const int32_t x_start = el_max_i32(x, 0), x_end = el_min_i32(x + p->filter_w, in_w);
                 const int32_t count = (y_end - y_start) * (x_end - x_start); /* >= 1: params_ok */
                 int8_t *out = output + ((n * out_h + oy) * out_w + ox) * channels;
                 for (c = 0; c < channels; ++c) {

@@ -7,16 +7,6 @@ size_t el_max_pool_s8_get_buffer_size(const el_pool_params *p)
     return 0u;
 }
 
-static int32_t min32(int32_t a, int32_t b)
-{
-    return a < b ? a : b;
-}
-
-static int32_t max32(int32_t a, int32_t b)
-{
-    return a > b ? a : b;
-}
-
 static int params_ok(const el_pool_params *p)
 {
     const el_dims *in = &p->input_dims, *out = &p->output_dims;
@@ -42,10 +32,10 @@ el_kernel_status el_max_pool_s8(const el_context *ctx, const el_pool_params *p, 
     for (n = 0; n < p->input_dims.n; ++n) {
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t y = oy * p->stride_h - p->pad_h;
-            const int32_t y_start = max32(y, 0), y_end = min32(y + p->filter_h, in_h);
+            const int32_t y_start = el_max_i32(y, 0), y_end = el_min_i32(y + p->filter_h, in_h);
             for (ox = 0; ox < out_w; ++ox) {
                 const int32_t x = ox * p->stride_w - p->pad_w;
-                const int32_t x_start = max32(x, 0), x_end = min32(x + p->filter_w, in_w);
+                const int32_t x_start = el_max_i32(x, 0), x_end = el_min_i32(x + p->filter_w, in_w);
                 int8_t *out = output + ((n * out_h + oy) * out_w + ox) * channels;
                 for (c = 0; c < channels; ++c) {
                     int32_t best = INT8_MIN;
