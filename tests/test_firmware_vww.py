@@ -361,5 +361,6 @@ def test_the_runner_compiles_for_cortex_m_strictly_and_calls_only_the_kernels_an
     undefined.discard("U")
     allowed = {"memcpy", "memmove", "memset", "el_model_record", "el_model_at"} | {
         f"el_{k}_s8{suffix}" for k in ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool", "max_pool")
-        for suffix in ("", "_get_buffer_size")} | {"el_softmax_s8", "el_pad_s8", "el_leaky_relu_s8"}
+        for suffix in ("", "_get_buffer_size", "_dsp", "_dsp_get_buffer_size")} | \
+        {"el_softmax_s8", "el_pad_s8", "el_leaky_relu_s8"}
     assert undefined <= allowed, undefined - allowed

@@ -90,10 +90,12 @@ def write_inputs_header(path: Path, inputs) -> Path:
     return path
 
 
-def build(board: str, model_c: Path, inputs_h: Path, build_dir: Path) -> Path:
-    """make MODEL=... INPUT=... for one board; the firmware ELF (its .map beside it)."""
+def build(board: str, model_c: Path, inputs_h: Path, build_dir: Path, kernels: str = "dsp") -> Path:
+    """make MODEL=... INPUT=... for one board, with the DSP kernels or (kernels="plain") the
+    plain reference ones; the firmware ELF (its .map beside it)."""
+    choice = ["KERNELS=plain"] if kernels == "plain" else []
     result = subprocess.run(["make", "-C", str(FIRMWARE), "-j2", f"BOARD={board}", f"BUILD={build_dir}",
-                             f"MODEL={model_c}", f"INPUT={inputs_h}", "firmware"],
+                             f"MODEL={model_c}", f"INPUT={inputs_h}", *choice, "firmware"],
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"make for {board} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -149,6 +151,21 @@ def measure(board: str, elf: Path, expected: list[bytes], timeout: float = 300) 
             "arena_symbol": symbols.get("el_arena", 0), "uart": run.uart}
 
 
+def macs(program) -> int:
+    """Multiply-accumulates of one inference: every conv, depthwise and FC output value times
+    the products summed for it."""
+    total = 0
+    for op in program.operators:
+        out, w = program.tensors[op.outputs[0]], program.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+        if op.opcode == "CONV_2D":
+            total += int(np.prod(out.shape)) * int(np.prod(w.shape[1:]))
+        elif op.opcode == "DEPTHWISE_CONV_2D":
+            total += int(np.prod(out.shape)) * int(np.prod(w.shape[1:3]))
+        elif op.opcode == "FULLY_CONNECTED":
+            total += int(np.prod(out.shape)) * int(w.shape[1])
+    return total
+
+
 def expected_outputs(program, inputs) -> list[bytes]:
     from edge_lls.program.interpreter import prepare
     graph = prepare(program, batch=1, fast=False, requantize="tflm")
@@ -172,29 +189,34 @@ def main(argv=None) -> int:
         inputs_h = write_inputs_header(tmp / "inputs.h", [x for _, x in samples])
         rows = []
         for board in args.boards.split(","):
-            elf = build(board, model_c, inputs_h, tmp / board)
-            rows.append(measure(board, elf, expected))
+            for kernels in ("plain", "dsp"):
+                elf = build(board, model_c, inputs_h, tmp / f"{board}-{kernels}", kernels)
+                rows.append(measure(board, elf, expected) | {"kernels": kernels})
     names = ", ".join(name for name, _ in samples)
-    print(f"{args.model.name} on the firmware under QEMU (-icount shift=0), plain reference kernels, -Os")
+    mac_count = macs(program)
+    print(f"{args.model.name} on the firmware under QEMU (-icount shift=0), -Os, {mac_count:,} MACs per inference")
     print(f"model image {len(image.data):,} bytes, {image.op_count} ops; outputs equal the TFLM mode's "
           f"on {names}: yes")
     print(f"arena: ours {image.arena_bytes:,} B, TFLM's smallest {tflm_arena:,} B, "
           f"ours / TFLM {image.arena_bytes / tflm_arena:.3f}")
     print()
-    head = ("board", "device", "instr/inference", "run total", "SRAM used (data+bss+stack)", "stack high water",
-            "flash used")
+    head = ("board", "device", "kernels", "instr/inference", "instr/MAC", "dsp/plain", "run total",
+            "SRAM used (data+bss+stack)", "stack high water", "flash used")
     print(" | ".join(head))
+    plain = {r["board"]: r for r in rows if r["kernels"] == "plain"}
     for r in rows:
         per = " / ".join(f"{n:,}" for n in r["instructions"])
+        ratio = max(r["instructions"]) / max(plain[r["board"]]["instructions"])
         sram = f"{r['sram']:,} of {r['ram']:,} ({r['data']:,}+{r['bss']:,}+{r['stack']:,})"
-        print(" | ".join((r["board"], r["device"], per, f"{r['total']:,}", sram, f"{r['stack_high_water']:,} B",
+        print(" | ".join((r["board"], r["device"], r["kernels"], per, f"{max(r['instructions']) / mac_count:.2f}",
+                          f"{ratio:.3f}", f"{r['total']:,}", sram, f"{r['stack_high_water']:,} B",
                           f"{r['flash_used']:,} of {r['flash']:,}")))
     print(f"\ninstructions per inference: SysTick ticks x {INSTRUCTIONS_PER_TICK} ({names}; exact to one tick); "
           f"run total: the plugin's count from reset to exit")
-    for r in rows:
+    for r in rows[1::2]:
         print(f"{r['board']}: outside the inferences {r['total'] - sum(r['instructions']):,} instructions (reset, "
               f"banner, el_model_open's two CRC-32s over the image, copying the inputs, printing)")
-    for r in rows:
+    for r in rows[1::2]:
         print(f"{r['board']}: static arena el_arena {r['arena_symbol']:,} B in .bss; flash without the "
               f"{r['inputs']:,} B of test inputs {r['flash_used'] - r['inputs']:,} B (model image "
               f"{len(image.data):,} B, code and the rest {r['flash_used'] - r['inputs'] - len(image.data):,} B)")

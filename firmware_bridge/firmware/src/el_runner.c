@@ -3,6 +3,28 @@
 
 #include <string.h>
 
+#include "el_kernels_dsp.h"
+
+/* The conv, depthwise and FC kernels: the DSP versions (SMLAD / SXTB16), which
+ * el_kernels_dsp.h forwards to the plain ones on a core without the DSP extension (and the
+ * host); built with -DEL_PLAIN_KERNELS (make KERNELS=plain), the reference versions, for
+ * comparison. Both give the same bytes (tests/test_firmware_dsp.py, test_firmware_vww.py). */
+#if defined(EL_PLAIN_KERNELS)
+#define EL_CONV2D el_conv2d_s8
+#define EL_DEPTHWISE el_depthwise_conv2d_s8
+#define EL_FULLY_CONNECTED el_fully_connected_s8
+#define EL_CONV2D_SCRATCH el_conv2d_s8_get_buffer_size
+#define EL_DEPTHWISE_SCRATCH el_depthwise_conv2d_s8_get_buffer_size
+#define EL_FULLY_CONNECTED_SCRATCH el_fully_connected_s8_get_buffer_size
+#else
+#define EL_CONV2D el_conv2d_s8_dsp
+#define EL_DEPTHWISE el_depthwise_conv2d_s8_dsp
+#define EL_FULLY_CONNECTED el_fully_connected_s8_dsp
+#define EL_CONV2D_SCRATCH el_conv2d_s8_dsp_get_buffer_size
+#define EL_DEPTHWISE_SCRATCH el_depthwise_conv2d_s8_dsp_get_buffer_size
+#define EL_FULLY_CONNECTED_SCRATCH el_fully_connected_s8_dsp_get_buffer_size
+#endif
+
 const char *el_runner_status_name(el_runner_status status)
 {
     static const char *const names[] = {"ok",
@@ -115,9 +137,9 @@ static size_t op_scratch(const el_model *m, uint32_t i)
 {
     const void *record = el_model_record(m, i);
     switch (m->ops[i].opcode) {
-    case EL_OP_CONV_2D: return el_conv2d_s8_get_buffer_size((const el_conv_params *)record);
-    case EL_OP_DEPTHWISE_CONV_2D: return el_depthwise_conv2d_s8_get_buffer_size((const el_conv_params *)record);
-    case EL_OP_FULLY_CONNECTED: return el_fully_connected_s8_get_buffer_size((const el_fc_params *)record);
+    case EL_OP_CONV_2D: return EL_CONV2D_SCRATCH((const el_conv_params *)record);
+    case EL_OP_DEPTHWISE_CONV_2D: return EL_DEPTHWISE_SCRATCH((const el_conv_params *)record);
+    case EL_OP_FULLY_CONNECTED: return EL_FULLY_CONNECTED_SCRATCH((const el_fc_params *)record);
     case EL_OP_AVERAGE_POOL_2D: return el_avg_pool_s8_get_buffer_size((const el_pool_params *)record);
     case EL_OP_MAX_POOL_2D: return el_max_pool_s8_get_buffer_size((const el_pool_params *)record);
     default: return 0u;
@@ -229,14 +251,14 @@ static el_kernel_status run_op(el_runner *r, uint32_t i, uint32_t *out)
     case EL_OP_DEPTHWISE_CONV_2D: {
         const el_conv_params *p = (const el_conv_params *)record;
         *out = p->output;
-        return (m->ops[i].opcode == EL_OP_CONV_2D ? el_conv2d_s8 : el_depthwise_conv2d_s8)(
+        return (m->ops[i].opcode == EL_OP_CONV_2D ? EL_CONV2D : EL_DEPTHWISE)(
             &r->ctx, p, activation(r, p->input), weights_at(m, p->weights), words_at(m, p->bias),
             words_at(m, p->multiplier), words_at(m, p->shift), activation(r, p->output));
     }
     case EL_OP_FULLY_CONNECTED: {
         const el_fc_params *p = (const el_fc_params *)record;
         *out = p->output;
-        return el_fully_connected_s8(&r->ctx, p, activation(r, p->input), weights_at(m, p->weights),
+        return EL_FULLY_CONNECTED(&r->ctx, p, activation(r, p->input), weights_at(m, p->weights),
                                      words_at(m, p->bias), words_at(m, p->multiplier), words_at(m, p->shift),
                                      activation(r, p->output));
     }
