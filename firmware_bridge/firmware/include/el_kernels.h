@@ -55,12 +55,18 @@ typedef enum {
 
 /* CONV_2D. input (N,H,W,Cin); filter (Cout,KH,KW,Cin); output (N,OH,OW,Cout). */
 size_t el_conv2d_s8_get_buffer_size(const el_conv_params *p);
+/* 1 when the record (with its bias and shifts) is one the kernel computes exactly; the DSP
+ * version runs the same check. */
+int el_conv2d_s8_params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift);
 el_kernel_status el_conv2d_s8(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                               const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
                               const int32_t *shift, int8_t *output);
 
 /* DEPTHWISE_CONV_2D. input (N,H,W,C); filter (1,KH,KW,C*ch_mult); output (N,OH,OW,C*ch_mult). */
 size_t el_depthwise_conv2d_s8_get_buffer_size(const el_conv_params *p);
+/* 1 when the record (with its bias and shifts) is one the kernel computes exactly; the DSP
+ * version runs the same check. */
+int el_depthwise_conv2d_s8_params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift);
 el_kernel_status el_depthwise_conv2d_s8(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                                         const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
                                         const int32_t *shift, int8_t *output);
@@ -68,6 +74,9 @@ el_kernel_status el_depthwise_conv2d_s8(const el_context *ctx, const el_conv_par
 /* FULLY_CONNECTED. input (N, depth); weights (out, depth); output (N, out).
  * filter_offset must be 0 (TFLite's int8 weights are symmetric, as the Python runtime requires). */
 size_t el_fully_connected_s8_get_buffer_size(const el_fc_params *p);
+/* 1 when the record (with its bias and shifts) is one the kernel computes exactly; the DSP
+ * version runs the same check. */
+int el_fully_connected_s8_params_ok(const el_fc_params *p, const int32_t *bias, const int32_t *shift);
 el_kernel_status el_fully_connected_s8(const el_context *ctx, const el_fc_params *p, const int8_t *input,
                                        const int8_t *weights, const int32_t *bias, const int32_t *multiplier,
                                        const int32_t *shift, int8_t *output);

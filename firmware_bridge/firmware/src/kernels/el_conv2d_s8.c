@@ -8,7 +8,7 @@ size_t el_conv2d_s8_get_buffer_size(const el_conv_params *p)
     return 0u;
 }
 
-static int params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift)
+int el_conv2d_s8_params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift)
 {
     const el_dims *in = &p->input_dims, *f = &p->filter_dims, *out = &p->output_dims;
     if (!el_kernel_dims_ok(in) || !el_kernel_dims_ok(f) || !el_kernel_dims_ok(out)) {
@@ -36,7 +36,7 @@ el_kernel_status el_conv2d_s8(const el_context *ctx, const el_conv_params *p, co
     const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w, out_c = p->output_dims.c;
     int32_t n, oy, ox, co, ky, kx, ci;
     (void)ctx;
-    if (!params_ok(p, bias, shift)) {
+    if (!el_conv2d_s8_params_ok(p, bias, shift)) {
         return EL_KERNEL_ERR_PARAMS;
     }
     for (n = 0; n < p->input_dims.n; ++n) {
@@ -49,7 +49,7 @@ el_kernel_status el_conv2d_s8(const el_context *ctx, const el_conv_params *p, co
                 int8_t *out = output + ((n * out_h + oy) * out_w + ox) * out_c;
                 for (co = 0; co < out_c; ++co) {
                     const int8_t *f = filter + co * kernel_h * kernel_w * in_c;
-                    /* |acc| <= taps * 32640 + |bias| < 2^31: params_ok checked it. */
+                    /* |acc| <= taps * 32640 + |bias| < 2^31: el_conv2d_s8_params_ok checked it. */
                     int32_t acc = bias != NULL ? bias[co] : 0;
                     for (ky = 0; ky < kernel_h; ++ky) {
                         const int32_t iy = y0 + ky * p->dilation_h;

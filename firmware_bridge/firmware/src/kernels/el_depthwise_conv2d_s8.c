@@ -9,7 +9,7 @@ size_t el_depthwise_conv2d_s8_get_buffer_size(const el_conv_params *p)
     return 0u;
 }
 
-static int params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift)
+int el_depthwise_conv2d_s8_params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift)
 {
     const el_dims *in = &p->input_dims, *f = &p->filter_dims, *out = &p->output_dims;
     if (!el_kernel_dims_ok(in) || !el_kernel_dims_ok(f) || !el_kernel_dims_ok(out)) {
@@ -38,7 +38,7 @@ el_kernel_status el_depthwise_conv2d_s8(const el_context *ctx, const el_conv_par
     const int32_t ch_mult = p->ch_mult;
     int32_t n, oy, ox, ic, m, ky, kx;
     (void)ctx;
-    if (!params_ok(p, bias, shift)) {
+    if (!el_depthwise_conv2d_s8_params_ok(p, bias, shift)) {
         return EL_KERNEL_ERR_PARAMS;
     }
     for (n = 0; n < p->input_dims.n; ++n) {
@@ -50,7 +50,7 @@ el_kernel_status el_depthwise_conv2d_s8(const el_context *ctx, const el_conv_par
                 for (ic = 0; ic < in_c; ++ic) {
                     for (m = 0; m < ch_mult; ++m) {
                         const int32_t oc = ic * ch_mult + m;
-                        /* |acc| <= KH * KW * 32640 + |bias| < 2^31: params_ok checked it. */
+                        /* |acc| <= KH * KW * 32640 + |bias| < 2^31: el_depthwise_conv2d_s8_params_ok checked it. */
                         int32_t acc = bias != NULL ? bias[oc] : 0;
                         for (ky = 0; ky < kernel_h; ++ky) {
                             const int32_t iy = y0 + ky * p->dilation_h;

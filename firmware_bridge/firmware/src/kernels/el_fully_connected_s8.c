@@ -10,7 +10,7 @@ size_t el_fully_connected_s8_get_buffer_size(const el_fc_params *p)
     return 0u;
 }
 
-static int params_ok(const el_fc_params *p, const int32_t *bias, const int32_t *shift)
+int el_fully_connected_s8_params_ok(const el_fc_params *p, const int32_t *bias, const int32_t *shift)
 {
     const el_dims *in = &p->input_dims, *f = &p->filter_dims, *out = &p->output_dims;
     const int32_t depth = f->n, out_c = f->c;
@@ -37,14 +37,14 @@ el_kernel_status el_fully_connected_s8(const el_context *ctx, const el_fc_params
     const int32_t depth = p->filter_dims.n, out_c = p->filter_dims.c;
     int32_t b, o, d;
     (void)ctx;
-    if (!params_ok(p, bias, shift)) {
+    if (!el_fully_connected_s8_params_ok(p, bias, shift)) {
         return EL_KERNEL_ERR_PARAMS;
     }
     for (b = 0; b < p->input_dims.n; ++b) {
         const int8_t *x = input + b * depth;
         for (o = 0; o < out_c; ++o) {
             const int8_t *w = weights + o * depth;
-            /* |acc| <= depth * 32640 + |bias| < 2^31: params_ok checked it. */
+            /* |acc| <= depth * 32640 + |bias| < 2^31: el_fully_connected_s8_params_ok checked it. */
             int32_t acc = bias != NULL ? bias[o] : 0;
             for (d = 0; d < depth; ++d) {
                 acc += ((int32_t)x[d] + p->input_offset) * (int32_t)w[d];

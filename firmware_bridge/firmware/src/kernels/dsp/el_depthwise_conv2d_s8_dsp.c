@@ -21,24 +21,6 @@ size_t el_depthwise_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p)
     return 0u;
 }
 
-/* el_depthwise_conv2d_s8's record check, the same shared checks combined the same way. */
-static int params_ok(const el_conv_params *p, const int32_t *bias, const int32_t *shift)
-{
-    const el_dims *in = &p->input_dims, *f = &p->filter_dims, *out = &p->output_dims;
-    if (!el_kernel_dims_ok(in) || !el_kernel_dims_ok(f) || !el_kernel_dims_ok(out)) {
-        return 0;
-    }
-    if (p->ch_mult < 1 || (int64_t)in->c * p->ch_mult != out->c || f->n != 1 || f->c != out->c || out->n != in->n) {
-        return 0;
-    }
-    if (!el_kernel_window_ok(out->h, p->stride_h, f->h, p->dilation_h, p->pad_h) ||
-        !el_kernel_window_ok(out->w, p->stride_w, f->w, p->dilation_w, p->pad_w)) {
-        return 0;
-    }
-    return el_kernel_offsets_ok(p->input_offset, p->output_offset) && el_kernel_range_ok(p->act_min, p->act_max) &&
-           el_kernel_shifts_ok(shift, out->c) && el_kernel_accumulator_ok(f->h * f->w, bias, out->c);
-}
-
 static int8_t requantize(const el_conv_params *p, int32_t acc, const int32_t *multiplier, const int32_t *shift,
                          int32_t c)
 {
@@ -54,7 +36,7 @@ el_kernel_status el_depthwise_conv2d_s8_dsp(const el_context *ctx, const el_conv
     const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w;
     const int32_t off = p->input_offset;
     int32_t off2, n, oy, ox, c, ky, kx;
-    if (!params_ok(p, bias, shift) || p->ch_mult != 1) {
+    if (!el_depthwise_conv2d_s8_params_ok(p, bias, shift) || p->ch_mult != 1) {
         /* refused, or a multiplier this version does not vectorize: the plain kernel */
         return el_depthwise_conv2d_s8(ctx, p, input, filter, bias, multiplier, shift, output);
     }

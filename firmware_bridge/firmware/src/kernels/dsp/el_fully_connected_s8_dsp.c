@@ -13,24 +13,6 @@ size_t el_fully_connected_s8_dsp_get_buffer_size(const el_fc_params *p)
     return 0u;
 }
 
-/* el_fully_connected_s8's record check, the same shared checks combined the same way. */
-static int params_ok(const el_fc_params *p, const int32_t *bias, const int32_t *shift)
-{
-    const el_dims *in = &p->input_dims, *f = &p->filter_dims, *out = &p->output_dims;
-    const int32_t depth = f->n, out_c = f->c;
-    if (!el_kernel_dims_ok(in) || !el_kernel_dims_ok(f) || !el_kernel_dims_ok(out)) {
-        return 0;
-    }
-    if ((int64_t)in->h * in->w * in->c != depth || (int64_t)out->h * out->w * out->c != out_c || out->n != in->n) {
-        return 0;
-    }
-    if (p->filter_offset != 0) { /* symmetric weights: |w| <= 128, as EL_KERNEL_MAX_PRODUCT assumes */
-        return 0;
-    }
-    return el_kernel_offsets_ok(p->input_offset, p->output_offset) && el_kernel_range_ok(p->act_min, p->act_max) &&
-           el_kernel_shifts_ok(shift, out_c) && el_kernel_accumulator_ok(depth, bias, out_c);
-}
-
 static int8_t requantize(const el_fc_params *p, int32_t acc, const int32_t *multiplier, const int32_t *shift,
                          int32_t o)
 {
@@ -44,7 +26,7 @@ el_kernel_status el_fully_connected_s8_dsp(const el_context *ctx, const el_fc_pa
     const int32_t depth = p->filter_dims.n, out_c = p->filter_dims.c, rows = p->input_dims.n;
     const int32_t off = p->input_offset;
     int32_t off2, b, o;
-    if (!params_ok(p, bias, shift)) {
+    if (!el_fully_connected_s8_params_ok(p, bias, shift)) {
         return el_fully_connected_s8(ctx, p, input, weights, bias, multiplier, shift, output); /* it refuses */
     }
     off2 = el_dsp_offset2(off);
