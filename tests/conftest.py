@@ -86,15 +86,21 @@ C_STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 C_SANITIZE = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 
-def _compiler(name: str, install: str) -> str:
-    """The compiler's path; when absent, skip (a user's machine) or fail (CI installs it)."""
+def require_tools(*names: str, install: str = "`make toolchain` installs the Arm toolchain and QEMU") -> None:
+    """Every named program on PATH; otherwise skip (a user's machine) or fail (CI installs them)."""
     import shutil
-    path = shutil.which(name)
-    if path is None:
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} ({install})"
         if IN_CI:
-            pytest.fail(f"CI=true and {name} is not installed ({install})", pytrace=False)
-        pytest.skip(f"needs {name} ({install})")
-    return path
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+
+
+def _compiler(name: str, install: str) -> str:
+    import shutil
+    require_tools(name, install=install)
+    return shutil.which(name)
 
 
 @pytest.fixture(scope="session")

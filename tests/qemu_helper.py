@@ -98,6 +98,12 @@ def qemu_command(elf, board: str, *, icount: bool = True, count_file: Path | Non
     return cmd + list(extra)
 
 
+def make_firmware(build: Path, board: str, *args: str) -> subprocess.CompletedProcess:
+    """`make -C firmware_bridge/firmware BOARD=board BUILD=build ARGS...`, its output captured."""
+    return subprocess.run(["make", "-C", str(FIRMWARE), "-j2", f"BOARD={board}", f"BUILD={build}", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
 def run_elf(elf, board: str, timeout: float = 10.0, icount: bool = True, *, count: bool = True,
             uart_input: bytes = b"", extra=()) -> QemuRun:
     """Runs elf on the QEMU machine `board` until the guest exits through semihosting.

@@ -14,16 +14,15 @@ gcc (`make toolchain`): skipped without them, failed under CI=true.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI
+from conftest import require_tools
 from edge_lls.devices import get_device
-from qemu_helper import BOARDS, FIRMWARE, REPO, QemuTimeout, run_elf
+from qemu_helper import BOARDS, FIRMWARE, REPO, QemuTimeout, run_elf, make_firmware
 
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "arm-none-eabi-readelf", "arm-none-eabi-objdump",
          "qemu-system-arm", "make", "gcc")
@@ -37,17 +36,10 @@ VERSION = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_
 
 @pytest.fixture(scope="module")
 def toolchain():
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        message = f"needs {', '.join(missing)} (`make toolchain` installs the Arm toolchain and QEMU)"
-        if IN_CI:
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
+    require_tools(*TOOLS)
 
 
-def make(build: Path, board: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-C", str(FIRMWARE), "-j2", f"BOARD={board}", f"BUILD={build}", *args],
-                          capture_output=True, text=True, timeout=300)
+make = make_firmware
 
 
 @pytest.fixture(scope="module")

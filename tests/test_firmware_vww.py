@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, IN_CI, SAMPLES_DIR, VWW_DIR
+from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, SAMPLES_DIR, VWW_DIR, require_tools
 from edge_lls.formats import blob
 from edge_lls.formats.tflite import read_tflite
 from edge_lls.program.interpreter import prepare
@@ -289,12 +289,7 @@ def test_a_record_the_kernel_refuses_stops_invoke_naming_the_op(harness, pad_pro
 def vww_firmware(tmp_path_factory):
     """The firmware with vww_96_int8 linked and the two sample images as its inputs, built
     for both boards: (bench module, {board: ELF}, expected output bytes per sample)."""
-    missing = [tool for tool in QEMU_TOOLS if shutil.which(tool) is None]
-    if missing:
-        message = f"needs {', '.join(missing)} (`make toolchain`)"
-        if IN_CI:
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
+    require_tools(*QEMU_TOOLS)
     from concurrent.futures import ThreadPoolExecutor
     bench = _bench()
     program = read_tflite(VWW_INT8)
@@ -347,11 +342,8 @@ def test_vww_on_the_board_gives_the_tflm_modes_bytes_with_a_repeatable_count(vww
 
 @pytest.mark.parametrize("cpu, fpu", [("cortex-m4", "fpv4-sp-d16"), ("cortex-m7", "fpv5-d16")])
 def test_the_runner_compiles_for_cortex_m_strictly_and_calls_only_the_kernels_and_string_h(cpu, fpu, tmp_path):
+    require_tools("arm-none-eabi-gcc", "arm-none-eabi-nm")
     arm_gcc, nm = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-nm")
-    if arm_gcc is None or nm is None:
-        if IN_CI:
-            pytest.fail("CI=true and arm-none-eabi-gcc is not installed", pytrace=False)
-        pytest.skip("needs arm-none-eabi-gcc")
     obj = tmp_path / "el_runner.o"
     result = subprocess.run([arm_gcc, f"-mcpu={cpu}", "-mthumb", "-mfloat-abi=hard", f"-mfpu={fpu}", "-Os", *STRICT,
                              f"-I{FIRMWARE / 'include'}", "-c", str(FIRMWARE / "src" / "el_runner.c"), "-o", str(obj)],
