@@ -44,6 +44,14 @@ typedef enum {
 /* Called after each op with its index and its output tensor's bytes; return 0 to go on. */
 typedef int (*el_runner_hook)(void *user, uint32_t op, const int8_t *output, uint32_t bytes);
 
+/* Weights and bias for op `op` read from RAM instead of the image: a trainable op's SRAM
+ * copies (el_train.h). The arrays have the image's shapes and the same requantization. */
+typedef struct {
+    uint32_t op;
+    const int8_t *weights;
+    const int32_t *bias;
+} el_runner_patch;
+
 typedef struct {
     const el_model *model;
     uint8_t *arena;
@@ -51,6 +59,8 @@ typedef struct {
     el_context ctx;               /* the kernels' scratch */
     el_runner_hook hook;          /* NULL: none; set after el_runner_init */
     void *hook_user;
+    const el_runner_patch *patches; /* NULL: every op reads the image (el_runner_patch_ops) */
+    uint32_t patch_count;
     uint32_t failed_op;           /* the op the last error names */
     el_kernel_status kernel_status;
 } el_runner;
@@ -71,6 +81,13 @@ uint32_t el_runner_output_bytes(const el_runner *r);
 
 /* Runs every op in order; on an error r->failed_op names the op. */
 el_runner_status el_runner_invoke(el_runner *r);
+
+/* Runs ops [first, end) in order (first <= end <= op_count, else EL_RUNNER_ERR_MODEL). */
+el_runner_status el_runner_invoke_range(el_runner *r, uint32_t first, uint32_t end);
+
+/* From now on, the ops the table names read its arrays (count entries, kept by the caller);
+ * NULL restores the image's. */
+void el_runner_patch_ops(el_runner *r, const el_runner_patch *patches, uint32_t count);
 
 const char *el_runner_status_name(el_runner_status status);
 

@@ -242,25 +242,50 @@ static const int32_t *words_at(const el_model *m, uint32_t offset)
     return (const int32_t *)el_model_at(m, offset);
 }
 
+void el_runner_patch_ops(el_runner *r, const el_runner_patch *patches, uint32_t count)
+{
+    r->patches = patches;
+    r->patch_count = patches != NULL ? count : 0u;
+}
+
+/* Op i's weights and bias: its patch's, or the image's arrays. */
+static void parameters(const el_runner *r, uint32_t i, uint32_t weights, uint32_t bias, const int8_t **w,
+                       const int32_t **b)
+{
+    uint32_t k;
+    for (k = 0; k < r->patch_count; ++k) {
+        if (r->patches[k].op == i) {
+            *w = r->patches[k].weights;
+            *b = r->patches[k].bias;
+            return;
+        }
+    }
+    *w = weights_at(r->model, weights);
+    *b = words_at(r->model, bias);
+}
+
 static el_kernel_status run_op(el_runner *r, uint32_t i, uint32_t *out)
 {
     const el_model *m = r->model;
     const void *record = el_model_record(m, i);
+    const int8_t *w;
+    const int32_t *b;
     switch (m->ops[i].opcode) {
     case EL_OP_CONV_2D:
     case EL_OP_DEPTHWISE_CONV_2D: {
         const el_conv_params *p = (const el_conv_params *)record;
         *out = p->output;
+        parameters(r, i, p->weights, p->bias, &w, &b);
         return (m->ops[i].opcode == EL_OP_CONV_2D ? EL_CONV2D : EL_DEPTHWISE)(
-            &r->ctx, p, activation(r, p->input), weights_at(m, p->weights), words_at(m, p->bias),
-            words_at(m, p->multiplier), words_at(m, p->shift), activation(r, p->output));
+            &r->ctx, p, activation(r, p->input), w, b, words_at(m, p->multiplier), words_at(m, p->shift),
+            activation(r, p->output));
     }
     case EL_OP_FULLY_CONNECTED: {
         const el_fc_params *p = (const el_fc_params *)record;
         *out = p->output;
-        return EL_FULLY_CONNECTED(&r->ctx, p, activation(r, p->input), weights_at(m, p->weights),
-                                     words_at(m, p->bias), words_at(m, p->multiplier), words_at(m, p->shift),
-                                     activation(r, p->output));
+        parameters(r, i, p->weights, p->bias, &w, &b);
+        return EL_FULLY_CONNECTED(&r->ctx, p, activation(r, p->input), w, b, words_at(m, p->multiplier),
+                                     words_at(m, p->shift), activation(r, p->output));
     }
     case EL_OP_AVERAGE_POOL_2D: {
         const el_pool_params *p = (const el_pool_params *)record;
@@ -301,12 +326,20 @@ static el_kernel_status run_op(el_runner *r, uint32_t i, uint32_t *out)
 
 el_runner_status el_runner_invoke(el_runner *r)
 {
+    return r->arena == NULL ? EL_RUNNER_ERR_ARENA : el_runner_invoke_range(r, 0, r->model->header->op_count);
+}
+
+el_runner_status el_runner_invoke_range(el_runner *r, uint32_t first, uint32_t end)
+{
     const el_model *m = r->model;
     uint32_t i;
     if (r->arena == NULL) {
         return EL_RUNNER_ERR_ARENA; /* el_runner_init did not succeed */
     }
-    for (i = 0; i < m->header->op_count; ++i) {
+    if (first > end || end > m->header->op_count) {
+        return EL_RUNNER_ERR_MODEL;
+    }
+    for (i = first; i < end; ++i) {
         uint32_t out = 0;
         r->failed_op = i;
         r->kernel_status = run_op(r, i, &out);

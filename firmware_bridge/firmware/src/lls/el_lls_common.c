@@ -1,0 +1,75 @@
+/* el_lls_common.c - the small pieces the LLS head, the block update and the classifier share. */
+#include "el_lls.h"
+
+#include "el_mathf.h"
+
+float el_weight_scale(int32_t multiplier, int32_t shift, float input_scale, float output_scale)
+{
+    float m = (float)multiplier * el_pow2f(shift - 31);
+    return m * output_scale / input_scale;
+}
+
+float el_softmax_cross_entropy(const float *logits, uint32_t classes, float temperature, uint32_t label,
+                               float *grad)
+{
+    float top = logits[0] / temperature, sum = 0.0f;
+    uint32_t k;
+    for (k = 1; k < classes; ++k) {
+        float u = logits[k] / temperature;
+        top = u > top ? u : top;
+    }
+    for (k = 0; k < classes; ++k) {
+        grad[k] = el_expf(logits[k] / temperature - top);
+        sum = sum + grad[k];
+    }
+    for (k = 0; k < classes; ++k) {
+        float p = grad[k] / sum;
+        grad[k] = (p - (k == label ? 1.0f : 0.0f)) / temperature;
+    }
+    return el_logf(sum) - (logits[label] / temperature - top);
+}
+
+int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng)
+{
+    float u = el_rng_uniform(rng), f;
+    int32_t moved;
+    if (step - step != 0.0f) { /* inf or NaN: a channel whose scale is 0 (an all-zero filter) */
+        step = 0.0f;
+    }
+    if (step < -256.0f) { /* no weight moves 256 codes */
+        step = -256.0f;
+    }
+    if (step > 256.0f) {
+        step = 256.0f;
+    }
+    f = step + u;
+    moved = (int32_t)f - ((float)(int32_t)f > f ? 1 : 0); /* floor */
+    moved += q;
+    return (int8_t)(moved < -127 ? -127 : moved > 127 ? 127 : moved);
+}
+
+int32_t el_bias_limit(int32_t taps)
+{
+    int64_t room = (int64_t)INT32_MAX - (int64_t)taps * EL_KERNEL_MAX_PRODUCT;
+    return room > 0 ? (int32_t)room : 0;
+}
+
+int32_t el_bias_step(int32_t bias, float step, int32_t limit)
+{
+    const float most = 1073741824.0f; /* 2^30: any int32 bias moves less in one step */
+    float f;
+    int64_t moved;
+    if (step - step != 0.0f) { /* inf or NaN: a zero scale */
+        step = 0.0f;
+    }
+    if (step < -most) {
+        step = -most;
+    }
+    if (step > most) {
+        step = most;
+    }
+    f = step + 0.5f;
+    moved = (int64_t)(int32_t)f - ((float)(int32_t)f > f ? 1 : 0); /* round half up */
+    moved += bias;
+    return (int32_t)(moved < -(int64_t)limit ? -(int64_t)limit : moved > limit ? limit : moved);
+}

@@ -1,0 +1,102 @@
+/* el_lls_update_dwsep.c - the local update of a depthwise-separable block, in place. */
+#include "el_lls.h"
+
+/* The gradient reaching output code z of an op whose output range is [act_min, act_max]:
+ * straight through inside, stopped at a clamped code. */
+static float pass(int8_t z, int32_t act_min, int32_t act_max, float g)
+{
+    return z > act_min && z < act_max ? g : 0.0f;
+}
+
+void el_lls_update_dwsep(const el_lls_dwsep *b)
+{
+    const el_conv_params *dw = b->dw, *pw = b->pw;
+    const uint32_t oh = (uint32_t)pw->output_dims.h, ow = (uint32_t)pw->output_dims.w;
+    const uint32_t hw = oh * ow, cin = (uint32_t)pw->input_dims.c, cout = (uint32_t)pw->output_dims.c;
+    const uint32_t p = b->pool;
+    const int32_t y_zero = -pw->input_offset, x_zero = -dw->input_offset;
+    const int32_t pw_limit = el_bias_limit((int32_t)cin);
+    const uint32_t kh = (uint32_t)dw->filter_dims.h, kw = (uint32_t)dw->filter_dims.w;
+    const uint32_t ih = (uint32_t)dw->input_dims.h, iw = (uint32_t)dw->input_dims.w;
+    const int32_t dw_limit = el_bias_limit((int32_t)(kh * kw));
+    uint32_t o, c, t, r, q, i, j;
+
+    for (t = 0; t < hw * cin; ++t) {
+        b->mid_grad[t] = 0.0f;
+    }
+    /* pointwise: row o at a time, its gradient never stored whole */
+    for (o = 0; o < cout; ++o) {
+        const float s_w = el_weight_scale(b->pw_multiplier[o], b->pw_shift[o], b->y_scale, b->z_scale);
+        float bias_grad = 0.0f;
+        for (r = 0; r < oh; ++r) {
+            for (q = 0; q < ow; ++q) {
+                /* dL/d(real Z[r][q][o]): every pooling cell that holds the pixel, i then j */
+                float g = 0.0f;
+                for (i = 0; i < p; ++i) {
+                    uint32_t r0 = (i * oh) / p, r1 = ((i + 1u) * oh + p - 1u) / p;
+                    if (r < r0 || r >= r1) {
+                        continue;
+                    }
+                    for (j = 0; j < p; ++j) {
+                        uint32_t c0 = (j * ow) / p, c1 = ((j + 1u) * ow + p - 1u) / p;
+                        if (q < c0 || q >= c1) {
+                            continue;
+                        }
+                        g = g + b->grad_v[(i * p + j) * cout + o] / (float)((r1 - r0) * (c1 - c0));
+                    }
+                }
+                g = pass(b->z[(r * ow + q) * cout + o], pw->act_min, pw->act_max, g);
+                b->out_grad[r * ow + q] = g;
+                bias_grad = bias_grad + g;
+            }
+        }
+        b->pw_bias[o] = el_bias_step(b->pw_bias[o], -b->lr * bias_grad / (b->y_scale * s_w), pw_limit);
+        for (c = 0; c < cin; ++c) {
+            int8_t *code = &b->pw_weights[o * cin + c];
+            const float w_real = s_w * (float)*code;
+            float g = 0.0f;
+            for (t = 0; t < hw; ++t) {
+                g = g + b->out_grad[t] * (b->y_scale * (float)(b->y[t * cin + c] - y_zero));
+                b->mid_grad[t * cin + c] = b->mid_grad[t * cin + c] + b->out_grad[t] * w_real;
+            }
+            *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
+        }
+    }
+    /* the gradient at the depthwise pre-activation */
+    for (t = 0; t < hw * cin; ++t) {
+        b->mid_grad[t] = pass(b->y[t], dw->act_min, dw->act_max, b->mid_grad[t]);
+    }
+    /* depthwise weights, (kh, kw, c): each tap's gradient over the output pixels */
+    for (i = 0; i < kh; ++i) {
+        for (j = 0; j < kw; ++j) {
+            for (c = 0; c < cin; ++c) {
+                const float s_w = el_weight_scale(b->dw_multiplier[c], b->dw_shift[c], b->x_scale, b->y_scale);
+                int8_t *code = &b->dw_weights[(i * kw + j) * cin + c];
+                float g = 0.0f;
+                for (r = 0; r < oh; ++r) {
+                    int32_t y_in = (int32_t)r * dw->stride_h - dw->pad_h + (int32_t)i * dw->dilation_h;
+                    if (y_in < 0 || y_in >= (int32_t)ih) {
+                        continue; /* a padding tap: the real input there is 0 */
+                    }
+                    for (q = 0; q < ow; ++q) {
+                        int32_t x_in = (int32_t)q * dw->stride_w - dw->pad_w + (int32_t)j * dw->dilation_w;
+                        if (x_in < 0 || x_in >= (int32_t)iw) {
+                            continue;
+                        }
+                        g = g + b->mid_grad[(r * ow + q) * cin + c] *
+                                    (b->x_scale * (float)(b->x[((uint32_t)y_in * iw + (uint32_t)x_in) * cin + c] - x_zero));
+                    }
+                }
+                *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
+            }
+        }
+    }
+    for (c = 0; c < cin; ++c) {
+        const float s_w = el_weight_scale(b->dw_multiplier[c], b->dw_shift[c], b->x_scale, b->y_scale);
+        float g = 0.0f;
+        for (t = 0; t < hw; ++t) {
+            g = g + b->mid_grad[t * cin + c];
+        }
+        b->dw_bias[c] = el_bias_step(b->dw_bias[c], -b->lr * g / (b->x_scale * s_w), dw_limit);
+    }
+}

@@ -1,0 +1,325 @@
+/* el_train.c - one LLS fine-tuning step of a model image's trainable tail (el_train.h). */
+#include "el_train.h"
+
+#include <string.h>
+
+#include "el_lls.h"
+
+const char *el_train_status_name(el_train_status status)
+{
+    static const char *const names[] = {"ok",
+                                        "no trainable tail (or too many blocks)",
+                                        "block is not a trainable dwsep block",
+                                        "head or classifier does not fit its tensors",
+                                        "training buffer too small or misaligned",
+                                        "label out of range",
+                                        "op runner failed"};
+    return (unsigned)status < sizeof names / sizeof names[0] ? names[status] : "unknown status";
+}
+
+static uint32_t align16(uint32_t n)
+{
+    return (n + 15u) & ~15u;
+}
+
+static uint32_t volume(const el_dims *d)
+{
+    return (uint32_t)d->n * (uint32_t)d->h * (uint32_t)d->w * (uint32_t)d->c;
+}
+
+static uint32_t most(uint32_t a, uint32_t b)
+{
+    return a > b ? a : b;
+}
+
+static const el_conv_params *conv_record(const el_model *m, uint32_t op, uint32_t opcode)
+{
+    return op < m->header->op_count && m->ops[op].opcode == opcode ? (const el_conv_params *)el_model_record(m, op)
+                                                                   : NULL;
+}
+
+/* A dwsep block el_lls_update_dwsep covers: depthwise (multiplier 1) into a 1x1 stride-1
+ * unpadded conv, whose output is the tensor the head pools, with D = O*p*p. */
+static int dwsep_ok(const el_model *m, const el_tail_block *b)
+{
+    const el_conv_params *dw = conv_record(m, b->first_op, EL_OP_DEPTHWISE_CONV_2D);
+    const el_conv_params *pw = conv_record(m, b->first_op + 1u, EL_OP_CONV_2D);
+    if (b->kind != EL_BLOCK_DWSEP || b->op_count != 2u || dw == NULL || pw == NULL) {
+        return 0;
+    }
+    return dw->ch_mult == 1 && dw->output == pw->input && pw->output == b->output && pw->filter_dims.h == 1 &&
+           pw->filter_dims.w == 1 && pw->stride_h == 1 && pw->stride_w == 1 && pw->pad_h == 0 && pw->pad_w == 0 &&
+           pw->input_dims.h == pw->output_dims.h && pw->input_dims.w == pw->output_dims.w &&
+           dw->input_dims.n == 1 && b->pool_size >= 1u && b->pool_size <= 16u &&
+           b->feature_dim == (uint32_t)pw->output_dims.c * b->pool_size * b->pool_size;
+}
+
+el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32_t *failed_block)
+{
+    const el_tail_header *tail = m->tail;
+    const el_fc_params *fc;
+    uint32_t at = 0, k, n = 0, input_copy = 0, mid = 0, out = 0, features = 0, feature_grad = 0;
+    memset(layout, 0, sizeof *layout);
+    *failed_block = 0;
+    if (tail == NULL || tail->block_count < 1u || tail->block_count > EL_TRAIN_MAX_BLOCKS) {
+        return EL_TRAIN_ERR_TAIL;
+    }
+    if (tail->num_classes < 2u || tail->num_classes > EL_LLS_MAX_CLASSES ||
+        tail->classifier_op >= m->header->op_count || m->ops[tail->classifier_op].opcode != EL_OP_FULLY_CONNECTED) {
+        return EL_TRAIN_ERR_HEAD;
+    }
+    for (k = 0; k < tail->block_count; ++k) {
+        const el_tail_block *b = &m->tail_blocks[k];
+        const el_conv_params *dw, *pw;
+        *failed_block = k;
+        if (!dwsep_ok(m, b) || (k > 0 && b->first_op != m->tail_blocks[k - 1u].first_op + 2u) ||
+            b->first_op + 2u > tail->classifier_op) {
+            return EL_TRAIN_ERR_BLOCK;
+        }
+        dw = conv_record(m, b->first_op, EL_OP_DEPTHWISE_CONV_2D);
+        pw = conv_record(m, b->first_op + 1u, EL_OP_CONV_2D);
+        layout->op_weights[n] = at;
+        at += align16(volume(&dw->filter_dims));
+        layout->op_bias[n++] = at;
+        at += align16(4u * (uint32_t)dw->output_dims.c);
+        layout->op_weights[n] = at;
+        at += align16(volume(&pw->filter_dims));
+        layout->op_bias[n++] = at;
+        at += align16(4u * (uint32_t)pw->output_dims.c);
+        input_copy = most(input_copy, volume(&dw->input_dims));
+        mid = most(mid, volume(&pw->input_dims));
+        out = most(out, (uint32_t)pw->output_dims.h * (uint32_t)pw->output_dims.w);
+        features = most(features, b->feature_dim);
+        feature_grad = most(feature_grad, b->feature_dim);
+    }
+    *failed_block = 0;
+    fc = (const el_fc_params *)el_model_record(m, tail->classifier_op);
+    if ((uint32_t)fc->filter_dims.c != tail->num_classes || fc->filter_offset != 0 || fc->input_dims.n != 1) {
+        return EL_TRAIN_ERR_HEAD;
+    }
+    layout->op_weights[n] = at;
+    at += align16((uint32_t)fc->filter_dims.n * tail->num_classes);
+    layout->op_bias[n] = at;
+    at += align16(4u * tail->num_classes);
+    layout->classifier_master = at;
+    at += align16(4u * (uint32_t)fc->filter_dims.n * tail->num_classes);
+    layout->classifier_bias = at;
+    at += align16(4u * tail->num_classes);
+    layout->input_copy = at;
+    at += align16(input_copy);
+    layout->mid_grad = at;
+    at += align16(4u * mid);
+    layout->out_grad = at;
+    at += align16(4u * out);
+    layout->features = at;
+    at += align16(4u * most(features, (uint32_t)fc->filter_dims.n));
+    layout->feature_grad = at;
+    at += align16(4u * feature_grad);
+    layout->logits = at;
+    at += align16(4u * tail->num_classes);
+    layout->total = at;
+    return EL_TRAIN_OK;
+}
+
+size_t el_train_buffer_bytes(const el_model *m)
+{
+    el_train_layout layout;
+    uint32_t failed;
+    return el_train_plan(m, &layout, &failed) == EL_TRAIN_OK ? layout.total : 0u;
+}
+
+static float tensor_scale(const el_model *m, uint32_t tensor)
+{
+    return m->tensors[tensor].scale;
+}
+
+/* Dequantized classifier weights and biases into the float masters. */
+static void start_classifier(el_trainer *t, const el_fc_params *fc)
+{
+    const el_model *m = t->model;
+    const uint32_t classes = m->tail->num_classes, depth = (uint32_t)fc->filter_dims.n;
+    const int32_t *multiplier = (const int32_t *)el_model_at(m, fc->multiplier);
+    const int32_t *shift = (const int32_t *)el_model_at(m, fc->shift);
+    const float s_in = tensor_scale(m, fc->input), s_out = tensor_scale(m, fc->output);
+    const int8_t *codes = t->patches[t->op_count - 1u].weights;
+    const int32_t *bias = t->patches[t->op_count - 1u].bias;
+    float *master = (float *)(t->buffer + t->layout.classifier_master);
+    float *master_bias = (float *)(t->buffer + t->layout.classifier_bias);
+    uint32_t k, c;
+    for (k = 0; k < classes; ++k) {
+        const float s_w = el_weight_scale(multiplier[k], shift[k], s_in, s_out);
+        for (c = 0; c < depth; ++c) {
+            master[k * depth + c] = s_w * (float)codes[k * depth + c];
+        }
+        master_bias[k] = (float)bias[k] * (s_in * s_w);
+    }
+}
+
+el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size_t buffer_bytes,
+                              const el_train_config *config)
+{
+    const el_model *m = r->model;
+    el_train_status status;
+    uint32_t k, n;
+    memset(t, 0, sizeof *t);
+    t->runner = r;
+    t->model = m;
+    status = el_train_plan(m, &t->layout, &t->failed_block);
+    if (status != EL_TRAIN_OK) {
+        return status;
+    }
+    if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 || buffer_bytes < t->layout.total) {
+        return EL_TRAIN_ERR_BUFFER;
+    }
+    t->buffer = buffer;
+    t->config = *config;
+    t->rng = config->seed != 0u ? config->seed : 1u;
+    for (k = 0, n = 0; k < m->tail->block_count; ++k) {
+        uint32_t j;
+        for (j = 0; j < 2u; ++j, ++n) {
+            const uint32_t op = m->tail_blocks[k].first_op + j;
+            const el_conv_params *p = (const el_conv_params *)el_model_record(m, op);
+            int8_t *w = (int8_t *)(buffer + t->layout.op_weights[n]);
+            int32_t *b = (int32_t *)(buffer + t->layout.op_bias[n]);
+            memcpy(w, el_model_at(m, p->weights), volume(&p->filter_dims));
+            memcpy(b, el_model_at(m, p->bias), 4u * (uint32_t)p->output_dims.c);
+            t->patches[n].op = op;
+            t->patches[n].weights = w;
+            t->patches[n].bias = b;
+        }
+    }
+    {
+        const el_fc_params *fc = (const el_fc_params *)el_model_record(m, m->tail->classifier_op);
+        int8_t *w = (int8_t *)(buffer + t->layout.op_weights[n]);
+        int32_t *b = (int32_t *)(buffer + t->layout.op_bias[n]);
+        memcpy(w, el_model_at(m, fc->weights), (uint32_t)fc->filter_dims.n * m->tail->num_classes);
+        memcpy(b, el_model_at(m, fc->bias), 4u * m->tail->num_classes);
+        t->patches[n].op = m->tail->classifier_op;
+        t->patches[n].weights = w;
+        t->patches[n].bias = b;
+        t->op_count = n + 1u;
+        start_classifier(t, fc);
+    }
+    el_runner_patch_ops(r, t->patches, t->op_count);
+    return EL_TRAIN_OK;
+}
+
+static const int8_t *arena_tensor(const el_trainer *t, uint32_t tensor)
+{
+    return (const int8_t *)el_runner_tensor(t->runner, tensor);
+}
+
+/* The classifier: float logits of the dequantized pooled vector, cross-entropy, SGD on the
+ * masters, then the int8 copies re-quantized with the exported scales. */
+static float train_classifier(el_trainer *t, uint32_t label, uint32_t *predicted)
+{
+    const el_model *m = t->model;
+    const el_fc_params *fc = (const el_fc_params *)el_model_record(m, m->tail->classifier_op);
+    const uint32_t classes = m->tail->num_classes, depth = (uint32_t)fc->filter_dims.n;
+    const int32_t *multiplier = (const int32_t *)el_model_at(m, fc->multiplier);
+    const int32_t *shift = (const int32_t *)el_model_at(m, fc->shift);
+    const float s_in = tensor_scale(m, fc->input), s_out = tensor_scale(m, fc->output);
+    const float lr = t->config.classifier_lr;
+    const int8_t *pooled = arena_tensor(t, fc->input);
+    float *x = (float *)(t->buffer + t->layout.features);
+    float *logits = (float *)(t->buffer + t->layout.logits);
+    float *master = (float *)(t->buffer + t->layout.classifier_master);
+    float *master_bias = (float *)(t->buffer + t->layout.classifier_bias);
+    int8_t *codes = (int8_t *)t->patches[t->op_count - 1u].weights;
+    int32_t *bias = (int32_t *)t->patches[t->op_count - 1u].bias;
+    const int32_t limit = el_bias_limit((int32_t)depth);
+    float grad[EL_LLS_MAX_CLASSES], loss;
+    uint32_t k, c;
+    for (c = 0; c < depth; ++c) {
+        x[c] = s_in * (float)(pooled[c] + fc->input_offset);
+    }
+    *predicted = 0;
+    for (k = 0; k < classes; ++k) {
+        float y = 0.0f;
+        for (c = 0; c < depth; ++c) {
+            y = y + master[k * depth + c] * x[c];
+        }
+        logits[k] = y + master_bias[k];
+        *predicted = logits[k] > logits[*predicted] ? k : *predicted;
+    }
+    loss = el_softmax_cross_entropy(logits, classes, 1.0f, label, grad);
+    for (k = 0; k < classes; ++k) {
+        const float s_w = el_weight_scale(multiplier[k], shift[k], s_in, s_out);
+        for (c = 0; c < depth; ++c) {
+            float *w = &master[k * depth + c];
+            *w = *w - lr * (grad[k] * x[c]);
+            codes[k * depth + c] = (int8_t)el_bias_step(0, *w / s_w, 127);
+        }
+        master_bias[k] = master_bias[k] - lr * grad[k];
+        bias[k] = el_bias_step(0, master_bias[k] / (s_in * s_w), limit);
+    }
+    return loss;
+}
+
+el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label, el_train_stats *stats)
+{
+    const el_model *m = t->model;
+    const el_tail_header *tail = m->tail;
+    el_runner *r = t->runner;
+    uint32_t k, end;
+    memset(stats, 0, sizeof *stats);
+    if (t->buffer == NULL) {
+        return EL_TRAIN_ERR_BUFFER; /* el_train_init did not succeed */
+    }
+    if (label >= tail->num_classes) {
+        return EL_TRAIN_ERR_LABEL;
+    }
+    memcpy(el_runner_input(r), input, el_runner_input_bytes(r));
+    if (el_runner_invoke_range(r, 0, m->tail_blocks[0].first_op) != EL_RUNNER_OK) {
+        return EL_TRAIN_ERR_RUNNER;
+    }
+    for (k = 0; k < tail->block_count; ++k) {
+        const el_tail_block *blk = &m->tail_blocks[k];
+        const el_conv_params *dw = (const el_conv_params *)el_model_record(m, blk->first_op);
+        const el_conv_params *pw = (const el_conv_params *)el_model_record(m, blk->first_op + 1u);
+        int8_t *x_copy = (int8_t *)(t->buffer + t->layout.input_copy);
+        float *v = (float *)(t->buffer + t->layout.features);
+        float *grad_v = (float *)(t->buffer + t->layout.feature_grad);
+        el_lls_dwsep update;
+        /* the pointwise output may reuse the block input's bytes (the planner's choice) */
+        memcpy(x_copy, arena_tensor(t, dw->input), volume(&dw->input_dims));
+        if (el_runner_invoke_range(r, blk->first_op, blk->first_op + 2u) != EL_RUNNER_OK) {
+            return EL_TRAIN_ERR_RUNNER;
+        }
+        stats->block_loss[k] = el_lls_head(arena_tensor(t, pw->output), &pw->output_dims,
+                                           tensor_scale(m, pw->output), pw->output_offset, blk->pool_size,
+                                           (const float *)el_model_at(m, blk->basis), tail->num_classes,
+                                           tail->temperature, label, v, grad_v,
+                                           (float *)(t->buffer + t->layout.logits));
+        update.dw = dw;
+        update.pw = pw;
+        update.dw_weights = (int8_t *)t->patches[2u * k].weights;
+        update.dw_bias = (int32_t *)t->patches[2u * k].bias;
+        update.dw_multiplier = (const int32_t *)el_model_at(m, dw->multiplier);
+        update.dw_shift = (const int32_t *)el_model_at(m, dw->shift);
+        update.pw_weights = (int8_t *)t->patches[2u * k + 1u].weights;
+        update.pw_bias = (int32_t *)t->patches[2u * k + 1u].bias;
+        update.pw_multiplier = (const int32_t *)el_model_at(m, pw->multiplier);
+        update.pw_shift = (const int32_t *)el_model_at(m, pw->shift);
+        update.x_scale = tensor_scale(m, dw->input);
+        update.y_scale = tensor_scale(m, dw->output);
+        update.z_scale = tensor_scale(m, pw->output);
+        update.x = x_copy;
+        update.y = arena_tensor(t, pw->input);
+        update.z = arena_tensor(t, pw->output);
+        update.pool = blk->pool_size;
+        update.grad_v = grad_v;
+        update.lr = t->config.lr;
+        update.rng = &t->rng;
+        update.mid_grad = (float *)(t->buffer + t->layout.mid_grad);
+        update.out_grad = (float *)(t->buffer + t->layout.out_grad);
+        el_lls_update_dwsep(&update);
+    }
+    end = m->tail_blocks[tail->block_count - 1u].first_op + 2u;
+    if (el_runner_invoke_range(r, end, tail->classifier_op) != EL_RUNNER_OK) {
+        return EL_TRAIN_ERR_RUNNER;
+    }
+    stats->loss = train_classifier(t, label, &stats->predicted);
+    t->steps += 1u;
+    return EL_TRAIN_OK;
+}

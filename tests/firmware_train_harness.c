@@ -1,0 +1,174 @@
+/*
+ * firmware_train_harness.c - the firmware's LLS training step (el_train.c and src/lls/) on
+ * the host, for tests/test_firmware_train.py.
+ *
+ *     firmware_train_harness IMAGE SAMPLES OUTPUT LR_BITS CLASSIFIER_LR_BITS SEED [BUFFER_BYTES]
+ *
+ * IMAGE is a fine-tuning model image; SAMPLES holds k records of "<I" label then the model's
+ * input bytes; the learning rates are given as float32 bit patterns (hex or decimal), so no
+ * decimal conversion stands between the test and the board. The training buffer is exactly
+ * BUFFER_BYTES (default el_train_buffer_bytes) in its own allocation, so ASan sees a byte past
+ * it. For each sample, one el_train_step; OUTPUT gets, per step, "<IIIII I" the bits of
+ * block_loss[0..3] and loss, then predicted; then per trainable op "<III" op, weight count,
+ * bias count, the int8 weights and int32 biases; then, per sample, the model's output after
+ * training (el_runner_invoke with the learned weights). stdout: "buffer N" (the plan's bytes).
+ * Exit status 0; 2 usage or I/O; 3 el_model_open refuses; 4 el_runner_init refuses;
+ * 5 el_train_init refuses (the line names the status and block); 6 a step or inference fails.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "el_model.h"
+#include "el_runner.h"
+#include "el_train.h"
+
+static uint8_t *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *data;
+    long n;
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "firmware_train_harness: cannot read %s\n", path);
+        exit(2);
+    }
+    data = malloc((size_t)n + 16u);
+    if (data == NULL || fread(data, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "firmware_train_harness: cannot read %s\n", path);
+        exit(2);
+    }
+    fclose(f);
+    *size = (size_t)n;
+    return data;
+}
+
+static void put_u32(FILE *f, uint32_t v)
+{
+    uint8_t b[4];
+    b[0] = (uint8_t)v;
+    b[1] = (uint8_t)(v >> 8);
+    b[2] = (uint8_t)(v >> 16);
+    b[3] = (uint8_t)(v >> 24);
+    fwrite(b, 1, 4, f);
+}
+
+static void put_f32(FILE *f, float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_u32(f, bits);
+}
+
+static float f32_from(const char *text)
+{
+    uint32_t bits = (uint32_t)strtoul(text, NULL, 0);
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    size_t image_size, samples_size, buffer_bytes, record, k, count;
+    uint8_t *image, *samples, *arena, *buffer;
+    el_model model;
+    el_runner runner;
+    el_trainer trainer;
+    el_train_config config;
+    el_status opened;
+    el_runner_status status;
+    el_train_status trained;
+    FILE *out;
+    uint32_t i;
+    if (argc < 7 || argc > 8) {
+        fprintf(stderr, "usage: firmware_train_harness IMAGE SAMPLES OUTPUT LR_BITS CLASSIFIER_LR_BITS SEED "
+                        "[BUFFER_BYTES]\n");
+        return 2;
+    }
+    image = read_file(argv[1], &image_size);
+    samples = read_file(argv[2], &samples_size);
+    opened = el_model_open(image, image_size, &model);
+    if (opened != EL_OK) {
+        fprintf(stderr, "el_model_open: %s (index %u)\n", el_status_name(opened), (unsigned)model.failed_index);
+        return 3;
+    }
+    arena = malloc(model.header->arena_bytes); /* glibc: 16-byte aligned (el_runner_init checks) */
+    status = el_runner_init(&runner, &model, arena, model.header->arena_bytes, NULL, 0);
+    if (status != EL_RUNNER_OK) {
+        fprintf(stderr, "el_runner_init: %s (op %u)\n", el_runner_status_name(status), (unsigned)runner.failed_op);
+        return 4;
+    }
+    buffer_bytes = argc == 8 ? (size_t)strtoul(argv[7], NULL, 0) : el_train_buffer_bytes(&model);
+    printf("buffer %u\n", (unsigned)el_train_buffer_bytes(&model));
+    buffer = malloc(buffer_bytes > 0 ? buffer_bytes : 1u);
+    config.lr = f32_from(argv[4]);
+    config.classifier_lr = f32_from(argv[5]);
+    config.seed = (uint32_t)strtoul(argv[6], NULL, 0);
+    trained = el_train_init(&trainer, &runner, buffer, buffer_bytes, &config);
+    if (trained != EL_TRAIN_OK) {
+        fprintf(stderr, "el_train_init: %s (block %u)\n", el_train_status_name(trained),
+                (unsigned)trainer.failed_block);
+        return 5;
+    }
+    record = 4u + el_runner_input_bytes(&runner);
+    count = samples_size / record;
+    if (samples_size % record != 0) {
+        fprintf(stderr, "firmware_train_harness: %s is not a whole number of samples\n", argv[2]);
+        return 2;
+    }
+    out = fopen(argv[3], "wb");
+    if (out == NULL) {
+        fprintf(stderr, "firmware_train_harness: cannot write %s\n", argv[3]);
+        return 2;
+    }
+    for (k = 0; k < count; ++k) {
+        const uint8_t *s = samples + k * record;
+        uint32_t label = (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
+        el_train_stats stats;
+        trained = el_train_step(&trainer, (const int8_t *)(s + 4), label, &stats);
+        if (trained != EL_TRAIN_OK) {
+            fprintf(stderr, "el_train_step %u: %s (op %u)\n", (unsigned)k, el_train_status_name(trained),
+                    (unsigned)runner.failed_op);
+            return 6;
+        }
+        for (i = 0; i < EL_TRAIN_MAX_BLOCKS; ++i) {
+            put_f32(out, stats.block_loss[i]);
+        }
+        put_f32(out, stats.loss);
+        put_u32(out, stats.predicted);
+    }
+    for (i = 0; i < trainer.op_count; ++i) {
+        const el_runner_patch *p = &trainer.patches[i];
+        const void *record_at = el_model_record(&model, p->op);
+        uint32_t weights, biases;
+        if (model.ops[p->op].opcode == EL_OP_FULLY_CONNECTED) {
+            const el_fc_params *fc = (const el_fc_params *)record_at;
+            weights = (uint32_t)(fc->filter_dims.n * fc->filter_dims.c);
+            biases = (uint32_t)fc->filter_dims.c;
+        } else {
+            const el_conv_params *cv = (const el_conv_params *)record_at;
+            weights = (uint32_t)(cv->filter_dims.n * cv->filter_dims.h * cv->filter_dims.w * cv->filter_dims.c);
+            biases = (uint32_t)cv->output_dims.c;
+        }
+        put_u32(out, p->op);
+        put_u32(out, weights);
+        put_u32(out, biases);
+        fwrite(p->weights, 1, weights, out);
+        fwrite(p->bias, 4, biases, out);
+    }
+    for (k = 0; k < count; ++k) {
+        memcpy(el_runner_input(&runner), samples + k * record + 4u, el_runner_input_bytes(&runner));
+        if (el_runner_invoke(&runner) != EL_RUNNER_OK) {
+            fprintf(stderr, "el_runner_invoke %u: op %u\n", (unsigned)k, (unsigned)runner.failed_op);
+            return 6;
+        }
+        fwrite(el_runner_output(&runner), 1, el_runner_output_bytes(&runner), out);
+    }
+    fclose(out);
+    free(buffer);
+    free(arena);
+    free(samples);
+    free(image);
+    return 0;
+}
