@@ -10,8 +10,8 @@
  * BUFFER_BYTES (default el_train_buffer_bytes) in its own allocation, so ASan sees a byte past
  * it. For each sample, one el_train_step; OUTPUT gets, per step, "<IIIII I" the bits of
  * block_loss[0..3] and loss, then predicted; then per trainable op "<III" op, weight count,
- * bias count, the int8 weights and int32 biases; then, per sample, the model's output after
- * training (el_runner_invoke with the learned weights). stdout: "buffer N" (the plan's bytes).
+ * bias count, the int8 weights and int32 biases; then, per sample, the classifier's int8
+ * output after training (el_runner_invoke with the learned weights). stdout: "buffer N" (the plan's bytes).
  * Exit status 0; 2 usage or I/O; 3 el_model_open refuses; 4 el_runner_init refuses;
  * 5 el_train_init refuses (the line names the status and block); 6 a step or inference fails.
  */
@@ -163,7 +163,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "el_runner_invoke %u: op %u\n", (unsigned)k, (unsigned)runner.failed_op);
             return 6;
         }
-        fwrite(el_runner_output(&runner), 1, el_runner_output_bytes(&runner), out);
+        {
+            const el_fc_params *fc = (const el_fc_params *)el_model_record(&model, model.tail->classifier_op);
+            fwrite(el_runner_tensor(&runner, fc->output), 1, model.tail->num_classes, out);
+        }
     }
     fclose(out);
     free(buffer);

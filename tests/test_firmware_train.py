@@ -1,0 +1,260 @@
+"""The LLS update on the chip (firmware src/lls/, el_train.c) against its Python twin
+(edge_lls/board_train.py), on the host.
+
+tests/firmware_train_harness.c links el_model.c, el_runner.c, the kernels and src/lls/ with
+the host gcc under the firmware's strict flags, -ffp-contract=off and ASan + UBSan, and runs
+el_train_step on a file of (label, input) samples. Held to, bit for bit:
+
+- every step's LLS losses, classifier loss and prediction (float32 bits), every trainable
+  op's int8 weights and int32 biases after the steps, and the model's output after training,
+  equal to the twin's, on vww_96_int8 (last 1 and last 2 blocks, the two sample images and
+  random inputs) and on a small model that exercises what VWW does not: stride-2 depthwise
+  with SAME padding, ReLU6 (a clamp below 127), 10 classes, pool 2 on a 5x5 map
+  (overlapping windows);
+- the steps move weights (so equality is not the trivial "nothing changed"), and repeated
+  steps on one sample lower its losses (the update descends);
+- the training buffer is el_train_plan's size, which train_layout() computes; one byte less
+  is refused, as are a model without a tail and a label out of range.
+
+Why bit-exact and not a tolerance: both sides run the same float32 operations in the same
+order by construction (no FMA, no reassociation, exp / log from the same polynomials, sqrt
+and division correctly rounded on every IEEE machine), and a float difference of one ulp
+could flip a stochastic rounding and change an int8 weight, which a tolerance on the weights
+could not tell from a bug.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, SAMPLES_DIR, VWW_DIR
+from edge_lls.board_train import BoardTrainer, expf, logf, rng_uniform, stochastic_round_step, train_layout
+from edge_lls.finetune import trainable_tail
+from edge_lls.formats import blob
+from edge_lls.formats.tflite import read_tflite
+from edge_lls.program.interpreter import prepare
+from edge_lls.rules.basis import lls_basis, nhwc_to_channel_major
+
+SOURCES = [FIRMWARE / "src" / "el_model.c", FIRMWARE / "src" / "el_crc32.c", FIRMWARE / "src" / "el_runner.c",
+           *sorted((FIRMWARE / "src" / "kernels").glob("el_*.c")), *sorted((FIRMWARE / "src" / "lls").glob("*.c"))]
+HARNESS = Path(__file__).with_name("firmware_train_harness.c")
+FLOAT_FLAGS = ["-ffp-contract=off", "-fno-math-errno"]   # as the firmware's Makefile
+VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
+STATS = struct.Struct("<5fI")
+
+
+@pytest.fixture(scope="module")
+def harness(gcc, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "firmware_train_harness"
+    cmd = [gcc, *STRICT, *SANITIZE, *FLOAT_FLAGS, f"-I{FIRMWARE / 'include'}", "-o", str(out), str(HARNESS),
+           *map(str, SOURCES), "-lm"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return out
+
+
+def f32_bits(value: float) -> str:
+    return hex(struct.unpack("<I", struct.pack("<f", value))[0])
+
+
+def run_harness(harness, image: bytes, samples, lr: float, classifier_lr: float, seed: int, folder: Path,
+                buffer: int | None = None) -> subprocess.CompletedProcess:
+    (folder / "model.bin").write_bytes(image)
+    (folder / "samples.bin").write_bytes(b"".join(struct.pack("<I", int(label)) +
+                                                  np.ascontiguousarray(x, np.int8).tobytes() for x, label in samples))
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    cmd = [str(harness), str(folder / "model.bin"), str(folder / "samples.bin"), str(folder / "out.bin"),
+           f32_bits(lr), f32_bits(classifier_lr), str(seed)] + ([str(buffer)] if buffer is not None else [])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes):
+    """(per-step stats tuples, {op: (weights, bias)}, outputs after training) from the C."""
+    result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder)
+    assert result.returncode == 0 and "runtime error" not in result.stderr, result.stderr[-4000:]
+    raw, at = (folder / "out.bin").read_bytes(), 0
+    stats = []
+    for _ in samples:
+        stats.append(STATS.unpack_from(raw, at))
+        at += STATS.size
+    weights = {}
+    while len(raw) - at > len(samples) * output_bytes:
+        op, nw, nb = struct.unpack_from("<III", raw, at)
+        at += 12
+        weights[op] = (np.frombuffer(raw, np.int8, nw, at).copy(), np.frombuffer(raw, np.int32, nb, at + nw).copy())
+        at += nw + 4 * nb
+    outputs = [raw[at + k * output_bytes:at + (k + 1) * output_bytes] for k in range(len(samples))]
+    assert at + len(samples) * output_bytes == len(raw)
+    return stats, weights, outputs, result.stdout
+
+
+def twin_training(program, image, samples, lr, classifier_lr, seed):
+    graph = prepare(program, batch=1, fast=False, requantize="tflm")
+    tail = blob.open_image(image)["tail"]
+    cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
+    features = [graph.run_all([x])[cut] for x, _ in samples]
+    twin = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed)
+    before = twin.weights()
+    stats = []
+    for f, (_, label) in zip(features, samples):
+        s = twin.step(f, label)
+        losses = s.block_loss + [0.0] * (4 - len(s.block_loss))
+        stats.append(tuple(float(np.float32(v)) for v in (*losses, s.loss)) + (s.predicted,))
+    outputs = [twin.predict(f).tobytes() for f in features]
+    return stats, before, twin.weights(), outputs
+
+
+def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder):
+    twin_stats, before, twin_weights, twin_outputs = twin_training(program, image, samples, lr, classifier_lr, seed)
+    c_stats, c_weights, c_outputs, _ = c_training(harness, image, samples, lr, classifier_lr, seed, folder,
+                                                   len(twin_outputs[0]))
+    assert c_stats == twin_stats
+    assert sorted(c_weights) == sorted(twin_weights)
+    moved = 0
+    for op, (w, b) in twin_weights.items():
+        assert np.array_equal(c_weights[op][0], w), f"op {op}: {np.count_nonzero(c_weights[op][0] != w)} weights differ"
+        assert np.array_equal(c_weights[op][1], b), f"op {op}: biases differ"
+        moved += np.count_nonzero(w != before[op][0])
+    assert moved > 0.005 * sum(w.size for w, _ in twin_weights.values()), moved   # equality of moved weights
+    # the board's int8 inference with the learned weights: the twin's, classifier byte for byte
+    assert c_outputs == twin_outputs
+    return c_stats
+
+
+# ------------------------------------------------------------------ vww_96_int8
+def _bench():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_firmware", FIRMWARE.parents[1] / "tools" / "bench_firmware.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _vww_samples(program, count: int, seed: int):
+    images = [x for _, x in _bench().sample_inputs(program, SAMPLES_DIR)]
+    rng = np.random.default_rng(seed)
+    while len(images) < count:
+        images.append(rng.integers(-128, 128, images[0].shape).astype(np.int8))
+    labels = [1, 0] + list(rng.integers(0, 2, count - 2))
+    return list(zip(images[:count], labels))
+
+
+@pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
+@pytest.mark.parametrize("train_last,lr,classifier_lr,seed", [(1, 0.3, 0.05, 1), (2, 0.2, 0.01, 12345)])
+def test_the_board_trains_vww_as_its_twin_predicts_bit_for_bit(harness, train_last, lr, classifier_lr, seed,
+                                                               tmp_path):
+    program = read_tflite(VWW_INT8)
+    image = blob.build_image(program, trainable_tail(program, train_last)).data
+    samples = _vww_samples(program, 6, seed)
+    stats = assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, tmp_path)
+    assert all(np.isfinite(s[:5]).all() for s in stats)
+
+
+def _small_program():
+    """Stem conv, a stride-2 dwsep (SAME padding), a dwsep on 5x5, ReLU6, 10 classes: int8 by PTQ."""
+    from edge_lls.nn.model import Model
+    from edge_lls.program.lower import float_program
+    from edge_lls.program.ptq import quantize_program
+    spec = {"name": "small-dwsep", "input_shape": [10, 10, 3], "num_classes": 10, "classifier": {"bias": True},
+            "blocks": [{"type": "conv", "filters": 8, "kernel": 3, "stride": 1, "padding": "same", "act": "relu6",
+                        "pool_size": 2},
+                       {"type": "dwsep", "filters": 12, "kernel": 3, "stride": 2, "padding": "same", "act": "relu6",
+                        "pool_size": 2},
+                       {"type": "dwsep", "filters": 16, "kernel": 3, "stride": 1, "padding": "same", "act": "relu6",
+                        "pool_size": 2, "post": [{"type": "adaptive_avgpool", "size": [1, 1]}]}]}
+    model = Model(spec, seed=5)
+    rng = np.random.default_rng(6)
+    batches = [rng.uniform(0, 1, (8, 10, 10, 3)).astype(np.float32) for _ in range(4)]
+    return quantize_program(float_program(model, softmax=True), batches)
+
+
+def _tail_with_pool(program, train_last: int, pool: int) -> blob.Tail:
+    """trainable_tail with every block's pool size set to `pool` (its basis rebuilt)."""
+    tail = trainable_tail(program, train_last)
+    blocks = []
+    for b in tail.blocks:
+        shape = program.tensors[b.output].shape
+        pooled = (pool, pool, shape[-1])
+        basis = lls_basis(tail.num_classes, int(np.prod(pooled)), tail.waveform)
+        blocks.append(blob.TailBlock(b.kind, b.ops, b.output, pool,
+                                     np.ascontiguousarray(basis[:, nhwc_to_channel_major(pooled)])))
+    return blob.Tail(tuple(blocks), tail.num_classes, tail.waveform, tail.temperature, tail.classifier_op)
+
+
+@pytest.fixture(scope="module")
+def small_program():
+    return _small_program()
+
+
+def test_stride_2_relu6_ten_classes_and_overlapping_pool_windows_train_as_the_twin(harness, small_program,
+                                                                                    tmp_path):
+    program = small_program
+    tail = _tail_with_pool(program, 2, 2)
+    assert {program.tensors[b.output].shape[1] for b in tail.blocks} == {5}   # 2 cells over 5 rows: overlap
+    ops = program.operators
+    assert ops[tail.blocks[0].ops[0]].options["stride_h"] == 2
+    assert ops[tail.blocks[0].ops[0]].options["activation"] == "RELU6"
+    image = blob.build_image(program, tail).data
+    rng = np.random.default_rng(9)
+    samples = [(rng.integers(-128, 128, (1, 10, 10, 3)).astype(np.int8), int(rng.integers(0, 10))) for _ in range(12)]
+    assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 99, tmp_path)
+
+
+def test_repeated_steps_on_one_sample_lower_its_losses(small_program):
+    image = blob.build_image(small_program, _tail_with_pool(small_program, 2, 2)).data
+    graph = prepare(small_program, batch=1, fast=False, requantize="tflm")
+    x = np.random.default_rng(3).integers(-128, 128, (1, 10, 10, 3)).astype(np.int8)
+    cut = small_program.operators[blob.open_image(image)["tail"]["blocks"][0]["first_op"]].inputs[0]
+    features = graph.run_all([x])[cut]
+    twin = BoardTrainer(image, lr=0.2, classifier_lr=0.1, seed=4)
+    first = twin.step(features, 7)
+    for _ in range(30):
+        last = twin.step(features, 7)
+    assert last.loss < 0.5 * first.loss
+    assert last.block_loss[1] < first.block_loss[1]
+    assert last.predicted == 7
+
+
+# ------------------------------------------------------------------ the buffer and what is refused
+@pytest.mark.shared(VWW_DIR)
+def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_refused(harness, tmp_path):
+    program = read_tflite(VWW_INT8)
+    for train_last in (1, 2):
+        image = blob.build_image(program, trainable_tail(program, train_last)).data
+        layout = train_layout(image)
+        x = np.zeros((1, 96, 96, 3), np.int8)
+        ok = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.split() == ["buffer", str(layout["total"])]
+        assert layout["total"] == sum(v for k, v in layout.items() if k != "total")
+        short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=layout["total"] - 1)
+        assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
+    bad_label = run_harness(harness, image, [(x, 2)], 0.01, 0.01, 1, tmp_path)
+    assert bad_label.returncode == 6 and "label out of range" in bad_label.stderr
+    no_tail = run_harness(harness, blob.build_image(program).data, [(x, 0)], 0.01, 0.01, 1, tmp_path)
+    assert no_tail.returncode == 5 and "no trainable tail" in no_tail.stderr
+
+
+# ------------------------------------------------------------------ the twin's pieces
+def test_exp_and_log_polynomials_are_accurate_to_a_few_ulp():
+    xs = np.linspace(-80, 80, 20001, dtype=np.float32)
+    got = np.array([expf(x) for x in xs], np.float64)
+    assert np.max(np.abs(got / np.exp(xs.astype(np.float64)) - 1)) < 1e-6
+    ys = np.float32(2.0) ** np.linspace(-100, 100, 4001, dtype=np.float32)
+    got = np.array([logf(y) for y in ys], np.float64)
+    assert np.max(np.abs(got - np.log(ys.astype(np.float64)))) < 2e-5     # |log| up to 70: a few ulp
+
+
+def test_stochastic_rounding_is_unbiased_and_clamped():
+    state = np.array([12345], np.uint32)
+    steps = [stochastic_round_step(0, np.float32(0.3), state) for _ in range(20000)]
+    assert abs(np.mean(steps) - 0.3) < 0.01 and set(steps) == {0, 1}
+    assert stochastic_round_step(120, np.float32(50.0), state) == 127
+    assert stochastic_round_step(0, np.float32(np.inf), state) == 0 and stochastic_round_step(5, np.float32(np.nan), state) == 5
+    u = [rng_uniform(state) for _ in range(1000)]
+    assert 0.0 <= min(u) and max(u) < 1.0
