@@ -144,9 +144,9 @@ def softmax_cross_entropy(logits, classes, temperature, label, grad):
 
 @njit(cache=True, error_model="numpy")
 def stochastic_round_step(q, step, state):
+    if step - step != f32(0.0) or step == f32(0.0):     # no step: no draw (el_lls_common.c)
+        return q
     u = rng_uniform(state)
-    if step - step != f32(0.0):
-        step = f32(0.0)
     if step < f32(-256.0):
         step = f32(-256.0)
     if step > f32(256.0):
@@ -239,6 +239,7 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     for o in range(cout):
         s_w = weight_scale(pw_multiplier[o], pw_shift[o], y_scale, z_scale)
         bias_grad = f32(0.0)
+        live = False
         for r in range(oh):
             for q in range(ow):
                 g = f32(0.0)
@@ -256,6 +257,9 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                     g = f32(0.0)
                 out_grad[r * ow + q] = g
                 bias_grad = bias_grad + g
+                live = live or g != f32(0.0)
+        if not live:
+            continue                        # a row that cannot move: skipped, as on the board
         pw_bias[o] = bias_step(np.int64(pw_bias[o]), -lr * bias_grad / (y_scale * s_w), pw_limit)
         for c in range(cin):
             w_real = s_w * f32(pw_weights[o, c])

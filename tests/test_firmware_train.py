@@ -255,6 +255,8 @@ def test_stochastic_rounding_is_unbiased_and_clamped():
     steps = [stochastic_round_step(0, np.float32(0.3), state) for _ in range(20000)]
     assert abs(np.mean(steps) - 0.3) < 0.01 and set(steps) == {0, 1}
     assert stochastic_round_step(120, np.float32(50.0), state) == 127
+    before = state.copy()
     assert stochastic_round_step(0, np.float32(np.inf), state) == 0 and stochastic_round_step(5, np.float32(np.nan), state) == 5
+    assert stochastic_round_step(9, np.float32(0.0), state) == 9 and state[0] == before[0]   # no step: no draw
     u = [rng_uniform(state) for _ in range(1000)]
     assert 0.0 <= min(u) and max(u) < 1.0

@@ -63,9 +63,10 @@ def sample_inputs(program, samples: Path = SAMPLES) -> list[tuple[str, np.ndarra
             for name, pixels in SAMPLE_PIXELS]
 
 
-def write_model_c(program, folder: Path, name: str = "vww") -> tuple[Path, blob.Image]:
-    """The program's image as `edge-lls export --format c` writes it: folder/name.c + .h."""
-    image = blob.build_image(program)
+def write_model_c(program, folder: Path, name: str = "vww", tail: blob.Tail | None = None) -> tuple[Path, blob.Image]:
+    """The program's image as `edge-lls export --format c` writes it: folder/name.c + .h
+    (with a trainable tail: `--train-last N`)."""
+    image = blob.build_image(program, tail)
     header, source = blob.c_source(image, name, f"{name}.h")
     (folder / f"{name}.h").write_text(header)
     (folder / f"{name}.c").write_text(source)
@@ -90,12 +91,39 @@ def write_inputs_header(path: Path, inputs) -> Path:
     return path
 
 
-def build(board: str, model_c: Path, inputs_h: Path, build_dir: Path, kernels: str = "dsp") -> Path:
-    """make MODEL=... INPUT=... for one board, with the DSP kernels or (kernels="plain") the
-    plain reference ones; the firmware ELF (its .map beside it)."""
+def _c_float(value: float) -> str:
+    """A C99 hexadecimal float literal of value rounded to float32: no decimal conversion."""
+    return float(np.float32(value)).hex() + "f"
+
+
+def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classifier_lr: float, seed: int) -> Path:
+    """The header main.c reads with TRAIN=: (int8 input, label) samples and the step's settings."""
+    rows = [np.ascontiguousarray(x, np.int8).reshape(-1) for x, _ in samples]
+    size = rows[0].size
+    lines = ["/* training samples for main.c (make TRAIN=...): written by tools/bench_firmware.py */",
+             "#include <stdint.h>", f"#define EL_TRAIN_SAMPLE_COUNT {len(rows)}u", f"#define EL_TRAIN_SAMPLE_BYTES {size}u",
+             f"#define EL_TRAIN_BUFFER_BYTES {buffer_bytes}u", f"#define EL_TRAIN_LR {_c_float(lr)}",
+             f"#define EL_TRAIN_CLASSIFIER_LR {_c_float(classifier_lr)}", f"#define EL_TRAIN_SEED {seed}u",
+             "static const uint32_t el_train_labels[EL_TRAIN_SAMPLE_COUNT] = {" +
+             ", ".join(f"{int(label)}u" for _, label in samples) + "};",
+             "static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES] = {"]
+    for r in rows:
+        lines.append("    {")
+        for at in range(0, size, 24):
+            lines.append("        " + ", ".join(str(int(v)) for v in r[at:at + 24]) + ",")
+        lines.append("    },")
+    lines.append("};")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def build(board: str, model_c: Path, inputs_h: Path, build_dir: Path, kernels: str = "dsp", mode: str = "INPUT",
+          extra: tuple[str, ...] = ()) -> Path:
+    """make MODEL=... INPUT=... (or TRAIN=...: mode) for one board, with the DSP kernels or
+    (kernels="plain") the plain reference ones; the firmware ELF (its .map beside it)."""
     choice = ["KERNELS=plain"] if kernels == "plain" else []
     result = subprocess.run(["make", "-C", str(FIRMWARE), "-j2", f"BOARD={board}", f"BUILD={build_dir}",
-                             f"MODEL={model_c}", f"INPUT={inputs_h}", *choice, "firmware"],
+                             f"MODEL={model_c}", f"{mode}={inputs_h}", *choice, *extra, "firmware"],
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"make for {board} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -105,6 +133,42 @@ def build(board: str, model_c: Path, inputs_h: Path, build_dir: Path, kernels: s
 def parse_run(uart: str) -> list[tuple[int, bytes]]:
     """(ticks, output bytes) per inference line of the firmware's UART output."""
     return [(int(ticks), bytes.fromhex(hexed)) for _, ticks, hexed in INFERENCE.findall(uart)]
+
+
+TRAIN_STEP = re.compile(r"^step (\d+): ok, infer ticks (\d+), train ticks (\d+), losses ([0-9a-f ]+), "
+                        r"predicted (\d+)$", re.M)
+TRAIN_CRC = re.compile(r"^op (\d+): weights crc 0x([0-9a-f]{8}), bias crc 0x([0-9a-f]{8})$", re.M)
+
+
+def parse_train(uart: str) -> tuple[list[dict], dict[int, tuple[int, int]]]:
+    """Per step {infer, train (instructions), losses (float32 bits), predicted}; per op the
+    CRC-32s of its weights and biases, from a TRAIN= firmware's UART output."""
+    steps = [{"infer": INSTRUCTIONS_PER_TICK * int(i), "train": INSTRUCTIONS_PER_TICK * int(t),
+              "losses": [int(v, 16) for v in losses.split()], "predicted": int(p)}
+             for _, i, t, losses, p in TRAIN_STEP.findall(uart)]
+    crcs = {int(op): (int(w, 16), int(b, 16)) for op, w, b in TRAIN_CRC.findall(uart)}
+    return steps, crcs
+
+
+def twin_train_run(program, image: blob.Image, samples, lr: float, classifier_lr: float, seed: int):
+    """What the board must print for samples: (steps as parse_train gives them without the
+    instruction counts, {op: (weights crc, bias crc)}), from the Python twin."""
+    import struct
+    import zlib
+
+    from edge_lls.board_train import BoardTrainer
+    from edge_lls.program.interpreter import prepare
+    graph = prepare(program, batch=1, fast=False, requantize="tflm")
+    tail = blob.open_image(image.data)["tail"]
+    cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
+    twin = BoardTrainer(image.data, lr=lr, classifier_lr=classifier_lr, seed=seed)
+    steps = []
+    bits = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]   # noqa: E731
+    for x, label in samples:
+        s = twin.step(graph.run_all([x])[cut], label)
+        steps.append({"losses": [bits(v) for v in (*s.block_loss, s.loss)], "predicted": s.predicted})
+    crcs = {op: (zlib.crc32(w.tobytes()), zlib.crc32(b.astype("<i4").tobytes())) for op, (w, b) in twin.weights().items()}
+    return steps, crcs
 
 
 def map_memory(map_file: Path) -> dict[str, int]:

@@ -17,6 +17,22 @@
  * `static const int8_t el_run_inputs[EL_RUN_INPUT_COUNT][EL_RUN_INPUT_BYTES]`.
  *
  *   inference 0: ok, ticks 1234567, output 8a76
+ *
+ * Built with TRAIN=path/to/samples.h (and MODEL, a fine-tuning image), main() trains: for
+ * each sample one inference (its ticks, for comparison) and one el_train_step, printing
+ *
+ *   step 0: ok, infer ticks 1194500, train ticks 1300000, losses 3c5a1b2c 3f3c2d1e, predicted 1
+ *
+ * (the losses as float32 bits: each block's LLS loss, then the classifier's), then per
+ * trainable op the CRC-32 of its int8 weights and of its int32 biases:
+ *
+ *   op 25: weights crc 0x1234abcd, bias crc 0x9876fedc
+ *
+ * The header defines EL_TRAIN_SAMPLE_COUNT, EL_TRAIN_SAMPLE_BYTES, EL_TRAIN_BUFFER_BYTES (the
+ * plan of edge_lls/board_train.py train_layout, checked at start-up against
+ * el_train_buffer_bytes), EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED,
+ * `static const uint32_t el_train_labels[]` and
+ * `static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES]`.
  */
 #include "el_board.h"
 #include "el_model.h"
@@ -85,6 +101,104 @@ static int run_inputs(const el_model *model)
 }
 #endif
 
+#ifdef EL_TRAIN_SAMPLES
+#include <string.h>
+
+#include "el_runner.h"
+#include "el_train.h"
+
+EL_ALIGNED(16) static uint8_t el_arena[EL_MODEL_ARENA_BYTES];
+EL_ALIGNED(16) static uint8_t el_train_buffer[EL_TRAIN_BUFFER_BYTES];
+
+static void put_crc(const char *label, const void *data, uint32_t bytes)
+{
+    el_uart_puts(label);
+    el_uart_put_hex(el_crc32((const uint8_t *)data, bytes));
+}
+
+static void put_bits(float value)
+{
+    static const char digits[] = "0123456789abcdef";
+    uint32_t bits;
+    int i;
+    memcpy(&bits, &value, sizeof bits);
+    for (i = 28; i >= 0; i -= 4) {
+        el_uart_putc((uint8_t)digits[(bits >> i) & 15u]);
+    }
+}
+
+/* 0 when every step ran, else 1. */
+static int train_samples(const el_model *model)
+{
+    static el_runner runner;
+    static el_trainer trainer;
+    const el_train_config config = {EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED};
+    el_train_status trained;
+    uint32_t k, i;
+    el_runner_status status = el_runner_init(&runner, model, el_arena, sizeof el_arena, NULL, 0);
+    if (status != EL_RUNNER_OK) {
+        el_uart_puts("runner refuses the model: ");
+        el_uart_puts(el_runner_status_name(status));
+        put_line(" (op ", runner.failed_op, ")\n");
+        return 1;
+    }
+    put_line("training buffer ", (uint32_t)el_train_buffer_bytes(model), " bytes planned, ");
+    put_line("", (uint32_t)sizeof el_train_buffer, " reserved\n");
+    trained = el_train_init(&trainer, &runner, el_train_buffer, sizeof el_train_buffer, &config);
+    if (trained != EL_TRAIN_OK || el_runner_input_bytes(&runner) != EL_TRAIN_SAMPLE_BYTES) {
+        el_uart_puts("training refuses the model: ");
+        el_uart_puts(trained != EL_TRAIN_OK ? el_train_status_name(trained) : "sample size");
+        put_line(" (block ", trainer.failed_block, ")\n");
+        return 1;
+    }
+    for (k = 0; k < EL_TRAIN_SAMPLE_COUNT; ++k) {
+        el_train_stats stats;
+        uint64_t start, infer, train;
+        memcpy(el_runner_input(&runner), el_train_inputs[k], EL_TRAIN_SAMPLE_BYTES);
+        start = el_clock_ticks();
+        status = el_runner_invoke(&runner);
+        infer = el_clock_ticks() - start;
+        start = el_clock_ticks();
+        trained = el_train_step(&trainer, el_train_inputs[k], el_train_labels[k], &stats);
+        train = el_clock_ticks() - start;
+        put_line("step ", k, ": ");
+        el_uart_puts(status == EL_RUNNER_OK ? el_train_status_name(trained) : el_runner_status_name(status));
+        if (status != EL_RUNNER_OK || trained != EL_TRAIN_OK) {
+            put_line(" (op ", runner.failed_op, ")\n");
+            return 1;
+        }
+        put_line(", infer ticks ", (uint32_t)infer, "");
+        put_line(", train ticks ", (uint32_t)train, ", losses");
+        for (i = 0; i < model->tail->block_count; ++i) {
+            el_uart_puts(" ");
+            put_bits(stats.block_loss[i]);
+        }
+        el_uart_puts(" ");
+        put_bits(stats.loss);
+        put_line(", predicted ", stats.predicted, "\n");
+    }
+    for (i = 0; i < trainer.op_count; ++i) {
+        const el_runner_patch *p = &trainer.patches[i];
+        const uint32_t op = p->op;
+        uint32_t weights, biases;
+        if (model->ops[op].opcode == EL_OP_FULLY_CONNECTED) {
+            const el_fc_params *fc = (const el_fc_params *)el_model_record(model, op);
+            weights = (uint32_t)(fc->filter_dims.n * fc->filter_dims.c);
+            biases = (uint32_t)fc->filter_dims.c;
+        } else {
+            const el_conv_params *cv = (const el_conv_params *)el_model_record(model, op);
+            weights = (uint32_t)(cv->filter_dims.n * cv->filter_dims.h * cv->filter_dims.w * cv->filter_dims.c);
+            biases = (uint32_t)cv->output_dims.c;
+        }
+        put_line("op ", op, ": ");
+        put_crc("weights crc ", p->weights, weights);
+        put_crc(", bias crc ", p->bias, 4u * biases);
+        el_uart_puts("\n");
+    }
+    return 0;
+}
+#endif
+
 /* 0 when no model is linked or the linked one opens, else 1. */
 static int open_model(void)
 {
@@ -103,7 +217,9 @@ static int open_model(void)
     put_line(", arena ", model.header->arena_bytes, " bytes");
     el_uart_puts(model.tail ? ", trainable tail" : "");
     el_uart_puts(model.header->arena_bytes <= el_ram_free() ? ": ok\n" : ": ok, but the arena exceeds free RAM\n");
-#ifdef EL_RUN_INPUT
+#if defined(EL_TRAIN_SAMPLES)
+    return train_samples(&model);
+#elif defined(EL_RUN_INPUT)
     return run_inputs(&model);
 #else
     return 0;

@@ -83,17 +83,20 @@ typedef struct {
 
 /* The block's local update, applied in place (batch 1, SGD on the real weights, stochastic
  * rounding). Straight-through requantization: a gradient passes an output code strictly
- * inside (act_min, act_max) and stops at a clamped one. Order:
+ * inside (act_min, act_max) and stops at a clamped one. A pointwise output channel whose
+ * gradient is zero at every pixel (a ReLU that is off everywhere: most channels on a given
+ * image) is skipped whole: none of its weights would move, no random number would be drawn
+ * (el_stochastic_round_step) and it adds nothing to mid_grad. Order:
  *   pointwise, for each output channel o: the gradient at its pre-activation on every
  *   pixel, then its bias, then for each input channel c its weight's gradient
  *   (sum over pixels), the gradient reaching Y through the OLD weight (added into
  *   mid_grad), and the weight's step; then the depthwise weights (kh, kw, c order), then
- *   the depthwise biases. One random number per weight, in that order. */
+ *   the depthwise biases. One random number per weight that moves, in that order. */
 void el_lls_update_dwsep(const el_lls_dwsep *b);
 
 /* A weight code after a real step `step` (in code units): q + floor(step + u), u uniform
- * in [0, 1) (unbiased), clamped to [-127, 127]. A non-finite step (a channel whose scale is 0)
- * moves nothing; a huge one is clamped to +-256 first. */
+ * in [0, 1) (unbiased), clamped to [-127, 127]. A zero step and a non-finite one (a channel
+ * whose scale is 0) move nothing and draw no random number; a huge one is clamped to +-256. */
 int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng);
 
 /* A bias code after a step (code units) rounded to nearest, kept within +-limit. */

@@ -31,11 +31,12 @@ float el_softmax_cross_entropy(const float *logits, uint32_t classes, float temp
 
 int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng)
 {
-    float u = el_rng_uniform(rng), f;
+    float u, f;
     int32_t moved;
-    if (step - step != 0.0f) { /* inf or NaN: a channel whose scale is 0 (an all-zero filter) */
-        step = 0.0f;
+    if (step - step != 0.0f || step == 0.0f) { /* inf or NaN: a channel whose scale is 0 */
+        return q;                                /* no step, and no random number drawn */
     }
+    u = el_rng_uniform(rng);
     if (step < -256.0f) { /* no weight moves 256 codes */
         step = -256.0f;
     }

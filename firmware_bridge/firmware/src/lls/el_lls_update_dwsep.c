@@ -28,6 +28,7 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
     for (o = 0; o < cout; ++o) {
         const float s_w = el_weight_scale(b->pw_multiplier[o], b->pw_shift[o], b->y_scale, b->z_scale);
         float bias_grad = 0.0f;
+        int live = 0;
         for (r = 0; r < oh; ++r) {
             for (q = 0; q < ow; ++q) {
                 /* dL/d(real Z[r][q][o]): every pooling cell that holds the pixel, i then j */
@@ -48,7 +49,11 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                 g = pass(b->z[(r * ow + q) * cout + o], pw->act_min, pw->act_max, g);
                 b->out_grad[r * ow + q] = g;
                 bias_grad = bias_grad + g;
+                live |= g != 0.0f;
             }
+        }
+        if (!live) {
+            continue; /* every step of the row would be zero: nothing moves, nothing is drawn */
         }
         b->pw_bias[o] = el_bias_step(b->pw_bias[o], -b->lr * bias_grad / (b->y_scale * s_w), pw_limit);
         for (c = 0; c < cin; ++c) {

@@ -1,0 +1,67 @@
+"""The LLS update on the boards, under QEMU: main.c built with `make MODEL=vww.c TRAIN=train.h`
+(tools/bench_firmware.py writes both) runs, per sample, one inference and one el_train_step
+and prints the losses (float32 bits) and, after the steps, the CRC-32 of every trainable
+op's learned weights and biases. Held to: everything it prints equals what the Python twin
+(edge_lls/board_train.py) computes for the same samples, bit for bit, on both boards; the
+default plan (the last block + classifier) on the Cortex-M4 and the last two blocks on the
+Cortex-M7, each inside its device profile's SRAM; the firmware calls nothing of libc's float
+functions (sqrt is the FPU's instruction: -fno-math-errno).
+"""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLES_DIR, VWW_DIR, require_tools
+from test_firmware_train import _bench
+from edge_lls.board_train import train_layout
+from edge_lls.finetune import trainable_tail
+from edge_lls.formats.tflite import read_tflite
+
+QEMU_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "qemu-system-arm", "make", "gcc")
+VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
+# (board, blocks trained, stack reserve or None for the board's default)
+PLANS = [("mps2-an386", 1, 8192), ("mps2-an500", 2, None)]
+
+
+@pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
+@pytest.mark.parametrize("board,train_last,stack", PLANS)
+def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, tmp_path, capsys):
+    require_tools(*QEMU_TOOLS)
+    from edge_lls.devices import get_device
+    from qemu_helper import run_elf
+    bench = _bench()
+    program = read_tflite(VWW_INT8)
+    model_c, image = bench.write_model_c(program, tmp_path, "vwwtrain", trainable_tail(program, train_last))
+    rng = np.random.default_rng(train_last)
+    images = [x for _, x in bench.sample_inputs(program, SAMPLES_DIR)]
+    images += [np.clip(images[0].astype(np.int16) + rng.integers(-20, 21, images[0].shape), -128, 127).astype(np.int8)]
+    samples = list(zip(images, (1, 0, 1)))
+    lr, classifier_lr, seed = 0.3, 0.05, 2024
+    train_h = bench.write_train_header(tmp_path / "train.h", samples, train_layout(image.data)["total"], lr,
+                                       classifier_lr, seed)
+    extra = (f"STACK_BYTES={stack}",) if stack else ()
+    elf = bench.build(board, model_c, train_h, tmp_path / board, mode="TRAIN", extra=extra)
+    run = run_elf(elf, board, timeout=300)
+    assert run.exit_status == 0, run.uart + run.semihost
+    steps, crcs = bench.parse_train(run.uart)
+    twin_steps, twin_crcs = bench.twin_train_run(program, image, samples, lr, classifier_lr, seed)
+    assert [{"losses": s["losses"], "predicted": s["predicted"]} for s in steps] == twin_steps
+    assert crcs == twin_crcs and len(crcs) == 2 * train_last + 1
+    # memory: the planned buffer, inside the profile's SRAM with the stack reserve
+    assert f"training buffer {train_layout(image.data)['total']} bytes planned" in run.uart
+    memory = bench.map_memory(elf.with_suffix(".map"))
+    sram = memory["data"] + memory["bss"] + memory["stack"]
+    assert sram <= get_device(bench.BOARDS[board]).memory_budget
+    high_water = bench.banner_value(run.uart, r"^stack high water (\d+) bytes")
+    assert 0 < high_water < memory["stack"] // 4
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", *map(str, sorted((tmp_path / board / "obj" / "src" / "lls")
+                                                                          .glob("*.o")))],
+                               capture_output=True, text=True, check=True).stdout
+    assert "sqrtf" not in undefined and "expf" not in undefined and "logf" not in undefined
+    ratios = [s["train"] / s["infer"] for s in steps]
+    with capsys.disabled():
+        print(f"\n{board} last {train_last}: training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
+              f"instructions; SRAM {sram:,} B (stack high water {high_water:,} B)")
