@@ -221,10 +221,13 @@ def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad
 @njit(cache=True, error_model="numpy")
 def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_v, lr, state,
                  dw_weights, dw_bias, dw_multiplier, dw_shift, dw_geometry, dw_range,
-                 pw_weights, pw_bias, pw_multiplier, pw_shift, pw_range, mid_grad, out_grad):
+                 pw_weights, pw_bias, pw_multiplier, pw_shift, pw_range, mid_grad, out_grad, dw_master, pw_master):
     """el_lls_update_dwsep. x (H,W,C), y (H',W',C), z (H',W',O) int8; dw_weights (KH,KW,C),
     pw_weights (O,C) int8 and both biases updated in place. dw_geometry: stride_h, stride_w,
-    pad_h, pad_w, dilation_h, dilation_w; *_range: act_min, act_max."""
+    pad_h, pad_w, dilation_h, dilation_w; *_range: act_min, act_max.
+    dw_master / pw_master: empty (the board: stochastic rounding), or float32 masters of the
+    weights in code units (a host-only comparison, master_weights=True): the step goes to the
+    master and the int8 code is the master rounded to nearest."""
     oh, ow, cout = z.shape
     cin = y.shape[2]
     ih, iw = x.shape[0], x.shape[1]
@@ -267,7 +270,11 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
             for t in range(hw):
                 g = g + out_grad[t] * (y_scale * f32(np.int64(yf[t, c]) - y_zero))
                 mid_grad[t * cin + c] = mid_grad[t * cin + c] + out_grad[t] * w_real
-            pw_weights[o, c] = stochastic_round_step(np.int64(pw_weights[o, c]), -lr * g / s_w, state)
+            if pw_master.size:
+                pw_master[o, c] = min(max(pw_master[o, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
+                pw_weights[o, c] = np.int64(np.round(pw_master[o, c]))
+            else:
+                pw_weights[o, c] = stochastic_round_step(np.int64(pw_weights[o, c]), -lr * g / s_w, state)
     for t in range(hw * cin):
         code = yf[t // cin, t % cin]
         if not (code > dw_range[0] and code < dw_range[1]):
@@ -287,7 +294,12 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                         if xi < 0 or xi >= iw:
                             continue
                         g = g + mid_grad[(r * ow + q) * cin + c] * (x_scale * f32(np.int64(x[yi, xi, c]) - x_zero))
-                dw_weights[i, j, c] = stochastic_round_step(np.int64(dw_weights[i, j, c]), -lr * g / s_w, state)
+                if dw_master.size:
+                    dw_master[i, j, c] = min(max(dw_master[i, j, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
+                    dw_weights[i, j, c] = np.int64(np.round(dw_master[i, j, c]))
+                else:
+                    dw_weights[i, j, c] = stochastic_round_step(np.int64(dw_weights[i, j, c]), -lr * g / s_w,
+                                                                state)
     for c in range(cin):
         s_w = weight_scale(dw_multiplier[c], dw_shift[c], x_scale, y_scale)
         g = f32(0.0)
@@ -444,7 +456,10 @@ class StepStats:
 class BoardTrainer:
     """The board's training state (el_trainer) and its step, from a model image."""
 
-    def __init__(self, image: bytes, *, lr: float, classifier_lr: float, seed: int = 1, where: str = "<image>"):
+    def __init__(self, image: bytes, *, lr: float, classifier_lr: float, seed: int = 1, where: str = "<image>",
+                 master_weights: bool = False):
+        """master_weights=True: not the board, a comparison: the block weights keep float32
+        masters (round to nearest for the int8 forward) instead of stochastic rounding."""
         self.image, self.where = bytes(image), where
         parsed = blob.open_image(self.image, where)
         _check_tail(parsed, where)
@@ -458,6 +473,9 @@ class BoardTrainer:
             pair = tuple(self._tail_op(b["first_op"] + j) for j in range(2))
             basis = _array(self.image, b["basis"], np.float32, self.classes * b["feature_dim"])
             self.blocks.append((b, pair, basis.reshape(self.classes, b["feature_dim"])))
+        no_master = (np.zeros((0, 0, 0), np.float32), np.zeros((0, 0), np.float32))
+        self._masters = [(dw.weights[0].astype(np.float32), pw.weights.reshape(pw.weights.shape[0], -1)
+                          .astype(np.float32)) if master_weights else no_master for _, (dw, pw), _ in self.blocks]
         self.classifier = self._tail_op(self.tail["classifier_op"])
         fc = self.classifier.record
         depth = fc["filter_dims"][0]
@@ -553,7 +571,7 @@ class BoardTrainer:
         label = int(label)
         x = self._check_features(features)
         losses = []
-        for b, (dw, pw), basis in self.blocks:
+        for (b, (dw, pw), basis), (dw_master, pw_master) in zip(self.blocks, self._masters):
             y = self._conv(dw, x)
             z = self._conv(pw, y)
             d, p = dw.record, pw.record
@@ -566,7 +584,7 @@ class BoardTrainer:
                          np.array([d["stride_h"], d["stride_w"], d["pad_h"], d["pad_w"], d["dilation_h"],
                                    d["dilation_w"]], np.int64), np.array([d["act_min"], d["act_max"]], np.int64),
                          pw.weights.reshape(pw.weights.shape[0], -1), pw.bias, pw.multiplier, pw.shift,
-                         np.array([p["act_min"], p["act_max"]], np.int64), self._mid, self._out)
+                         np.array([p["act_min"], p["act_max"]], np.int64), self._mid, self._out, dw_master, pw_master)
             x = z
         pooled = self._head_ops(x)
         fc, op = self.classifier.record, self.classifier

@@ -1,0 +1,140 @@
+"""What the board's arithmetic learns: LLS fine-tuning through the Python twin of the
+firmware's update (edge_lls/board_train.py: int8 weights, stochastic rounding, batch 1 SGD)
+beside the host's float fine-tuning (edge_lls/finetune.py: float master weights, batch norm,
+schedule-free AdamW) on the same images, the same frozen int8 prefix, the same held-out split.
+
+    .venv/bin/python tools/bench_board_accuracy.py [--train 2000] [--test 1000] [--epochs 3]
+        [--train-last 1,2] [--seeds 0,1,2]
+
+Data: a real image set at the board's input size: the MNIST test digits of ../shared (the only
+MNIST here), 96x96 RGB through the folder reader, split into two balanced classes (0-4 / 5-9)
+so that vww_96_int8's pretrained 2-class classifier starts the head, as on a VWW board. The first
+--train images train, the last --test images (never trained on, never used to choose a learning
+rate) evaluate. The board's learning rates are chosen on a validation split (the last 20 % of
+the training images, trained on the first 80 %), then the run is repeated on all of them.
+
+Prints per plan (blocks trained) and seed: the pretrained int8 accuracy, the host's float
+(fp32) and exported int8 accuracy, the board twin's int8 accuracy, the same update with float
+master weights instead of stochastic rounding (the accuracy cost of int8 weights), and
+board - host fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge_lls.board_train import BoardTrainer  # noqa: E402
+from edge_lls.finetune import FeatureSet, FineTuner, finetune, load_backbone, trainable_tail  # noqa: E402
+from edge_lls.formats import blob  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+VWW_INT8 = SHARED / "models" / "vww" / "vww_96_int8.tflite"
+MNIST = SHARED / "data" / "mnist"
+LR_GRID = ((0.003, 0.003), (0.01, 0.01), (0.03, 0.01), (0.03, 0.03), (0.1, 0.03))
+
+
+def write_folder(root: Path, train: int, test: int) -> None:
+    """MNIST t10k digits as a two-class image folder: train/{0-4,5-9}, test/{0-4,5-9}."""
+    from PIL import Image
+    from edge_lls.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+    images = read_idx(MNIST / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC)
+    labels = read_idx(MNIST / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC)
+    picks = list(range(train)) + list(range(len(images) - test, len(images)))
+    for n, i in enumerate(picks):
+        folder = root / ("train" if n < train else "test") / ("digits_0_4" if labels[i] < 5 else "digits_5_9")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(images[i])).save(folder / f"{i:05d}.png")
+
+
+def board_run(image: bytes, x, y, epochs: int, lr: float, classifier_lr: float, seed: int,
+              master_weights: bool = False) -> BoardTrainer:
+    """The board's training: one sample per step, a fresh seeded order per epoch."""
+    trainer = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed + 1, master_weights=master_weights)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for i in rng.permutation(len(x)):
+            trainer.step(x[i], int(y[i]))
+    return trainer
+
+
+def accuracy(trainer: BoardTrainer, x, y) -> float:
+    return float(np.mean([trainer.predict(f).argmax() == label for f, label in zip(x, y)]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-last", default="1,2")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--host-batch", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    from edge_lls.data import load_dataset
+    backbone = load_backbone(VWW_INT8)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="board-acc-") as tmp:
+        root = Path(tmp) / "mnist2"
+        write_folder(root, args.train, args.test)
+        data = load_dataset("folder", root, input_shape=(96, 96, 3), seed=0)
+        for train_last in (int(v) for v in args.train_last.split(",")):
+            tuner = FineTuner(backbone, train_last, data.num_classes)
+            t0 = time.perf_counter()
+            train, test = FeatureSet(tuner, data.train, True), FeatureSet(tuner, data.test, True)
+            feature_s = time.perf_counter() - t0
+            image = blob.build_image(backbone.program, trainable_tail(backbone.program, train_last)).data
+            # the folder reader lists images class by class: a seeded permutation splits fairly
+            order = np.random.default_rng(1234).permutation(len(train.x))
+            fit, held = order[:int(0.8 * len(order))], order[int(0.8 * len(order)):]
+            pretrained = accuracy(BoardTrainer(image, lr=0.0, classifier_lr=0.0), test.x, test.y)
+            for seed in (int(v) for v in args.seeds.split(",")):
+                t0 = time.perf_counter()
+                scores = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed),
+                                         train.x[held], train.y[held]) for pair in LR_GRID}
+                lr, classifier_lr = max(LR_GRID, key=lambda pair: scores[pair])
+                board = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed),
+                                 test.x, test.y)
+                board_s = time.perf_counter() - t0
+                # the same update with float master weights instead of stochastic rounding: the
+                # accuracy cost of keeping the block weights int8 (same learning rates)
+                master = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed, True),
+                                  test.x, test.y)
+                t0 = time.perf_counter()
+                _, host = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
+                                   batch_size=args.host_batch, seed=seed, calibration_images=512)
+                row = {"train_last": train_last, "seed": seed, "pretrained_int8": pretrained,
+                       "host_fp32": host["fp32_accuracy"], "host_int8": host["int8_accuracy"], "board_int8": board, "float_master_int8": master,
+                       "board_lr": lr, "board_classifier_lr": classifier_lr,
+                       "validation": {f"{a:g}/{b:g}": s for (a, b), s in scores.items()},
+                       "board_minus_host_fp32_pt": round(100 * (board - host["fp32_accuracy"]), 2),
+                       "seconds": {"features": round(feature_s, 1), "board": round(board_s, 1),
+                                   "host": round(time.perf_counter() - t0, 1)}}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"vww_96_int8 fine-tuned on MNIST 0-4 / 5-9 at 96x96: {args.train} train / {args.test} held-out test "
+          f"images, {args.epochs} epochs; host batch {args.host_batch}, board batch 1")
+    print("| blocks | seed | pretrained int8 | host fp32 | host int8 | board (twin) int8 | same with float masters "
+          "| board lr / classifier lr | board - host fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['train_last']} | {r['seed']} | {100 * r['pretrained_int8']:.2f}% | {100 * r['host_fp32']:.2f}% | "
+              f"{100 * r['host_int8']:.2f}% | {100 * r['board_int8']:.2f}% | {100 * r['float_master_int8']:.2f}% | "
+              f"{r['board_lr']:g} / "
+              f"{r['board_classifier_lr']:g} | {r['board_minus_host_fp32_pt']:+.2f} pt |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
