@@ -21,35 +21,7 @@
 
 #include "el_model.h"
 #include "el_runner.h"
-
-static uint8_t *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *data;
-    long n;
-    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fprintf(stderr, "firmware_runner_harness: cannot read %s\n", path);
-        exit(2);
-    }
-    data = malloc((size_t)n + 16u);
-    if (data == NULL || fread(data, 1, (size_t)n, f) != (size_t)n) {
-        fprintf(stderr, "firmware_runner_harness: cannot read %s\n", path);
-        exit(2);
-    }
-    fclose(f);
-    *size = (size_t)n;
-    return data;
-}
-
-static void put_u32(FILE *f, uint32_t v)
-{
-    uint8_t b[4];
-    b[0] = (uint8_t)v;
-    b[1] = (uint8_t)(v >> 8);
-    b[2] = (uint8_t)(v >> 16);
-    b[3] = (uint8_t)(v >> 24);
-    fwrite(b, 1, 4, f);
-}
+#include "firmware_harness_io.h"
 
 static int write_op(void *user, uint32_t op, const int8_t *output, uint32_t bytes)
 {
@@ -73,8 +45,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: firmware_runner_harness IMAGE INPUT OUTPUT [ARENA_BYTES]\n");
         return 2;
     }
-    image = read_file(argv[1], &image_size);
-    input = read_file(argv[2], &input_size);
+    image = read_file("firmware_runner_harness", argv[1], &image_size);
+    input = read_file("firmware_runner_harness", argv[2], &input_size);
     if (((uintptr_t)image & 15u) != 0) {
         fprintf(stderr, "firmware_runner_harness: malloc gave an unaligned image\n");
         return 2;

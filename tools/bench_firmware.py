@@ -79,6 +79,17 @@ def write_model_c(program, folder: Path, name: str = "vww", tail: blob.Tail | No
     return folder / f"{name}.c", image
 
 
+def _c_rows(rows) -> list[str]:
+    """Lines of a C initializer of int8 rows, 24 values a line, closed with "};"."""
+    lines = []
+    for r in rows:
+        lines.append("    {")
+        for at in range(0, r.size, 24):
+            lines.append("        " + ", ".join(str(int(v)) for v in r[at:at + 24]) + ",")
+        lines.append("    },")
+    return lines + ["};"]
+
+
 def write_inputs_header(path: Path, inputs) -> Path:
     """The header main.c reads with INPUT=: EL_RUN_INPUT_COUNT inputs of EL_RUN_INPUT_BYTES."""
     rows = [np.ascontiguousarray(x, np.int8).reshape(-1) for x in inputs]
@@ -87,12 +98,7 @@ def write_inputs_header(path: Path, inputs) -> Path:
     lines = ["/* inputs for main.c (make INPUT=...): written by tools/bench_firmware.py */",
              "#include <stdint.h>", f"#define EL_RUN_INPUT_COUNT {len(rows)}u", f"#define EL_RUN_INPUT_BYTES {size}u",
              "static const int8_t el_run_inputs[EL_RUN_INPUT_COUNT][EL_RUN_INPUT_BYTES] = {"]
-    for r in rows:
-        lines.append("    {")
-        for at in range(0, size, 24):
-            lines.append("        " + ", ".join(str(int(v)) for v in r[at:at + 24]) + ",")
-        lines.append("    },")
-    lines.append("};")
+    lines += _c_rows(rows)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -113,12 +119,7 @@ def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classi
              "static const uint32_t el_train_labels[EL_TRAIN_SAMPLE_COUNT] = {" +
              ", ".join(f"{int(label)}u" for _, label in samples) + "};",
              "static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES] = {"]
-    for r in rows:
-        lines.append("    {")
-        for at in range(0, size, 24):
-            lines.append("        " + ", ".join(str(int(v)) for v in r[at:at + 24]) + ",")
-        lines.append("    },")
-    lines.append("};")
+    lines += _c_rows(rows)
     path.write_text("\n".join(lines) + "\n")
     return path
 

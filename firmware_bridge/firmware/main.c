@@ -44,14 +44,31 @@ static void put_line(const char *label, uint32_t value, const char *unit)
     el_uart_puts(unit);
 }
 
-#ifdef EL_RUN_INPUT
+#if defined(EL_RUN_INPUT) || defined(EL_TRAIN_SAMPLES)
 #include <string.h>
 
 #include "el_runner.h"
 
-/* The one arena: every runtime tensor at its planned offset. The reference kernels need no
- * scratch; should one ask for some, el_runner_init refuses (and says so). */
+/* The one arena: every runtime tensor at its planned offset. The kernels need no scratch;
+ * should one ask for some, el_runner_init refuses (and says so). */
 EL_ALIGNED(16) static uint8_t el_arena[EL_MODEL_ARENA_BYTES];
+
+/* el_runner_init on the arena; 0 when it accepts the model, else 1 (and why on UART0). */
+static int start_runner(el_runner *runner, const el_model *model)
+{
+    el_runner_status status = el_runner_init(runner, model, el_arena, sizeof el_arena, NULL, 0);
+    if (status != EL_RUNNER_OK) {
+        el_uart_puts("runner refuses the model: ");
+        el_uart_puts(el_runner_status_name(status));
+        put_line(" (op ", runner->failed_op, ")\n");
+        return 1;
+    }
+    return 0;
+}
+#endif
+
+#ifdef EL_RUN_INPUT
+
 
 static void put_hex_bytes(const int8_t *data, uint32_t size)
 {
@@ -69,11 +86,8 @@ static int run_inputs(const el_model *model)
 {
     el_runner runner;
     uint32_t k;
-    el_runner_status status = el_runner_init(&runner, model, el_arena, sizeof el_arena, NULL, 0);
-    if (status != EL_RUNNER_OK) {
-        el_uart_puts("runner refuses the model: ");
-        el_uart_puts(el_runner_status_name(status));
-        put_line(" (op ", runner.failed_op, ")\n");
+    el_runner_status status;
+    if (start_runner(&runner, model) != 0) {
         return 1;
     }
     if (el_runner_input_bytes(&runner) != EL_RUN_INPUT_BYTES) {
@@ -102,12 +116,8 @@ static int run_inputs(const el_model *model)
 #endif
 
 #ifdef EL_TRAIN_SAMPLES
-#include <string.h>
-
-#include "el_runner.h"
 #include "el_train.h"
 
-EL_ALIGNED(16) static uint8_t el_arena[EL_MODEL_ARENA_BYTES];
 EL_ALIGNED(16) static uint8_t el_train_buffer[EL_TRAIN_BUFFER_BYTES];
 
 static void put_crc(const char *label, const void *data, uint32_t bytes)
@@ -134,12 +144,9 @@ static int train_samples(const el_model *model)
     static el_trainer trainer;
     const el_train_config config = {EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED};
     el_train_status trained;
+    el_runner_status status;
     uint32_t k, i;
-    el_runner_status status = el_runner_init(&runner, model, el_arena, sizeof el_arena, NULL, 0);
-    if (status != EL_RUNNER_OK) {
-        el_uart_puts("runner refuses the model: ");
-        el_uart_puts(el_runner_status_name(status));
-        put_line(" (op ", runner.failed_op, ")\n");
+    if (start_runner(&runner, model) != 0) {
         return 1;
     }
     put_line("training buffer ", (uint32_t)el_train_buffer_bytes(model), " bytes planned, ");
