@@ -9,9 +9,9 @@ cycles this test was written against (quantize <-> finetune <-> fp16) were all l
     rules     rules                                       (LLS family and baselines)
     trainer   optim, trainer
     program   program, fp16, formats                      (what is deployed)
-    finetune  finetune, predict
+    finetune  finetune, predict, board_train
     workflows evaluate, training_run, profile, tflm,      (runs, evaluation, profiling, peers,
-              export                                      export)
+              export, board_plan                          export, the board's memory plan)
     commands  cli, __main__                               (the command line)
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ LAYERS = [
     ("rules", {"rules"}),
     ("trainer", {"optim", "trainer"}),
     ("program", {"program", "fp16", "formats"}),
-    ("finetune", {"finetune", "predict"}),
-    ("workflows", {"evaluate", "training_run", "profile", "tflm", "export"}),
+    ("finetune", {"finetune", "predict", "board_train"}),
+    ("workflows", {"evaluate", "training_run", "profile", "tflm", "export", "board_plan"}),
     ("commands", {"cli", "__main__"}),
 ]
 RANK = {part: rank for rank, (_, parts) in enumerate(LAYERS) for part in parts}

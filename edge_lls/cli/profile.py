@@ -1,10 +1,14 @@
 """`edge-lls profile`: the analytic (and with --measure, measured) profile of a training
-step (edge_lls.profile), rendered as a table or JSON."""
+step (edge_lls.profile), rendered as a table or JSON; with --backbone FILE.tflite and a
+microcontroller --device, the board's flash and SRAM plan of fine-tuning it on the chip
+(edge_lls.board_plan), refused (exit status 2) when it does not fit."""
 from __future__ import annotations
 
 import argparse
 import json
 
+from ..board_plan import DEFAULT_TRAIN_LAST, FLASH_LABELS, IMAGE_ITEMS, SRAM_LABELS, TRAINING_BUFFER_ITEMS, BoardPlan
+from ..board_train import MAX_BLOCKS
 from ..devices import format_bytes
 from ..errors import ConfigError
 from ..profile import PRECISION_BYTES, Profile, profile_model, profile_zoo, ratios
@@ -168,11 +172,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduced-rows", type=int, default=None,
                         help="LLS-MxM basis rows R < K (reduced LLS-MxM)")
     parser.add_argument("--device", default=None,
-                        help="device profile (host, rpi4, rpi5, cortex-m4, cortex-m7): does the peak fit its budget?")
+                        help="device profile (host, rpi4, rpi5, cortex-m4, cortex-m7): does the peak fit its budget? "
+                             "With --backbone: cortex-m4 or cortex-m7, the board to plan for")
+    parser.add_argument("--backbone", metavar="FILE.tflite",
+                        help="an int8 .tflite model fine-tuned on the chip: with --device cortex-m4|cortex-m7, the "
+                             "board's flash and SRAM plan; exit status 2 when it does not fit")
+    parser.add_argument("--train-last", type=int, metavar="N", default=None,
+                        help=f"with --backbone: the blocks the board trains (default {DEFAULT_TRAIN_LAST}; the "
+                             f"firmware trains 1 to {MAX_BLOCKS}, 0: inference only)")
+    parser.add_argument("--stack", type=int, metavar="BYTES", default=None,
+                        help="with --backbone: the build's stack reserve (make STACK_BYTES=BYTES; default the "
+                             "board's memory.ld)")
     parser.add_argument("--compare", action="store_true",
                         help="profile BP alongside and print the ratios rule/BP")
     parser.add_argument("--measure", action="store_true",
-                        help="also run real training steps and report the traced peak (tracemalloc)")
+                        help="also run real training steps and report the traced peak (tracemalloc); with "
+                             "--backbone: measure the firmware's code and static data from its sources (needs make "
+                             "and the Arm toolchain) instead of the stored bounds")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -232,10 +248,96 @@ def _onnx_profiler(args):
                                       precision=args.precision, **rule_options)
 
 
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %"
+
+
+def render_board_plan(plan: BoardPlan) -> str:
+    """The plan as a table: flash lines, SRAM lines, each total against the device's, the margin,
+    and a last line 'fits ...' or 'does not fit ...'."""
+    blocks = "inference only (no trainable tail)" if plan.train_last == 0 else (
+        f"training the last {plan.train_last} block{'s' if plan.train_last != 1 else ''} and the classifier")
+    fw = plan.firmware
+    stored = fw.source.startswith("stored")
+    rows: list[tuple[str, str, str]] = []      # (label, bytes, note)
+
+    def total(used: int, limit: int) -> None:
+        margin = limit - used
+        rows.append(("  total", f"{used:,}", f"of {limit:,} ({format_bytes(limit)}): {_percent(used, limit)}, "
+                     + (f"margin {margin:,}" if margin >= 0 else f"OVER by {-margin:,}")))
+
+    rows.append(("flash", "bytes", ""))
+    rows.append(("  model image", f"{plan.image_bytes:,}",
+                 f"(edge-lls export --format c --train-last {plan.train_last})"))
+    for key in IMAGE_ITEMS:
+        if plan.flash.get(key):
+            rows.append((f"    {FLASH_LABELS[key]}", f"{plan.flash[key]:,}", ""))
+    rows.append((f"  {FLASH_LABELS['firmware_code']}", f"{plan.flash['firmware_code']:,}",
+                 "(stored upper bound; --measure: from the sources)" if stored else f"({fw.source})"))
+    total(plan.flash_total, plan.flash_limit)
+    rows.append(("SRAM", "", ""))
+    notes = {"arena": "(planned by the exporter)", "stack": f"({plan.board_source})",
+             "heap": f"({plan.board_source})",
+             "firmware_static": "(stored upper bound)" if stored else f"({fw.source})"}
+    for key, size in plan.sram.items():
+        if key in TRAINING_BUFFER_ITEMS:
+            if key == next(k for k in plan.sram if k in TRAINING_BUFFER_ITEMS):
+                rows.append(("  training buffer", f"{plan.train_layout['total']:,}", "(el_train_buffer_bytes)"))
+            rows.append((f"    {SRAM_LABELS[key]}", f"{size:,}", ""))
+        else:
+            rows.append((f"  {SRAM_LABELS[key]}", f"{size:,}", notes.get(key, "")))
+    total(plan.sram_total, plan.sram_limit)
+    widths = [max(len(r[j]) for r in rows) for j in range(2)]
+    lines = [f"{plan.model} on {plan.device} (board {plan.board}), {blocks}", ""]
+    lines += [f"{label.ljust(widths[0])}  {size.rjust(widths[1])}  {note}".rstrip() for label, size, note in rows]
+    lines.append("")
+    if plan.fits:
+        lines.append(f"fits {plan.device}: flash {_percent(plan.flash_total, plan.flash_limit)} and SRAM "
+                     f"{_percent(plan.sram_total, plan.sram_limit)} used")
+    else:
+        over = [f"{what} over by {-margin:,} B" for what, margin in
+                (("flash", plan.flash_margin), ("SRAM", plan.sram_margin)) if margin < 0]
+        lines.append(f"does not fit {plan.device}: {', '.join(over)}")
+    return "\n".join(lines)
+
+
+_NOT_FOR_BACKBONE = {"--model": ("model", None), "--arena": ("arena", None), "--input": ("input", None),
+                     "--classes": ("classes", 10), "--rule": ("rule", "lls"), "--batch": ("batch", 64),
+                     "--precision": ("precision", "fp32"), "--optimizer": ("optimizer", "adamw-sf"),
+                     "--width": ("width", None), "--reduced-rows": ("reduced_rows", None),
+                     "--compare": ("compare", False)}
+
+
+def _run_board_plan(args) -> int:
+    """`--backbone FILE.tflite --device cortex-m4|cortex-m7 [--train-last N]`: the board's plan."""
+    from ..board_plan import board_for, board_plan, measure_firmware
+    from ..devices import get_device
+    for flag, (attr, default) in _NOT_FOR_BACKBONE.items():
+        if getattr(args, attr) != default:
+            raise ConfigError(f"{flag} does not apply to --backbone (the board's memory plan of fine-tuning it)")
+    if not args.device:
+        raise ConfigError("--backbone needs --device cortex-m4 or cortex-m7: the board to plan for")
+    device = get_device(args.device)
+    board = board_for(device)
+    train_last = DEFAULT_TRAIN_LAST if args.train_last is None else args.train_last
+    firmware = measure_firmware(board.name) if args.measure else None
+    plan = board_plan(args.backbone, train_last, device, firmware=firmware, stack_bytes=args.stack)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_board_plan(plan), flush=True)
+    plan.require_fit()
+    return 0
+
+
 def run(args) -> int:
+    if args.backbone is not None:
+        return _run_board_plan(args)
+    if args.train_last is not None or args.stack is not None:
+        raise ConfigError("--train-last and --stack apply to --backbone FILE.tflite (the board's memory plan)")
     if args.model is None:
         raise ConfigError("--model is required: a zoo model name or a .tflite file")
     if str(args.model).endswith(".tflite"):
+        if args.device:
+            raise ConfigError(f"--device does not apply to a .tflite --model (its inference arena); for the "
+                              f"board's flash and SRAM plan use --backbone {args.model} --device {args.device}")
         return _run_tflite(args)
     if args.arena:
         raise ConfigError("--arena applies to a .tflite --model")
