@@ -153,3 +153,95 @@ def test_without_dsp_the_sources_are_valid_empty_units_and_the_header_forwards(t
         result = subprocess.run([*cmd, *STRICT, f"-I{FIRMWARE / 'include'}", "-c", str(probe), "-o",
                                  str(tmp_path / "probe.o")], capture_output=True, text=True)
         assert result.returncode == 0 and result.stderr == "", (cmd, result.stderr)
+
+
+# el_dsp_requantize (src/kernels/dsp/el_dsp_internal.h), the DSP kernels' per-output
+# requantization, against el_requantize_s8 and el_multiply_by_quantized_multiplier on the chip:
+# edge values (0, +-1, +-2^30, INT32_MIN, INT32_MAX, ...), values of every magnitude, every shift
+# in [-31, 31], every multiplier but INT32_MIN (which the kernels hand to the plain kernel).
+REQUANTIZE_PROBE = r"""
+#include "el_dsp_internal.h"
+#include "el_test.h"
+
+static uint32_t state = 0x9E3779B9u;
+static uint32_t rnd(void)
+{
+    uint32_t x = state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    state = x;
+    return x;
+}
+static int32_t pick(void)
+{
+    static const int32_t edge[14] = {0, 1, -1, 2, -2, INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1,
+                                     1 << 30, -(1 << 30), 1 << 29, 3, -3};
+    const uint32_t kind = rnd() % 8u;
+    if (kind == 0u) {
+        return edge[rnd() % 14u];
+    }
+    if (kind == 1u) {
+        const int32_t v = (int32_t)(rnd() >> (rnd() % 32u));
+        return (rnd() & 1u) ? v : -v;
+    }
+    if (kind == 2u) {
+        return (int32_t)(rnd() % 2001u) - 1000;
+    }
+    return (int32_t)rnd();
+}
+int main(void)
+{
+    uint32_t i;
+    el_uart_init(115200u);
+    for (i = 0; i < 1000000u; ++i) {
+        const int32_t acc = pick(), off = (int32_t)(rnd() % 256u) - 128;
+        int32_t m = pick(), sh = (int32_t)(rnd() % 63u) - 31, lo = (int32_t)(rnd() % 256u) - 128, hi = 127;
+        el_dsp_rq q;
+        if (m == INT32_MIN) {
+            m = INT32_MIN + 1;
+        }
+        if (rnd() % 4u == 0u) { /* a Q31 multiplier in [2^30, 2^31) and a right shift, as models have */
+            m = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+            sh = -(int32_t)(rnd() % 15u);
+        }
+        if (rnd() & 1u) {
+            lo = -128;
+        } else {
+            hi = lo + (int32_t)(rnd() % (uint32_t)(128 - lo));
+        }
+        el_dsp_rq_prepare(&q, m, sh);
+        EL_CHECK(el_dsp_requantize(acc, &q, off, lo, hi) == el_requantize_s8(acc, m, sh, off, lo, hi));
+        /* the value before the offset and the clamp, over the whole int32 range: offset 0 and
+         * the clamp at the int8 range would hide most of it, so compare its low byte too */
+        EL_CHECK(el_dsp_requantize(acc, &q, 0, -128, 127) == el_requantize_s8(acc, m, sh, 0, -128, 127));
+    }
+    el_uart_puts("requantize equal\n");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("board", BOARD_IDS)
+def test_the_dsp_requantization_equals_the_reference_on_a_million_values(elfs, board, tmp_path):
+    build = elfs[board].parent.parent                          # the elfs fixture's BUILD folder
+    cpu = BOARDS[board]
+    flags = [f"-mcpu={cpu}", "-mthumb", "-mfloat-abi=hard", f"-mfpu={ARM_CPUS[cpu]}"]
+    source = tmp_path / "requantize_probe.c"
+    source.write_text(REQUANTIZE_PROBE)
+    obj, elf = tmp_path / "requantize_probe.o", tmp_path / "requantize_probe.elf"
+    compile_cmd = ["arm-none-eabi-gcc", *flags, "-Os", *STRICT, f"-I{FIRMWARE / 'include'}",
+                   f"-I{FIRMWARE / 'boards'}", f"-I{FIRMWARE / 'boards' / 'mps2'}", f"-I{FIRMWARE / 'tests'}",
+                   f"-I{FIRMWARE / 'src' / 'kernels' / 'dsp'}", "-DEL_BOARD_CLOCK_HZ=25000000u", "-DEL_BOARD_IRQS=32",
+                   f'-DEL_BOARD_NAME="{board}"', f'-DEL_BOARD_DEVICE="{cpu}"', "-c", str(source), "-o", str(obj)]
+    result = subprocess.run(compile_cmd, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    board_objects = sorted(str(o) for o in (build / "obj" / "boards" / "mps2").glob("*.o"))
+    assert board_objects
+    link_cmd = ["arm-none-eabi-gcc", *flags, "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
+                f"-L{FIRMWARE / 'boards' / 'mps2'}", f"-T{FIRMWARE / 'boards' / board / 'memory.ld'}", "-o", str(elf),
+                str(obj), *board_objects]
+    result = subprocess.run(link_cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    run = run_elf(elf, board, timeout=120, icount=False, count=False)
+    assert run.exit_status == 0 and "requantize equal" in run.uart, run.uart + run.semihost

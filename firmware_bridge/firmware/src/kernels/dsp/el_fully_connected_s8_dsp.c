@@ -5,7 +5,7 @@
 
 #if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
 
-#include "el_fixedpoint.h"
+#include "el_dsp_internal.h"
 
 size_t el_fully_connected_s8_dsp_get_buffer_size(const el_fc_params *p)
 {
@@ -16,7 +16,9 @@ size_t el_fully_connected_s8_dsp_get_buffer_size(const el_fc_params *p)
 static int8_t requantize(const el_fc_params *p, int32_t acc, const int32_t *multiplier, const int32_t *shift,
                          int32_t o)
 {
-    return el_requantize_s8(acc, multiplier[o], shift[o], p->output_offset, p->act_min, p->act_max);
+    el_dsp_rq rq;
+    el_dsp_rq_prepare(&rq, multiplier[o], shift[o]);
+    return el_dsp_requantize(acc, &rq, p->output_offset, p->act_min, p->act_max);
 }
 
 el_kernel_status el_fully_connected_s8_dsp(const el_context *ctx, const el_fc_params *p, const int8_t *input,
@@ -26,8 +28,9 @@ el_kernel_status el_fully_connected_s8_dsp(const el_context *ctx, const el_fc_pa
     const int32_t depth = p->filter_dims.n, out_c = p->filter_dims.c, rows = p->input_dims.n;
     const int32_t off = p->input_offset;
     int32_t off2, b, o;
-    if (!el_fully_connected_s8_params_ok(p, bias, shift)) {
-        return el_fully_connected_s8(ctx, p, input, weights, bias, multiplier, shift, output); /* it refuses */
+    if (!el_fully_connected_s8_params_ok(p, bias, shift) || !el_dsp_rq_layer_ok(multiplier, p->filter_dims.c)) {
+        /* refused (the plain kernel says so), or a multiplier of INT32_MIN (el_dsp_internal.h) */
+        return el_fully_connected_s8(ctx, p, input, weights, bias, multiplier, shift, output);
     }
     off2 = el_dsp_offset2(off);
     /* Two outputs at a time: each split input word serves two weight rows. */
