@@ -52,15 +52,18 @@
 
 #define EL_KERNELS_DSP 1 /* the _dsp kernels are the DSP versions, not forwarders */
 
-/* CONV_2D, as el_conv2d_s8: two output channels at a time per pixel, one dot product per
- * window row inside the image (a 1x1 filter with stride 1 and no padding: one per pixel). */
+/* CONV_2D, as el_conv2d_s8: a 1x1 stride-1 unpadded filter two pixels x two output channels
+ * at a time (the input offset folded into the start value where |bias| + 32768 * taps fits
+ * an int32), others two output channels at a time, one dot product per window row inside
+ * the image. Requantization constants per channel once per layer (el_dsp_internal.h). */
 size_t el_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p);
 el_kernel_status el_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                                   const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
                                   const int32_t *shift, int8_t *output);
 
 /* DEPTHWISE_CONV_2D, as el_depthwise_conv2d_s8 (ch_mult 1: four channels per split word,
- * SMLABB / SMLATT into one accumulator per channel; other multipliers go to the plain kernel). */
+ * SMLABB / SMLATT into one accumulator per channel, a 3x3 window inside the image as nine
+ * unrolled taps; other multipliers go to the plain kernel). */
 size_t el_depthwise_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p);
 el_kernel_status el_depthwise_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                                             const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
