@@ -168,7 +168,9 @@ def bias_step(bias, step, limit):
     return -limit if moved < -limit else limit if moved > limit else moved
 
 
-def bias_limit(taps: int) -> int:
+@njit(cache=True)
+def bias_limit(taps):
+    """The largest |bias| a kernel with `taps` products per output accepts (el_bias_limit)."""
     return max(INT32_MAX - taps * MAX_PRODUCT, 0)
 
 
@@ -177,8 +179,9 @@ def bias_limit(taps: int) -> int:
 # ====================================================================================
 
 @njit(cache=True, error_model="numpy")
-def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad_v, logits):
-    """output (H,W,O) int8; basis (K, D) float32; returns the loss (el_lls_head)."""
+def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad_v, logits, dy):
+    """output (H,W,O) int8; basis (K, D) float32; returns the loss (el_lls_head). v, grad_v
+    (D,), logits and dy (K,) are the caller's buffers."""
     h, w, c = output.shape
     classes, d = basis.shape
     for i in range(pool):
@@ -204,7 +207,6 @@ def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad
         for t in range(d):
             y = y + grad_v[t] * basis[k, t]
         logits[k] = y
-    dy = np.empty(classes, np.float32)
     loss = softmax_cross_entropy(logits, classes, temperature, label, dy)
     dot = f32(0.0)
     for t in range(d):
@@ -234,8 +236,8 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     kh, kw = dw_weights.shape[0], dw_weights.shape[1]
     hw = oh * ow
     p = pool
-    pw_limit = max(2147483647 - cin * 32640, 0)
-    dw_limit = max(2147483647 - kh * kw * 32640, 0)
+    pw_limit = bias_limit(cin)
+    dw_limit = bias_limit(kh * kw)
     yf = y.reshape(hw, cin)
     for t in range(hw * cin):
         mid_grad[t] = f32(0.0)
@@ -328,11 +330,10 @@ def classifier_forward(pooled, input_zero, s_in, master, master_bias, x, logits)
 
 @njit(cache=True, error_model="numpy")
 def classifier_update(label, s_in, s_out, multiplier, shift, master, master_bias, codes, bias, lr, limit, x,
-                      logits):
+                      logits, grad):
     """Cross-entropy of the logits, SGD on the masters, int8 / int32 re-quantized with the
-    exported scales (train_classifier, second half). Returns the loss."""
+    exported scales (train_classifier, second half); grad (K,) is the caller's. Returns the loss."""
     classes, depth = master.shape
-    grad = np.empty(classes, np.float32)
     loss = softmax_cross_entropy(logits, classes, f32(1.0), label, grad)
     for k in range(classes):
         s_w = weight_scale(multiplier[k], shift[k], s_in, s_out)
@@ -364,6 +365,9 @@ class TailOp:
     bias: np.ndarray            # int32
     multiplier: np.ndarray
     shift: np.ndarray
+    out: np.ndarray | None = None          # (1, H', W', C') int8: its output, allocated once
+    geometry: np.ndarray | None = None     # stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
+    act_range: np.ndarray | None = None    # act_min, act_max
 
 
 def _array(data: bytes, offset: int, dtype, count: int) -> np.ndarray:
@@ -415,7 +419,7 @@ def train_layout(image: bytes, where: str = "<image>") -> dict[str, int]:
     _check_tail(parsed, where)
     tail, ops = parsed["tail"], parsed["ops"]
     parts: dict[str, int] = {}
-    input_copy = mid = out = features = 0
+    input_copy = mid = out = features = 0       # the largest of each over the blocks
     for k, b in enumerate(tail["blocks"]):
         for j, name in enumerate(("dw", "pw")):
             r = ops[b["first_op"] + j]["record"]
@@ -436,7 +440,7 @@ def train_layout(image: bytes, where: str = "<image>") -> dict[str, int]:
     parts["mid_grad"] = _align(4 * mid)
     parts["out_grad"] = _align(4 * out)
     parts["features"] = _align(4 * max(features, depth))
-    parts["feature_grad"] = _align(4 * features)
+    parts["feature_grad"] = _align(4 * features)    # dL/dv, the largest D
     parts["logits"] = _align(4 * classes)
     parts["total"] = sum(parts.values())
     return parts
@@ -496,7 +500,13 @@ class BoardTrainer:
         self._logits = np.zeros(self.classes, np.float32)
         self._mid = np.zeros(mid, np.float32)
         self._out = np.zeros(out, np.float32)
+        self._dlogits = np.zeros(self.classes, np.float32)
         self._bias_limit = bias_limit(depth)
+        end = self.blocks[-1][0]["first_op"] + 2
+        self._pool_outputs = {i: np.empty(self.ops[i]["record"]["output_dims"], np.int8)
+                              for i in range(end, self.tail["classifier_op"])
+                              if self.ops[i]["opcode"] == blob.OPCODES["AVERAGE_POOL_2D"][0]}
+        self._fc_out = np.empty((1, self.classes), np.int8)
         self.steps = 0
 
     def _scale(self, tensor: int) -> np.float32:
@@ -509,16 +519,21 @@ class BoardTrainer:
         weights = _array(self.image, r["weights"], np.int8, count)
         if "ch_mult" in r:
             weights = weights.reshape(r["filter_dims"])
-        return TailOp(index, r, weights, _array(self.image, r["bias"], np.int32, channels),
-                      _array(self.image, r["multiplier"], np.int32, channels),
-                      _array(self.image, r["shift"], np.int32, channels))
+        op = TailOp(index, r, weights, _array(self.image, r["bias"], np.int32, channels),
+                    _array(self.image, r["multiplier"], np.int32, channels),
+                    _array(self.image, r["shift"], np.int32, channels))
+        op.out = np.empty((1, *r["output_dims"][1:]), np.int8)
+        op.act_range = np.array([r["act_min"], r["act_max"]], np.int64)
+        if "ch_mult" in r:
+            op.geometry = np.array([r["stride_h"], r["stride_w"], r["pad_h"], r["pad_w"], r["dilation_h"],
+                                    r["dilation_w"]], np.int64)
+        return op
 
     # ---------------------------------------------------------------- int8 forward
     def _conv(self, op: TailOp, x: np.ndarray) -> np.ndarray:
         """x (H,W,C) int8 -> the op's output (H',W',C') int8, the TFLite-exact kernel."""
-        r = op.record
-        out = np.empty((1, *r["output_dims"][1:]), np.int8)
-        args = (r["stride_h"], r["stride_w"], r["pad_h"], r["pad_w"], r["dilation_h"], r["dilation_w"])
+        r, out = op.record, op.out
+        args = tuple(int(v) for v in op.geometry)
         if self.ops[op.op]["opcode"] == blob.OPCODES["DEPTHWISE_CONV_2D"][0]:
             literal.depthwise_conv2d_s8(x[None], op.weights, op.bias, out, *args, r["ch_mult"], -r["input_offset"],
                                         r["output_offset"], op.multiplier, op.shift, r["act_min"], r["act_max"])
@@ -536,7 +551,7 @@ class BoardTrainer:
             r = op["record"]
             if name == "AVERAGE_POOL_2D":
                 x4 = x.reshape(r["input_dims"])
-                out = np.empty(r["output_dims"], np.int8)
+                out = self._pool_outputs[index]
                 literal.avg_pool2d_s8(x4, out, r["filter_h"], r["filter_w"], r["stride_h"], r["stride_w"],
                                       r["pad_h"], r["pad_w"], r["act_min"], r["act_max"])
                 x = out
@@ -559,10 +574,10 @@ class BoardTrainer:
             x = self._conv(pw, self._conv(dw, x))
         pooled = self._head_ops(x)
         fc, op = self.classifier.record, self.classifier
-        out = np.empty((1, self.classes), np.int8)
+        out = self._fc_out
         literal.fully_connected_s8(pooled[None], op.weights, op.bias, out, -fc["input_offset"], fc["output_offset"],
                                    op.multiplier, op.shift, fc["act_min"], fc["act_max"], False)  # TFLM: two roundings
-        return out[0]
+        return out[0].copy()
 
     # ---------------------------------------------------------------- one step
     def step(self, features: np.ndarray, label: int) -> StepStats:
@@ -577,14 +592,12 @@ class BoardTrainer:
             d, p = dw.record, pw.record
             z_scale = self._scale(p["output"])
             losses.append(float(lls_head(z, z_scale, p["output_offset"], b["pool_size"], basis, self.temperature,
-                                         label, self._v, self._grad_v, self._logits)))
+                                         label, self._v, self._grad_v, self._logits, self._dlogits)))
             update_dwsep(x, y, z, self._scale(d["input"]), self._scale(d["output"]), z_scale, -d["input_offset"],
                          -p["input_offset"], b["pool_size"], self._grad_v, self.lr, self.rng,
-                         dw.weights[0], dw.bias, dw.multiplier, dw.shift,
-                         np.array([d["stride_h"], d["stride_w"], d["pad_h"], d["pad_w"], d["dilation_h"],
-                                   d["dilation_w"]], np.int64), np.array([d["act_min"], d["act_max"]], np.int64),
+                         dw.weights[0], dw.bias, dw.multiplier, dw.shift, dw.geometry, dw.act_range,
                          pw.weights.reshape(pw.weights.shape[0], -1), pw.bias, pw.multiplier, pw.shift,
-                         np.array([p["act_min"], p["act_max"]], np.int64), self._mid, self._out, dw_master, pw_master)
+                         pw.act_range, self._mid, self._out, dw_master, pw_master)
             x = z
         pooled = self._head_ops(x)
         fc, op = self.classifier.record, self.classifier
@@ -592,7 +605,8 @@ class BoardTrainer:
         predicted = classifier_forward(pooled, -fc["input_offset"], s_in, self.master, self.master_bias, self._v,
                                        self._logits)
         loss = classifier_update(label, s_in, s_out, op.multiplier, op.shift, self.master, self.master_bias,
-                                 op.weights, op.bias, self.classifier_lr, self._bias_limit, self._v, self._logits)
+                                 op.weights, op.bias, self.classifier_lr, self._bias_limit, self._v, self._logits,
+                                 self._dlogits)
         self.steps += 1
         return StepStats(losses, float(loss), int(predicted))
 

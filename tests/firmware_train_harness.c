@@ -112,22 +112,11 @@ int main(int argc, char **argv)
     }
     for (i = 0; i < trainer.op_count; ++i) {
         const el_runner_patch *p = &trainer.patches[i];
-        const void *record_at = el_model_record(&model, p->op);
-        uint32_t weights, biases;
-        if (model.ops[p->op].opcode == EL_OP_FULLY_CONNECTED) {
-            const el_fc_params *fc = (const el_fc_params *)record_at;
-            weights = (uint32_t)(fc->filter_dims.n * fc->filter_dims.c);
-            biases = (uint32_t)fc->filter_dims.c;
-        } else {
-            const el_conv_params *cv = (const el_conv_params *)record_at;
-            weights = (uint32_t)(cv->filter_dims.n * cv->filter_dims.h * cv->filter_dims.w * cv->filter_dims.c);
-            biases = (uint32_t)cv->output_dims.c;
-        }
         put_u32(out, p->op);
-        put_u32(out, weights);
-        put_u32(out, biases);
-        fwrite(p->weights, 1, weights, out);
-        fwrite(p->bias, 4, biases, out);
+        put_u32(out, trainer.weight_count[i]);
+        put_u32(out, trainer.bias_count[i]);
+        fwrite(p->weights, 1, trainer.weight_count[i], out);
+        fwrite(p->bias, 4, trainer.bias_count[i], out);
     }
     for (k = 0; k < count; ++k) {
         memcpy(el_runner_input(&runner), samples + k * record + 4u, el_runner_input_bytes(&runner));

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES_DIR, VWW_DIR, require_tools
-from test_firmware_train import _bench
+from test_firmware_vww import _bench
 from edge_lls.board_train import train_layout
 from edge_lls.finetune import trainable_tail
 from edge_lls.formats.tflite import read_tflite

@@ -186,20 +186,9 @@ static int train_samples(const el_model *model)
     }
     for (i = 0; i < trainer.op_count; ++i) {
         const el_runner_patch *p = &trainer.patches[i];
-        const uint32_t op = p->op;
-        uint32_t weights, biases;
-        if (model->ops[op].opcode == EL_OP_FULLY_CONNECTED) {
-            const el_fc_params *fc = (const el_fc_params *)el_model_record(model, op);
-            weights = (uint32_t)(fc->filter_dims.n * fc->filter_dims.c);
-            biases = (uint32_t)fc->filter_dims.c;
-        } else {
-            const el_conv_params *cv = (const el_conv_params *)el_model_record(model, op);
-            weights = (uint32_t)(cv->filter_dims.n * cv->filter_dims.h * cv->filter_dims.w * cv->filter_dims.c);
-            biases = (uint32_t)cv->output_dims.c;
-        }
-        put_line("op ", op, ": ");
-        put_crc("weights crc ", p->weights, weights);
-        put_crc(", bias crc ", p->bias, 4u * biases);
+        put_line("op ", p->op, ": ");
+        put_crc("weights crc ", p->weights, trainer.weight_count[i]);
+        put_crc(", bias crc ", p->bias, 4u * trainer.bias_count[i]);
         el_uart_puts("\n");
     }
     return 0;

@@ -5,10 +5,13 @@
  *
  *   el_expf(x)   Cody-Waite reduction x = k ln2 + r (ln2 split in two, the high part with 11
  *                zero low bits so k * hi is exact for |k| <= 2^12), degree-6 Taylor
- *                polynomial in Horner form on |r| <= ln2 / 2 (error < 2e-7 relative), times
- *                2^k built from its exponent bits. x is clamped to [-87, 88].
+ *                polynomial in Horner form on |r| <= ln2 / 2, times 2^k built from its
+ *                exponent bits; x is clamped to [-87, 88]. Relative error 2.4e-7 at most on
+ *                200,001 points of [-80, 80] (tests/test_firmware_train.py asserts 1e-6).
  *   el_logf(x)   x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(t),
- *                t = (m - 1) / (m + 1), |t| < 0.172, odd series to t^9 (error < 1e-7).
+ *                t = (m - 1) / (m + 1), |t| < 0.172, odd series to t^9; absolute error
+ *                7.3e-6 at most for x in [2^-100, 2^100], where |log x| reaches 69 (the test
+ *                asserts 2e-5).
  */
 #ifndef EL_MATHF_H
 #define EL_MATHF_H

@@ -91,6 +91,8 @@ typedef struct {
     uint32_t rng;
     uint32_t op_count;         /* trainable ops: 2 per block + the classifier */
     el_runner_patch patches[2 * EL_TRAIN_MAX_BLOCKS + 1]; /* their SRAM copies, for the runner */
+    uint32_t weight_count[2 * EL_TRAIN_MAX_BLOCKS + 1];   /* int8 weights of patches[i] */
+    uint32_t bias_count[2 * EL_TRAIN_MAX_BLOCKS + 1];     /* int32 biases of patches[i] */
     el_train_layout layout;
     uint8_t *buffer;
     uint32_t failed_block;

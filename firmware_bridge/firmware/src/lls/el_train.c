@@ -58,7 +58,7 @@ el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32
 {
     const el_tail_header *tail = m->tail;
     const el_fc_params *fc;
-    uint32_t at = 0, k, n = 0, input_copy = 0, mid = 0, out = 0, features = 0, feature_grad = 0;
+    uint32_t at = 0, k, n = 0, input_copy = 0, mid = 0, out = 0, features = 0; /* the largest D */
     memset(layout, 0, sizeof *layout);
     *failed_block = 0;
     if (tail == NULL || tail->block_count < 1u || tail->block_count > EL_TRAIN_MAX_BLOCKS) {
@@ -90,7 +90,6 @@ el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32
         mid = most(mid, volume(&pw->input_dims));
         out = most(out, (uint32_t)pw->output_dims.h * (uint32_t)pw->output_dims.w);
         features = most(features, b->feature_dim);
-        feature_grad = most(feature_grad, b->feature_dim);
     }
     *failed_block = 0;
     fc = (const el_fc_params *)el_model_record(m, tail->classifier_op);
@@ -114,7 +113,7 @@ el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32
     layout->features = at;
     at += align16(4u * most(features, (uint32_t)fc->filter_dims.n));
     layout->feature_grad = at;
-    at += align16(4u * feature_grad);
+    at += align16(4u * features);
     layout->logits = at;
     at += align16(4u * tail->num_classes);
     layout->total = at;
@@ -186,6 +185,8 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
             t->patches[n].op = op;
             t->patches[n].weights = w;
             t->patches[n].bias = b;
+            t->weight_count[n] = volume(&p->filter_dims);
+            t->bias_count[n] = (uint32_t)p->output_dims.c;
         }
     }
     {
@@ -197,6 +198,8 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
         t->patches[n].op = m->tail->classifier_op;
         t->patches[n].weights = w;
         t->patches[n].bias = b;
+        t->weight_count[n] = (uint32_t)fc->filter_dims.n * m->tail->num_classes;
+        t->bias_count[n] = m->tail->num_classes;
         t->op_count = n + 1u;
         start_classifier(t, fc);
     }
