@@ -20,8 +20,8 @@ on when the host's bytes arrive. The count is of instructions, not cycles: QEMU 
 pipeline, caches or wait states (DWT CYCCNT reads 0 there); the other deterministic clock,
 SysTick at the 25 MHz board clock under icount, ticks once per 40 instructions.
 
-This is a test helper, not installed: the `firmware_bridge` folder is not a package of the
-distribution (pyproject.toml lists edge_lls only).
+This is a test helper, not installed: firmware_bridge the package ships the host side of the
+bridge (protocol.py), while this module only builds and runs test ELFs for the test suite.
 """
 from __future__ import annotations
 
