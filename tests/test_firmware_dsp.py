@@ -30,7 +30,7 @@ ARM_CPUS = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16"}
 DSP_SOURCES = sorted((FIRMWARE / "src" / "kernels" / "dsp").glob("el_*_dsp.c"))
 ELF = "test_kernels_dsp"
 # The DSP version's instructions over the plain one's, at most (measured with GCC 12.2 -Os:
-# 0.101, 0.142, 0.203 and 0.438, the same on both boards; the margins are wide so that another
+# 0.087, 0.142, 0.218 and 0.438, the same on both boards; the margins are wide so that another
 # compiler's register allocation does not trip them).
 MAX_RATIO = {"conv1x1_24x24x64_64": 0.5, "conv3x3_12x12x32_32": 0.5, "dwconv3x3_24x24x64": 0.75,
              "fc_256_2_x100": 0.8}

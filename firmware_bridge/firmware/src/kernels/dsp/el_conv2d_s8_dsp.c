@@ -6,6 +6,8 @@
 
 #include "el_dsp_internal.h"
 
+#include <stddef.h>
+
 size_t el_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p)
 {
     (void)p; /* the accumulators are registers */
@@ -65,8 +67,536 @@ static int32_t weight_sum(const int8_t *w, int32_t n)
     return sum;
 }
 
-/* A 1x1 filter, stride 1, no padding, the output the input's size: output pixel q is the
- * Cout dot products of input pixel q (N*H*W rows of Cin) with the Cout filter rows.
+/* ------------------------------------------------------------------------------------------
+ * Columns: the taps of output pixels, already split and offset, as int16 lanes on the stack.
+ *
+ * A pixel's K taps (its 1x1 input pixel, or its window gathered, im2col) are taken four at a
+ * time as SXTAB16(off2, v) = (x0 + off, x2 + off) and SXTAB16(off2, v ROR 8) = (x1 + off,
+ * x3 + off): the lanes SMLAD pairs with SXTB16 of the weight word and of its ROR 8 (exact
+ * int16 values in [-255, 255], el_kernels_dsp.h). Two pixels are interleaved, block by block:
+ * words (p0 even, p0 odd, p1 even, p1 odd), so that the inner loop reads one pixel pair with
+ * one pointer. A last block of fewer than four taps is padded with lanes of 0, which add
+ * nothing; a pixel pair short of its second pixel repeats the first (its sums are dropped).
+ * Splitting once per pixel, not once per pixel and output channel, leaves the inner loop 2
+ * weight loads, 4 extends, 4 column words and 8 SMLAD per 16 MACs.
+ */
+#define COLUMN_WORDS 128 /* 512 B of stack: a pixel pair of up to 128 taps */
+#define MAX_FILL 8       /* pixels per fill of a layer columns_2xn_rq does not take: their sums on the stack, 64 B */
+#define IM2COL_TAPS 32   /* a window of up to 32 taps is gathered (the first layer's 27) */
+
+/* Pixel src's n taps (n >= 1) into the even words of dst (dst[0], dst[1], dst[4], dst[5], ...). */
+static void split_taps(int32_t *dst, const int8_t *src, int32_t n, int32_t off2)
+{
+    for (; n >= 4; n -= 4) {
+        const int32_t v = el_dsp_load4(src);
+        dst[0] = __sxtab16(off2, v);
+        dst[1] = el_dsp_sxtab16_ror8(off2, v);
+        src += 4;
+        dst += 4;
+    }
+    if (n > 0) {
+        /* the last 1..3 taps, the rest of the block lanes of 0: the bytes as a word whose
+         * missing bytes are -off (an int8, off in [-127, 128]), which SXTAB16 takes to 0 */
+        const int32_t fill = -(int32_t)(int16_t)(off2 & 0xffff);
+        uint32_t v = 0;
+        int32_t k;
+        for (k = 3; k >= 0; --k) {
+            v = (v << 8) | (uint8_t)(k < n ? src[k] : (int8_t)fill);
+        }
+        {
+            int32_t word;
+            memcpy(&word, &v, sizeof word);
+            dst[0] = __sxtab16(off2, word);
+            dst[1] = el_dsp_sxtab16_ror8(off2, word);
+        }
+    }
+}
+
+/* For each pixel pair of the columns (c, `pairs` of them, one after the other), two filter
+ * rows (w, w + ws) over `blocks` words of four taps: out[4 j + 2 pixel + row] = the start
+ * value of the row (b0, b1) + the products. In assembly, as GCC 12 keeps the row stride on
+ * the stack and loads the column words one at a time (24 instructions per 16 MACs); here 16
+ * per block: one weight word per row (post-indexed), two LDRD of column words, four extends
+ * and eight SMLAD, the loop unrolled twice, and about 20 per pixel pair around it. SMLAD's
+ * sums are exact (el_kernels_dsp.h); the Q flag it may set is read by nothing. */
+typedef struct {
+    int32_t ws4;    /* 0: the byte offset of the second row from the first, minus 4 */
+    int32_t blocks; /* 4: words of four taps per row */
+    int32_t pairs;  /* 8: pixel pairs, >= 1 */
+    int32_t b0, b1; /* 12, 16: the rows' start values */
+    int32_t skip;   /* 20: bytes of columns after each pair's blocks (a partial last block) */
+    el_dsp_rqf rq[2]; /* 24, 40: columns_2xn_rq: the rows' short requantization, 16 B each */
+    int32_t out_c;  /* 56: columns_2xn_rq: bytes from one output pixel to the next */
+    int32_t add;    /* 60: columns_2xn_rq_add: the output offset (not folded into the shift) */
+} columns_job;
+
+typedef char columns_job_layout_check[offsetof(columns_job, rq) == 24 && sizeof(el_dsp_rqf) == 16 &&
+                                              offsetof(el_dsp_rqf, multiplier) == 8 &&
+                                              offsetof(columns_job, out_c) == 56 && offsetof(columns_job, add) == 60
+                                          ? 1
+                                          : -1];
+
+#define COLUMNS_BLOCK                                                                                              \
+    "ldr r12, [r1], #4\n\t"                                                                                        \
+    "ldrd r8, r9, [r0], #16\n\t"                                                                                   \
+    "ldrd r10, r11, [r0, #-8]\n\t"                                                                                 \
+    "sxtb16 lr, r12\n\t"                                                                                           \
+    "sxtb16 r12, r12, ror #8\n\t"                                                                                  \
+    "smlad r4, r8, lr, r4\n\t"                                                                                     \
+    "smlad r6, r10, lr, r6\n\t"                                                                                    \
+    "smlad r4, r9, r12, r4\n\t"                                                                                    \
+    "smlad r6, r11, r12, r6\n\t"                                                                                   \
+    "ldr r12, [r1, r3]\n\t"                                                                                        \
+    "sxtb16 lr, r12\n\t"                                                                                           \
+    "sxtb16 r12, r12, ror #8\n\t"                                                                                  \
+    "smlad r5, r8, lr, r5\n\t"                                                                                     \
+    "smlad r7, r10, lr, r7\n\t"                                                                                    \
+    "smlad r5, r9, r12, r5\n\t"                                                                                    \
+    "smlad r7, r11, r12, r7\n\t"
+
+/* r0 columns, r1 the first row, r2 the job, r3 out (AAPCS); the frame: [sp] the first row,
+ * [sp, 4] the job, [sp, 8] out, [sp, 12] the pairs left. */
+static void __attribute__((naked, noinline)) columns_2xn(const int32_t *c __attribute__((unused)),
+                                                         const int8_t *w __attribute__((unused)),
+                                                         const columns_job *job __attribute__((unused)),
+                                                         int32_t *out __attribute__((unused)))
+{
+    __asm__("push {r4-r11, lr}\n\t"
+            "sub sp, sp, #16\n\t"
+            "str r1, [sp]\n\t"
+            "str r2, [sp, #4]\n\t"
+            "str r3, [sp, #8]\n\t"
+            "ldr r12, [r2, #8]\n\t"
+            "str r12, [sp, #12]\n"
+            "0:\n\t"
+            "ldr r2, [sp, #4]\n\t"
+            "ldrd r4, r5, [r2, #12]\n\t"
+            "mov r6, r4\n\t"
+            "mov r7, r5\n\t"
+            "ldr r3, [r2]\n\t"
+            "ldr r2, [r2, #4]\n\t"
+            "ldr r1, [sp]\n\t"
+            "tst r2, #1\n\t"
+            "beq 2f\n\t" COLUMNS_BLOCK "2:\n\t"
+            "lsrs r2, r2, #1\n\t"
+            "beq 3f\n"
+            "1:\n\t" COLUMNS_BLOCK COLUMNS_BLOCK "subs r2, r2, #1\n\t"
+            "bne 1b\n"
+            "3:\n\t"
+            "ldr r2, [sp, #4]\n\t"
+            "ldr r2, [r2, #20]\n\t"
+            "add r0, r0, r2\n\t"
+            "ldr r2, [sp, #8]\n\t"
+            "stmia r2!, {r4, r5, r6, r7}\n\t"
+            "str r2, [sp, #8]\n\t"
+            "ldr r2, [sp, #12]\n\t"
+            "subs r2, r2, #1\n\t"
+            "str r2, [sp, #12]\n\t"
+            "bne 0b\n\t"
+            "add sp, sp, #16\n\t"
+            "pop {r4-r11, pc}\n\t");
+}
+
+/* columns_2xn with the requantization of a layer in the short mode with the clamp all of int8
+ * (RQ_FAST | RQ_FULL, the output offset folded into the shift: columns_2xn_rq; or not, added
+ * after the shift: columns_2xn_rq_add): each pair's four sums go through el_dsp_rqf_apply
+ * (ADDS, ADC, SMLAL, ASR, the row's constants by two LDRD per row and pair) and one SSAT
+ * straight to the output bytes out[0], out[1] (the first pixel's two channels) and out[out_c],
+ * out[out_c + 1] (the second's); then out += 2 out_c. 7 or 8 instructions per output instead of
+ * a store of the sums and a C loop of about 17. Every pair must have two real pixels and two
+ * real rows (the caller takes an odd last pixel or row through columns_2xn). Frame as
+ * columns_2xn's, and [sp, 16] the column pointer while r0 holds the output offset. */
+static void __attribute__((naked, noinline)) columns_2xn_rq(const int32_t *c __attribute__((unused)),
+                                                            const int8_t *w __attribute__((unused)),
+                                                            const columns_job *job __attribute__((unused)),
+                                                            int8_t *out __attribute__((unused)))
+{
+    __asm__(
+            "push {r4-r11, lr}\n\t"
+            "sub sp, sp, #20\n\t"
+            "str r1, [sp]\n\t"
+            "str r2, [sp, #4]\n\t"
+            "str r3, [sp, #8]\n\t"
+            "ldr r12, [r2, #8]\n\t"
+            "str r12, [sp, #12]\n\t"
+            "0:\n\t"
+            "ldr r2, [sp, #4]\n\t"
+            "ldrd r4, r5, [r2, #12]\n\t"
+            "mov r6, r4\n\t"
+            "mov r7, r5\n\t"
+            "ldr r3, [r2]\n\t"
+            "ldr r2, [r2, #4]\n\t"
+            "ldr r1, [sp]\n\t"
+            "tst r2, #1\n\t"
+            "beq 2f\n\t"
+            COLUMNS_BLOCK
+            "2:\n\t"
+            "lsrs r2, r2, #1\n\t"
+            "beq 3f\n\t"
+            "1:\n\t"
+            COLUMNS_BLOCK
+            COLUMNS_BLOCK
+            "subs r2, r2, #1\n\t"
+            "bne 1b\n\t"
+            "3:\n\t"
+            "ldr r2, [sp, #4]\n\t"
+            "ldr r3, [r2, #20]\n\t"
+            "add r0, r0, r3\n\t"
+            "ldr r9, [sp, #8]\n\t"
+            "ldrd r10, r11, [r2, #24]\n\t"
+            "ldrd r12, lr, [r2, #32]\n\t"
+            "asr r8, r4, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r4, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r9]\n\t"
+            "ldr r4, [r2, #56]\n\t"
+            "asr r8, r6, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r6, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r9, r4]\n\t"
+            "ldrd r10, r11, [r2, #40]\n\t"
+            "ldrd r12, lr, [r2, #48]\n\t"
+            "add r6, r9, #1\n\t"
+            "asr r8, r5, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r5, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r6]\n\t"
+            "asr r8, r7, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r7, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r6, r4]\n\t"
+            "add r9, r9, r4, lsl #1\n\t"
+            "str r9, [sp, #8]\n\t"
+            "ldr r2, [sp, #12]\n\t"
+            "subs r2, r2, #1\n\t"
+            "str r2, [sp, #12]\n\t"
+            "bne 0b\n\t"
+            "add sp, sp, #20\n\t"
+            "pop {r4-r11, pc}\n\t");
+}
+
+static void __attribute__((naked, noinline)) columns_2xn_rq_add(const int32_t *c __attribute__((unused)),
+                                                                const int8_t *w __attribute__((unused)),
+                                                                const columns_job *job __attribute__((unused)),
+                                                                int8_t *out __attribute__((unused)))
+{
+    __asm__(
+            "push {r4-r11, lr}\n\t"
+            "sub sp, sp, #20\n\t"
+            "str r1, [sp]\n\t"
+            "str r2, [sp, #4]\n\t"
+            "str r3, [sp, #8]\n\t"
+            "ldr r12, [r2, #8]\n\t"
+            "str r12, [sp, #12]\n\t"
+            "0:\n\t"
+            "ldr r2, [sp, #4]\n\t"
+            "ldrd r4, r5, [r2, #12]\n\t"
+            "mov r6, r4\n\t"
+            "mov r7, r5\n\t"
+            "ldr r3, [r2]\n\t"
+            "ldr r2, [r2, #4]\n\t"
+            "ldr r1, [sp]\n\t"
+            "tst r2, #1\n\t"
+            "beq 2f\n\t"
+            COLUMNS_BLOCK
+            "2:\n\t"
+            "lsrs r2, r2, #1\n\t"
+            "beq 3f\n\t"
+            "1:\n\t"
+            COLUMNS_BLOCK
+            COLUMNS_BLOCK
+            "subs r2, r2, #1\n\t"
+            "bne 1b\n\t"
+            "3:\n\t"
+            "ldr r2, [sp, #4]\n\t"
+            "ldr r3, [r2, #20]\n\t"
+            "add r0, r0, r3\n\t"
+            "ldr r9, [sp, #8]\n\t"
+            "str r0, [sp, #16]\n\t"
+            "ldr r0, [r2, #60]\n\t"
+            "ldrd r10, r11, [r2, #24]\n\t"
+            "ldrd r12, lr, [r2, #32]\n\t"
+            "asr r8, r4, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r4, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "add r1, r1, r0\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r9]\n\t"
+            "ldr r4, [r2, #56]\n\t"
+            "asr r8, r6, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r6, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "add r1, r1, r0\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r9, r4]\n\t"
+            "ldrd r10, r11, [r2, #40]\n\t"
+            "ldrd r12, lr, [r2, #48]\n\t"
+            "add r6, r9, #1\n\t"
+            "asr r8, r5, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r5, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "add r1, r1, r0\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r6]\n\t"
+            "asr r8, r7, #31\n\t"
+            "adds r3, r10, r8, lsl #31\n\t"
+            "adc r1, r11, r8\n\t"
+            "smlal r3, r1, r7, r12\n\t"
+            "asr r1, r1, lr\n\t"
+            "add r1, r1, r0\n\t"
+            "ssat r1, #8, r1\n\t"
+            "strb r1, [r6, r4]\n\t"
+            "ldr r0, [sp, #16]\n\t"
+            "add r9, r9, r4, lsl #1\n\t"
+            "str r9, [sp, #8]\n\t"
+            "ldr r2, [sp, #12]\n\t"
+            "subs r2, r2, #1\n\t"
+            "str r2, [sp, #12]\n\t"
+            "bne 0b\n\t"
+            "add sp, sp, #20\n\t"
+            "pop {r4-r11, pc}\n\t");
+}
+
+/* How the columns of output pixel q are gathered: a 1x1 layer's input pixel q, or im2col. */
+typedef struct {
+    const el_conv_params *p;
+    const int8_t *input;
+    int32_t taps;       /* K */
+    int im2col;         /* 0: 1x1, the input pixel q is the K taps */
+} column_source;
+
+/* Output pixel q's window (NHWC input, OHWI filter order: ky, kx, channel) as K int8 taps,
+ * the taps outside the image -input_offset (the zero point: x + off = 0, as the plain
+ * kernel's skipped taps add nothing). */
+static const int8_t *gather(const column_source *s, int32_t q, int8_t *row)
+{
+    const el_conv_params *p = s->p;
+    const int32_t in_h = p->input_dims.h, in_w = p->input_dims.w, in_c = p->input_dims.c;
+    const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w;
+    const int32_t kernel_h = p->filter_dims.h, kernel_w = p->filter_dims.w;
+    const int8_t zero = (int8_t)(-p->input_offset);
+    int32_t n, oy, ox, ky, kx, k;
+    int8_t *at = row;
+    if (!s->im2col) {
+        return s->input + q * s->taps;
+    }
+    ox = q % out_w;
+    oy = (q / out_w) % out_h;
+    n = q / (out_w * out_h);
+    {
+        /* dilation 1 and the window inside the image (all windows but the border's): each
+         * window row is kernel_w * in_c contiguous input bytes, copied a word at a time */
+        const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+        if (p->dilation_h == 1 && p->dilation_w == 1 && y0 >= 0 && x0 >= 0 && y0 <= in_h - kernel_h &&
+            x0 <= in_w - kernel_w) {
+            const int32_t span = kernel_w * in_c, rows = in_w * in_c;
+            const int8_t *src = s->input + ((n * in_h + y0) * in_w + x0) * in_c;
+            for (ky = 0; ky < kernel_h; ++ky, src += rows) {
+                for (k = 0; k + 4 <= span; k += 4, at += 4) {
+                    memcpy(at, src + k, 4);
+                }
+                for (; k < span; ++k) {
+                    *at++ = src[k];
+                }
+            }
+            return row;
+        }
+    }
+    for (ky = 0; ky < kernel_h; ++ky) {
+        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dilation_h;
+        for (kx = 0; kx < kernel_w; ++kx) {
+            const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dilation_w;
+            if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
+                for (k = 0; k < in_c; ++k) {
+                    *at++ = zero;
+                }
+            } else {
+                const int8_t *src = s->input + ((n * in_h + iy) * in_w + ix) * in_c;
+                for (k = 0; k < in_c; ++k) {
+                    *at++ = src[k];
+                }
+            }
+        }
+    }
+    return row;
+}
+
+/* The last 1..3 taps of a pixel pair (x: its last block of columns, words (p0 even, p0 odd,
+ * p1 even, p1 odd): tap k is lane k >> 1 of word k & 1) with two rows (w, w + ws: their last
+ * taps), a[2 pixel + row] += the products. */
+static void last_taps(const char *x, const int8_t *w, int32_t ws, int32_t rest, int32_t *a)
+{
+    int32_t k;
+    for (k = 0; k < rest; ++k) {
+        const int32_t at = 2 * (2 * (k & 1) + (k >> 1)); /* bytes */
+        const int32_t w0 = w[k], w1 = w[k + ws];
+        int16_t x0, x1;
+        memcpy(&x0, x + at, sizeof x0);
+        memcpy(&x1, x + at + 8, sizeof x1);
+        a[0] += x0 * w0;
+        a[1] += x0 * w1;
+        a[2] += x1 * w0;
+        a[3] += x1 * w1;
+    }
+}
+
+/* Every output pixel (`pixels` of them, out_c channels each) as the dot products of its
+ * columns with the filter rows (K taps each, OHWI): pixel pairs split into the column buffer
+ * as many as fit, then for each pair of filter rows (an odd last one paired with itself) the
+ * channel constants once, and every pixel pair of the buffer. */
+static inline __attribute__((always_inline)) void columns_conv(const column_source *s, int32_t pixels,
+                                                               const int8_t *filter, const int32_t *bias,
+                                                               const int32_t *multiplier, const int32_t *shift,
+                                                               int8_t *output, int mode)
+{
+    const el_conv_params *p = s->p;
+    const int32_t out_c = p->output_dims.c, taps = s->taps;
+    const int32_t off2 = el_dsp_offset2(p->input_offset);
+    const int32_t out_off = p->output_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t blocks = (taps + 3) >> 2, pair_words = 4 * blocks;
+    const int32_t full = taps >> 2, rest = taps & 3; /* words the inner loop takes, taps after them */
+    const int32_t fit = 2 * (COLUMN_WORDS / pair_words); /* even, >= 2 (taps <= COLUMN_WORDS) */
+    /* fused: columns_2xn_rq writes the outputs, no sums on the stack bound the fill */
+    const int fused = (mode & (RQ_FAST | RQ_FULL)) == (RQ_FAST | RQ_FULL);
+    const int32_t per_fill = fused || fit < MAX_FILL ? fit : MAX_FILL;
+    int32_t columns[COLUMN_WORDS];
+    int8_t row[IM2COL_TAPS];
+    int32_t sums[2 * MAX_FILL];
+    int32_t q, j, co, k;
+    for (q = 0; q < pixels; q += per_fill) {
+        const int32_t count = pixels - q < per_fill ? pixels - q : per_fill;
+        for (j = 0; j < count; ++j) {
+            int32_t *const dst = columns + (j >> 1) * pair_words + 2 * (j & 1);
+            split_taps(dst, gather(s, q + j, row), taps, off2);
+            if (j + 1 == count && (j & 1) == 0) { /* an odd count: the pair's second pixel repeats */
+                for (k = 0; k < pair_words; k += 4) {
+                    dst[k + 2] = dst[k];
+                    dst[k + 3] = dst[k + 1];
+                }
+            }
+        }
+        for (co = 0; co < out_c; co += 2) {
+            const int32_t co1 = co + 1 < out_c ? co + 1 : co;
+            const int32_t ws = (co1 - co) * taps;
+            const int8_t *const w = filter + co * taps;
+            channel_rq q0, q1;
+            columns_job job;
+            int8_t *out = output + q * out_c + co;
+            job.ws4 = ws - 4;
+            job.blocks = full;
+            job.pairs = (count + 1) >> 1;
+            job.b0 = bias != NULL ? bias[co] : 0;
+            job.b1 = bias != NULL ? bias[co1] : 0;
+            job.skip = 4 * (pair_words - 4 * full);
+            channel_prepare(&q0, mode, multiplier[co], shift[co], out_off);
+            channel_prepare(&q1, mode, multiplier[co1], shift[co1], out_off);
+            if (fused) {
+                /* With a partial last block the inner loop may take it whole: its column lanes
+                 * past the taps are 0 (split_taps), so the weight bytes read past a row's end
+                 * (the next row's first 1..3) add nothing; but past the last row's end lies no
+                 * weight of this layer, so a pair holding the last row takes the C loop below. */
+                const int padded = rest > 0 && co1 + 1 < out_c;
+                const int two_rows = co1 != co;
+                int32_t a[4];
+                if (padded) {
+                    job.blocks = blocks;
+                    job.skip = 0;
+                }
+                if (two_rows && (rest == 0 || padded) && count > 1) {
+                    job.rq[0] = q0.fast;
+                    job.rq[1] = q1.fast;
+                    job.out_c = out_c;
+                    job.add = out_off;
+                    job.pairs = count >> 1;
+                    if (mode & RQ_FOLD) {
+                        columns_2xn_rq(columns, w, &job, out);
+                    } else {
+                        columns_2xn_rq_add(columns, w, &job, out);
+                    }
+                    out += 2 * job.pairs * out_c;
+                    j = 2 * job.pairs;
+                } else {
+                    j = 0;
+                }
+                /* what is left one pair at a time: an odd last pixel, or every pixel of an odd
+                 * last row (paired with itself: its second sums dropped) */
+                for (job.pairs = 1; j < count; j += 2) {
+                    columns_2xn(columns + (j >> 1) * pair_words, w, &job, a);
+                    if (rest > 0 && !padded) {
+                        last_taps((const char *)(columns + (j >> 1) * pair_words + 4 * full), w + 4 * full, ws,
+                                  rest, a);
+                    }
+                    out[0] = channel_requantize(a[0], &q0, mode, out_off, act_min, act_max);
+                    if (co1 != co) {
+                        out[1] = channel_requantize(a[1], &q1, mode, out_off, act_min, act_max);
+                    }
+                    out += out_c;
+                    if (j + 1 < count) {
+                        out[0] = channel_requantize(a[2], &q0, mode, out_off, act_min, act_max);
+                        if (co1 != co) {
+                            out[1] = channel_requantize(a[3], &q1, mode, out_off, act_min, act_max);
+                        }
+                        out += out_c;
+                    }
+                }
+                continue;
+            }
+            columns_2xn(columns, w, &job, sums);
+            if (rest > 0) { /* the last 1..3 taps: lane k >> 1 of word k & 1 of the last block */
+                for (j = 0; j < count; j += 2) {
+                    last_taps((const char *)(columns + (j >> 1) * pair_words + 4 * full), w + 4 * full, ws, rest,
+                              sums + 2 * j);
+                }
+            }
+            if (co1 != co) {
+                for (j = 0; j < count; ++j, out += out_c) {
+                    out[0] = channel_requantize(sums[2 * j], &q0, mode, out_off, act_min, act_max);
+                    out[1] = channel_requantize(sums[2 * j + 1], &q1, mode, out_off, act_min, act_max);
+                }
+            } else {
+                for (j = 0; j < count; ++j, out += out_c) {
+                    out[0] = channel_requantize(sums[2 * j], &q0, mode, out_off, act_min, act_max);
+                }
+            }
+        }
+    }
+}
+
+static void columns_conv_any(const column_source *s, int32_t pixels, const int8_t *filter, const int32_t *bias,
+                             const int32_t *multiplier, const int32_t *shift, int8_t *output)
+{
+    switch (el_dsp_rq_mode(s->p->output_dims.c, s->p->output_offset, s->p->act_min, s->p->act_max, multiplier, shift)) {
+    case RQ_FAST | RQ_FOLD | RQ_FULL:
+        columns_conv(s, pixels, filter, bias, multiplier, shift, output, RQ_FAST | RQ_FOLD | RQ_FULL);
+        break;
+    case RQ_FAST | RQ_FULL: columns_conv(s, pixels, filter, bias, multiplier, shift, output, RQ_FAST | RQ_FULL); break;
+    case RQ_FAST | RQ_FOLD: columns_conv(s, pixels, filter, bias, multiplier, shift, output, RQ_FAST | RQ_FOLD); break;
+    case RQ_FAST: columns_conv(s, pixels, filter, bias, multiplier, shift, output, RQ_FAST); break;
+    default: columns_conv(s, pixels, filter, bias, multiplier, shift, output, RQ_SLOW); break;
+    }
+}
+
+/* A 1x1 filter, stride 1, no padding, the output the input's size, with more input channels
+ * than a pixel pair of columns holds (COLUMN_WORDS): output pixel q is the Cout dot products
+ * of input pixel q (N*H*W rows of Cin) with the Cout filter rows, the input split in the loop.
  *
  * Two filters by two pixels at a time (dot_2x2). The input offset is taken out of the
  * products: sum (x + off) * w = sum x * w + off * sum w, the second term folded into the
@@ -234,11 +764,27 @@ el_kernel_status el_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p
         /* refused (the plain kernel says so), or a multiplier of INT32_MIN (el_dsp_internal.h) */
         return el_conv2d_s8(ctx, p, input, filter, bias, multiplier, shift, output);
     }
-    if (p->filter_dims.h == 1 && p->filter_dims.w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
-        p->pad_w == 0 && p->output_dims.h == p->input_dims.h && p->output_dims.w == p->input_dims.w) {
-        conv_1x1(p, input, filter, bias, multiplier, shift, output);
-    } else {
-        conv_general(p, input, filter, bias, multiplier, shift, output);
+    {
+        const int32_t taps = p->filter_dims.h * p->filter_dims.w * p->input_dims.c; /* <= the filter's volume */
+        const int pointwise = p->filter_dims.h == 1 && p->filter_dims.w == 1 && p->stride_h == 1 &&
+                              p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
+                              p->output_dims.h == p->input_dims.h && p->output_dims.w == p->input_dims.w;
+        column_source s;
+        s.p = p;
+        s.input = input;
+        s.taps = taps;
+        s.im2col = !pointwise;
+        if (pointwise && taps <= COLUMN_WORDS) {
+            columns_conv_any(&s, p->input_dims.n * p->input_dims.h * p->input_dims.w, filter, bias, multiplier,
+                             shift, output);
+        } else if (pointwise) {
+            conv_1x1(p, input, filter, bias, multiplier, shift, output);
+        } else if (taps <= IM2COL_TAPS) {
+            columns_conv_any(&s, p->output_dims.n * p->output_dims.h * p->output_dims.w, filter, bias, multiplier,
+                             shift, output);
+        } else {
+            conv_general(p, input, filter, bias, multiplier, shift, output);
+        }
     }
     return EL_KERNEL_OK;
 }

@@ -15,6 +15,8 @@
 
 #include "el_dsp_internal.h"
 
+#include <stddef.h>
+
 size_t el_depthwise_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p)
 {
     (void)p;
@@ -34,41 +36,440 @@ static inline __attribute__((always_inline)) void tap4(const int8_t *x, const in
     a[3] = __smlatt(xo, wo, a[3]);
 }
 
+/* Four channels of the taps of one window that lie inside the image, `rows` rows of `cols`
+ * taps from x (the first one inside; input rows `row` bytes apart) and w (the filter's
+ * matching tap; filter rows `wrow` bytes apart): a[k] += the products. Out of line, at -O2,
+ * with the sums in registers (GCC 12's -Os keeps an array of them in memory). */
+static void __attribute__((noinline, optimize("O2"))) taps_clipped(const int8_t *x, const int8_t *w, int32_t rows,
+                                                                   int32_t cols, int32_t channels, int32_t row,
+                                                                   int32_t wrow, int32_t off2, int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], k;
+    for (; rows > 0; --rows, x += row, w += wrow) {
+        const int8_t *xp = x, *wp = w;
+        for (k = cols; k > 0; --k, xp += channels, wp += channels) {
+            const int32_t xv = el_dsp_load4(xp), wv = el_dsp_load4(wp);
+            const int32_t xe = __sxtab16(off2, xv), xo = el_dsp_sxtab16_ror8(off2, xv);
+            const int32_t we = __sxtb16(wv), wo = el_dsp_sxtb16_ror8(wv);
+            a0 = __smlabb(xe, we, a0);
+            a1 = __smlabb(xo, wo, a1);
+            a2 = __smlatt(xe, we, a2);
+            a3 = __smlatt(xo, wo, a3);
+        }
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+/* What run_3x3 needs of the layer and the channel group; the byte offsets are the assembly's. */
+typedef struct {
+    int32_t ws[18];      /* 0: tap t's weight word split, (w0, w2) at 2t, (w1, w3) at 2t + 1 */
+    int32_t b[4];        /* 72: the biases */
+    el_dsp_rqf rq[4];    /* 88: the short requantization (el_dsp_internal.h), 16 B each */
+    int32_t add;         /* 152: the output offset when not folded into the shift, else 0 */
+    int32_t channels;    /* 156: bytes from one input pixel to the next, and one output pixel */
+    int32_t row;         /* 160: bytes from one input row to the next */
+    int32_t step;        /* 164: bytes from one window to the next (stride_w * channels) */
+    int32_t off2;        /* 168: the input offset in both lanes */
+    int32_t rows, cols;  /* 172, 176: run_clipped: the window's rows and columns inside, >= 1 */
+    int32_t ws_at;       /* 180: run_clipped: the byte offset in ws of the first tap inside */
+    int32_t row_skip;    /* 184: run_clipped: row - cols * channels */
+    int32_t ws_skip;     /* 188: run_clipped: 8 (3 - cols) */
+} run_job;
+
+typedef char run_job_layout_check[offsetof(run_job, b) == 72 && offsetof(run_job, rq) == 88 &&
+                                          sizeof(el_dsp_rqf) == 16 && offsetof(el_dsp_rqf, multiplier) == 8 &&
+                                          offsetof(run_job, add) == 152 && offsetof(run_job, off2) == 168 &&
+                                          offsetof(run_job, ws_skip) == 188
+                                      ? 1
+                                      : -1];
+
+/* `count` >= 1 output pixels of one row whose 3x3 windows (dilation 1) lie inside the image,
+ * the first window's top left tap at x (r0), the next `step` bytes on; four channels each,
+ * written from out (r3) on, `channels` bytes apart; the job in r2. In assembly, as GCC 12
+ * (at -Os and -O2 alike) spills the sums and the split words of this loop to the stack (218
+ * instructions per pixel). Here per tap 8: one input load, two SXTAB16 (the input offset
+ * added), one LDRD of the split weights, four SMLABB / SMLATT (the exact 16 x 16 products into
+ * each channel's own sum, tap4); per output 10: el_dsp_rqf_apply (ADDS, ADC, SMLAL, ASR with
+ * the channel's constants by two LDRD), the unfolded output offset, one SSAT (a layer whose
+ * clamp is all of int8) and STRB. Frame: [sp] the pixels left, [sp, 4] out. */
+static void __attribute__((naked, noinline)) run_3x3(const int8_t *x __attribute__((unused)),
+                                                     int32_t count __attribute__((unused)),
+                                                     const run_job *job __attribute__((unused)),
+                                                     int8_t *out __attribute__((unused)))
+{
+    __asm__(
+            "push {r4-r11, lr}\n\t"
+            "sub sp, sp, #12\n\t"
+            "str r1, [sp]\n\t"
+            "str r3, [sp, #4]\n\t"
+            "ldr r8, [r2, #168]\n\t"
+            "ldr r9, [r2, #156]\n\t"
+            "lsl r10, r9, #1\n\t"
+            "0:\n\t"
+            "mov r1, r0\n\t"
+            "ldrd r4, r5, [r2, #72]\n\t"
+            "ldrd r6, r7, [r2, #80]\n\t"
+            "ldr r3, [r1]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #0]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r1, r9]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #8]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r1, r10]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #16]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r2, #160]\n\t"
+            "add r1, r1, r3\n\t"
+            "ldr r3, [r1]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #24]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r1, r9]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #32]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r1, r10]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #40]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r2, #160]\n\t"
+            "add r1, r1, r3\n\t"
+            "ldr r3, [r1]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #48]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r1, r9]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #56]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r3, [r1, r10]\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r2, #64]\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "ldr r9, [sp, #4]\n\t"
+            "ldr r10, [r2, #152]\n\t"
+            "ldrd r3, lr, [r2, #88]\n\t"
+            "asr r11, r4, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #96]\n\t"
+            "smlal r3, lr, r4, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #0]\n\t"
+            "ldrd r3, lr, [r2, #104]\n\t"
+            "asr r11, r5, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #112]\n\t"
+            "smlal r3, lr, r5, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #1]\n\t"
+            "ldrd r3, lr, [r2, #120]\n\t"
+            "asr r11, r6, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #128]\n\t"
+            "smlal r3, lr, r6, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #2]\n\t"
+            "ldrd r3, lr, [r2, #136]\n\t"
+            "asr r11, r7, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #144]\n\t"
+            "smlal r3, lr, r7, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #3]\n\t"
+            "ldr r3, [r2, #156]\n\t"
+            "add r9, r9, r3\n\t"
+            "str r9, [sp, #4]\n\t"
+            "ldr r3, [r2, #164]\n\t"
+            "add r0, r0, r3\n\t"
+            "ldr r9, [r2, #156]\n\t"
+            "lsl r10, r9, #1\n\t"
+            "ldr r3, [sp]\n\t"
+            "subs r3, r3, #1\n\t"
+            "str r3, [sp]\n\t"
+            "bne 0b\n\t"
+            "add sp, sp, #12\n\t"
+            "pop {r4-r11, pc}\n\t");
+}
+
+/* run_3x3 for windows that the image's border clips to the same `rows` x `cols` taps (a
+ * border pixel, or a run along the top or bottom border): x (r0) is the first pixel's first tap
+ * inside, ws_at its split weights; the taps are loops (11 instructions per tap: the input
+ * pointer stepped by `channels`, the weights by LDRD post-indexed), the requantization as in
+ * run_3x3. The taps outside the image add nothing, as the plain kernel skips them. Frame: [sp]
+ * the pixels left, [sp, 4] out, [sp, 8] the pixel's first tap, [sp, 12] the rows left. */
+static void __attribute__((naked, noinline)) run_clipped(const int8_t *x __attribute__((unused)),
+                                                         int32_t count __attribute__((unused)),
+                                                         const run_job *job __attribute__((unused)),
+                                                         int8_t *out __attribute__((unused)))
+{
+    __asm__(
+            "push {r4-r11, lr}\n\t"
+            "sub sp, sp, #20\n\t"
+            "str r1, [sp]\n\t"
+            "str r3, [sp, #4]\n\t"
+            "str r0, [sp, #8]\n\t"
+            "ldr r8, [r2, #168]\n\t"
+            "ldr r9, [r2, #156]\n\t"
+            "0:\n\t"
+            "ldrd r4, r5, [r2, #72]\n\t"
+            "ldrd r6, r7, [r2, #80]\n\t"
+            "ldr r1, [sp, #8]\n\t"
+            "ldr r10, [r2, #180]\n\t"
+            "add r10, r10, r2\n\t"
+            "ldr r3, [r2, #172]\n\t"
+            "str r3, [sp, #12]\n\t"
+            "2:\n\t"
+            "ldr r0, [r2, #176]\n\t"
+            "1:\n\t"
+            "ldr r3, [r1]\n\t"
+            "add r1, r1, r9\n\t"
+            "sxtab16 r11, r8, r3\n\t"
+            "sxtab16 r12, r8, r3, ror #8\n\t"
+            "ldrd r3, lr, [r10], #8\n\t"
+            "smlabb r4, r11, r3, r4\n\t"
+            "smlatt r6, r11, r3, r6\n\t"
+            "smlabb r5, r12, lr, r5\n\t"
+            "smlatt r7, r12, lr, r7\n\t"
+            "subs r0, r0, #1\n\t"
+            "bne 1b\n\t"
+            "ldr r3, [r2, #184]\n\t"
+            "add r1, r1, r3\n\t"
+            "ldr r3, [r2, #188]\n\t"
+            "add r10, r10, r3\n\t"
+            "ldr r3, [sp, #12]\n\t"
+            "subs r3, r3, #1\n\t"
+            "str r3, [sp, #12]\n\t"
+            "bne 2b\n\t"
+            "ldr r9, [sp, #4]\n\t"
+            "ldr r10, [r2, #152]\n\t"
+            "ldrd r3, lr, [r2, #88]\n\t"
+            "asr r11, r4, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #96]\n\t"
+            "smlal r3, lr, r4, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #0]\n\t"
+            "ldrd r3, lr, [r2, #104]\n\t"
+            "asr r11, r5, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #112]\n\t"
+            "smlal r3, lr, r5, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #1]\n\t"
+            "ldrd r3, lr, [r2, #120]\n\t"
+            "asr r11, r6, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #128]\n\t"
+            "smlal r3, lr, r6, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #2]\n\t"
+            "ldrd r3, lr, [r2, #136]\n\t"
+            "asr r11, r7, #31\n\t"
+            "adds r3, r3, r11, lsl #31\n\t"
+            "adc lr, lr, r11\n\t"
+            "ldrd r11, r12, [r2, #144]\n\t"
+            "smlal r3, lr, r7, r11\n\t"
+            "asr lr, lr, r12\n\t"
+            "add lr, lr, r10\n\t"
+            "ssat lr, #8, lr\n\t"
+            "strb lr, [r9, #3]\n\t"
+            "ldr r3, [r2, #156]\n\t"
+            "add r9, r9, r3\n\t"
+            "str r9, [sp, #4]\n\t"
+            "ldr r3, [r2, #164]\n\t"
+            "ldr r0, [sp, #8]\n\t"
+            "add r0, r0, r3\n\t"
+            "str r0, [sp, #8]\n\t"
+            "ldr r9, [r2, #156]\n\t"
+            "ldr r3, [sp]\n\t"
+            "subs r3, r3, #1\n\t"
+            "str r3, [sp]\n\t"
+            "bne 0b\n\t"
+            "add sp, sp, #20\n\t"
+            "pop {r4-r11, pc}\n\t");
+}
+
+/* The window rows [lo, hi) of a window starting at y0 (or columns from x0) that lie inside an
+ * image of `size` rows, for dilation 1: lo = max(0, -y0), hi = min(kernel, size - y0), hi <= lo
+ * when none does (int64: a large pad makes size - y0 exceed INT32_MAX). */
+static inline __attribute__((always_inline)) void clip_taps(int32_t y0, int32_t size, int32_t kernel, int32_t *lo,
+                                                              int32_t *hi)
+{
+    const int64_t l = y0 < 0 ? -(int64_t)y0 : 0;
+    const int64_t h = (int64_t)size - y0 < kernel ? (int64_t)size - y0 : kernel;
+    *lo = (int32_t)(l < kernel ? l : kernel);
+    *hi = (int32_t)(h > *lo ? h : *lo);
+}
+
 /* Channel multiplier 1, channels c..c+3 of every output pixel. The group of four is the outer
- * loop, so that its requantization constants are worked out once per layer; a 3x3 window
- * with dilation 1 that lies inside the image (all of them but the border's) is nine unrolled
- * taps, any other window the tap loop of the plain kernel, skipping the taps outside. */
-static void depthwise_4ch(const el_conv_params *p, int32_t c, const int8_t *input, const int8_t *filter,
-                          const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int8_t *output)
+ * loop, so that its requantization constants (and, for run_3x3, its split weights) are worked
+ * out once per layer. With a 3x3 window, dilation 1 and the short requantization, the pixels
+ * of an output row whose windows lie inside the image (all but the border's) are one run_3x3.
+ * Any other window with dilation 1 walks only the taps inside the image (its rows and columns
+ * clipped once per pixel: the taps outside add nothing, as the plain kernel skips them); with
+ * other dilations the tap loop of the plain kernel, testing each tap. */
+static inline __attribute__((always_inline)) void depthwise_4ch(const el_conv_params *p, int32_t c,
+                                                                 const int8_t *input, const int8_t *filter,
+                                                                 const int32_t *bias, const int32_t *multiplier,
+                                                                 const int32_t *shift, int8_t *output, int mode)
 {
     const int32_t in_h = p->input_dims.h, in_w = p->input_dims.w, channels = p->input_dims.c;
     const int32_t kernel_h = p->filter_dims.h, kernel_w = p->filter_dims.w;
     const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w;
+    const int32_t stride_w = p->stride_w, pad_w = p->pad_w;
     const int32_t off2 = el_dsp_offset2(p->input_offset);
     const int32_t out_off = p->output_offset, act_min = p->act_min, act_max = p->act_max;
     const int32_t row = in_w * channels; /* one input row; < the input's volume */
-    const int fast3x3 = kernel_h == 3 && kernel_w == 3 && p->dilation_h == 1 && p->dilation_w == 1;
+    const int dilated = p->dilation_h != 1 || p->dilation_w != 1;
+    const int runs = kernel_h == 3 && kernel_w == 3 && !dilated && mode != RQ_SLOW;
     const int8_t *const f = filter + c;
-    el_dsp_rq rq[4];
-    int32_t b[4], k, n, oy, ox, ky, kx;
+    channel_rq rq[4];
+    run_job job;
+    int32_t b[4], k, n, oy, ox, ky, kx, run_lo = 0, run_hi = 0;
     for (k = 0; k < 4; ++k) {
-        el_dsp_rq_prepare(&rq[k], multiplier[c + k], shift[c + k]);
+        channel_prepare(&rq[k], mode, multiplier[c + k], shift[c + k], out_off);
         b[k] = bias != NULL ? bias[c + k] : 0;
+    }
+    if (runs) {
+        for (k = 0; k < 9; ++k) {
+            const int32_t wv = el_dsp_load4(f + k * channels);
+            job.ws[2 * k] = __sxtb16(wv);
+            job.ws[2 * k + 1] = el_dsp_sxtb16_ror8(wv);
+        }
+        for (k = 0; k < 4; ++k) {
+            job.b[k] = b[k];
+            job.rq[k] = rq[k].fast;
+        }
+        job.add = (mode & RQ_FOLD) ? 0 : out_off;
+        job.channels = channels;
+        job.row = row;
+        job.step = stride_w * channels;
+        job.off2 = off2;
+        /* the output columns whose windows lie inside: x0 = ox stride_w - pad_w in [0, in_w - 3]
+         * (int64: no overflow whatever the pad) */
+        for (ox = 0; ox < out_w && (int64_t)ox * stride_w - pad_w < 0; ++ox) {
+        }
+        run_lo = ox;
+        for (; ox < out_w && (int64_t)ox * stride_w - pad_w <= (int64_t)in_w - 3; ++ox) {
+        }
+        run_hi = ox;
     }
     for (n = 0; n < p->input_dims.n; ++n) {
         const int8_t *const image = input + n * in_h * row + c;
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t y0 = oy * p->stride_h - p->pad_h;
-            const int rows_inside = y0 >= 0 && y0 <= in_h - 3;
+            int32_t ky_lo, ky_hi;
+            int rows3; /* a 3x3 window, dilation 1, its rows inside the image */
             int8_t *out = output + ((n * out_h + oy) * out_w) * channels + c;
+            clip_taps(y0, in_h, kernel_h, &ky_lo, &ky_hi);
+            if (runs && ky_hi > ky_lo) {
+                /* runs of pixels with the same clipped window: the interior columns [run_lo,
+                 * run_hi) as one, each border pixel alone */
+                for (ox = 0; ox < out_w;) {
+                    const int32_t x0 = ox * stride_w - pad_w;
+                    int32_t kx_lo = 0, kx_hi = 3, count = 1;
+                    if (ox >= run_lo && ox < run_hi) {
+                        count = run_hi - ox;
+                    } else {
+                        clip_taps(x0, in_w, kernel_w, &kx_lo, &kx_hi);
+                    }
+                    if (kx_hi > kx_lo) {
+                        const int8_t *const x = image + (y0 + ky_lo) * row + (x0 + kx_lo) * channels;
+                        if (ky_hi - ky_lo == 3 && kx_hi - kx_lo == 3) {
+                            run_3x3(x, count, &job, out);
+                        } else {
+                            job.rows = ky_hi - ky_lo;
+                            job.cols = kx_hi - kx_lo;
+                            job.ws_at = 8 * (3 * ky_lo + kx_lo);
+                            job.row_skip = row - job.cols * channels;
+                            job.ws_skip = 8 * (3 - job.cols);
+                            run_clipped(x, count, &job, out);
+                        }
+                    } else { /* no tap inside: the bias alone */
+                        for (k = 0; k < 4; ++k) {
+                            out[k] = channel_requantize(b[k], &rq[k], mode, out_off, act_min, act_max);
+                        }
+                    }
+                    ox += count;
+                    out += count * channels;
+                }
+                continue;
+            }
+            rows3 = kernel_h == 3 && kernel_w == 3 && !dilated && y0 >= 0 && y0 <= in_h - 3;
             for (ox = 0; ox < out_w; ++ox, out += channels) {
-                const int32_t x0 = ox * p->stride_w - p->pad_w;
+                const int32_t x0 = ox * stride_w - pad_w;
                 int32_t a[4];
                 a[0] = b[0];
                 a[1] = b[1];
                 a[2] = b[2];
                 a[3] = b[3];
-                if (fast3x3 && rows_inside && x0 >= 0 && x0 <= in_w - 3) {
+                if (mode == RQ_SLOW && rows3 && x0 >= 0 && x0 <= in_w - 3) {
+                    /* a layer run_3x3 does not take (the full requantization): the window inside
+                     * as nine unrolled taps, the border's taps tested one by one below (the
+                     * loops of the version before run_3x3, which GCC compiles best here) */
                     const int8_t *x = image + y0 * row + x0 * channels;
                     const int8_t *w = f;
                     for (ky = 0; ky < 3; ++ky) {
@@ -77,6 +478,14 @@ static void depthwise_4ch(const el_conv_params *p, int32_t c, const int8_t *inpu
                         tap4(x + 2 * channels, w + 2 * channels, off2, a);
                         x += row;
                         w += 3 * channels;
+                    }
+                } else if (!dilated && mode != RQ_SLOW) {
+                    int32_t kx_lo, kx_hi;
+                    clip_taps(x0, in_w, kernel_w, &kx_lo, &kx_hi);
+                    if (ky_hi > ky_lo && kx_hi > kx_lo) {
+                        taps_clipped(image + (y0 + ky_lo) * row + (x0 + kx_lo) * channels,
+                                     f + (ky_lo * kernel_w + kx_lo) * channels, ky_hi - ky_lo, kx_hi - kx_lo,
+                                     channels, row, kernel_w * channels, off2, a);
                     }
                 } else {
                     for (ky = 0; ky < kernel_h; ++ky) {
@@ -93,12 +502,28 @@ static void depthwise_4ch(const el_conv_params *p, int32_t c, const int8_t *inpu
                         }
                     }
                 }
-                out[0] = el_dsp_requantize(a[0], &rq[0], out_off, act_min, act_max);
-                out[1] = el_dsp_requantize(a[1], &rq[1], out_off, act_min, act_max);
-                out[2] = el_dsp_requantize(a[2], &rq[2], out_off, act_min, act_max);
-                out[3] = el_dsp_requantize(a[3], &rq[3], out_off, act_min, act_max);
+                out[0] = channel_requantize(a[0], &rq[0], mode, out_off, act_min, act_max);
+                out[1] = channel_requantize(a[1], &rq[1], mode, out_off, act_min, act_max);
+                out[2] = channel_requantize(a[2], &rq[2], mode, out_off, act_min, act_max);
+                out[3] = channel_requantize(a[3], &rq[3], mode, out_off, act_min, act_max);
             }
         }
+    }
+}
+
+/* depthwise_4ch with the layer's requantization (el_dsp_rq_mode) fixed at compile time. */
+static void depthwise_4ch_dsp(const el_conv_params *p, int32_t c, const int8_t *input, const int8_t *filter,
+                              const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int8_t *output,
+                              int mode)
+{
+    switch (mode) {
+    case RQ_FAST | RQ_FOLD | RQ_FULL:
+        depthwise_4ch(p, c, input, filter, bias, multiplier, shift, output, RQ_FAST | RQ_FOLD | RQ_FULL);
+        break;
+    case RQ_FAST | RQ_FULL:
+        depthwise_4ch(p, c, input, filter, bias, multiplier, shift, output, RQ_FAST | RQ_FULL);
+        break;
+    default: depthwise_4ch(p, c, input, filter, bias, multiplier, shift, output, RQ_SLOW); break;
     }
 }
 
@@ -111,14 +536,19 @@ el_kernel_status el_depthwise_conv2d_s8_dsp(const el_context *ctx, const el_conv
     const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w;
     const int32_t off = p->input_offset;
     int32_t n, oy, ox, c, ky, kx;
+    int mode;
     if (!el_depthwise_conv2d_s8_params_ok(p, bias, shift) || p->ch_mult != 1 ||
         !el_dsp_rq_layer_ok(multiplier, p->output_dims.c)) {
         /* refused, a multiplier this version does not vectorize, or a Q31 multiplier of
          * INT32_MIN (el_dsp_internal.h): the plain kernel */
         return el_depthwise_conv2d_s8(ctx, p, input, filter, bias, multiplier, shift, output);
     }
+    mode = el_dsp_rq_mode(channels, p->output_offset, p->act_min, p->act_max, multiplier, shift);
+    if ((mode & RQ_FULL) == 0) {
+        mode = RQ_SLOW; /* a clamp narrower than int8: rare enough to keep one copy of the loops */
+    }
     for (c = 0; c + 4 <= channels; c += 4) {
-        depthwise_4ch(p, c, input, filter, bias, multiplier, shift, output);
+        depthwise_4ch_dsp(p, c, input, filter, bias, multiplier, shift, output, mode);
     }
     for (; c < channels; ++c) { /* the last 1..3 channels of a count not a multiple of 4 */
         for (n = 0; n < p->input_dims.n; ++n) {

@@ -83,6 +83,156 @@ static inline __attribute__((always_inline)) int8_t el_dsp_requantize(int32_t ac
     return (int8_t)v;
 }
 
+
+/* ------------------------------------------------------------------------------------------
+ * The short requantization: el_requantize_s8 in seven or eight instructions per value, for
+ * a layer whose every channel has multiplier >= 0 and shift <= -1 (a right shift e = -shift
+ * in [1, 31], no left shift; el_dsp_rqf_layer_ok, once per layer; another layer takes
+ * el_dsp_requantize above). Why it equals el_requantize_s8:
+ * 1. h = floor((acc m + 2^30) / 2^31), the doubling high multiply (point 2 above).
+ * 2. The rounding divide: with h = q 2^e + rem (0 <= rem < 2^e) the reference adds 1 to q
+ *    when rem > 2^(e-1) - 1 + [h < 0], i.e. when rem + 2^(e-1) - [h < 0] >= 2^e; so it is
+ *    floor((h + 2^(e-1) - [h < 0]) / 2^e).
+ * 3. [h < 0] may be replaced by [acc < 0]: with m >= 0 they differ only when h = 0 and
+ *    acc < 0, where both give floor((2^(e-1) - 1 or 2^(e-1)) / 2^e) = 0 (e >= 1).
+ * 4. floor((floor(y / 2^31) + c) / 2^e) = floor((y + c 2^31) / 2^(31+e)) for integers y, c,
+ *    so with c = round - [acc < 0], round = 2^(e-1) (+ output_offset 2^e, folded):
+ *        value = floor((acc m + 2^30 + round 2^31 - [acc < 0] 2^31) / 2^(31+e))
+ *    one int64 sum: SMLAL adds acc * m to the 64-bit constant P = 2^30 + round 2^31 (per
+ *    channel) plus s 2^31, s = acc >> 31 (-1 or 0: as a 64-bit pair, high word s and low word
+ *    s << 31, ADDS / ADC). The layer check keeps |round| <= 2^30, so |P| <= 2^61 + 2^30, and
+ *    |acc m| < 2^62: |S| < 2^63, no int64 overflow, and the high word floor(S / 2^32) lies in
+ *    [-2^31, 2^31): value = high >> (e - 1) (31 + e >= 32).
+ * 5. Folded, output_offset * 2^e comes out of the shift as output_offset exactly; else it is
+ *    added after (|value| <= 2^30: no overflow). Then the clamp, as the reference.
+ */
+typedef struct {
+    uint32_t low;       /* P's low word */
+    int32_t high;       /* P's high word */
+    int32_t multiplier; /* >= 0 */
+    int32_t shift;      /* e - 1, in [0, 30] */
+} el_dsp_rqf;
+
+static inline int64_t el_dsp_rqf_round(int32_t shift, int32_t output_offset, int fold)
+{
+    const int32_t e = -shift;
+    return ((int64_t)1 << (e - 1)) + (fold ? (int64_t)output_offset * ((int64_t)1 << e) : 0);
+}
+
+/* A multiplier of 0 (a channel of zero scale) makes h = 0 whatever the shift, and the
+ * reference's value the output offset: any right shift gives that (point 3 with h = 0), so
+ * such a channel takes e = 1. */
+static inline int32_t el_dsp_rqf_shift(int32_t multiplier, int32_t shift)
+{
+    return multiplier == 0 ? -1 : shift;
+}
+
+/* 1 when every channel meets the conditions above (shifts in [-31, 31] already); fold: the
+ * output offset folded into the shift, which needs |round| <= 2^30. */
+static inline int el_dsp_rqf_layer_ok(const int32_t *multiplier, const int32_t *shift, int32_t channels,
+                                      int32_t output_offset, int fold)
+{
+    int32_t c;
+    for (c = 0; c < channels; ++c) {
+        int64_t round;
+        if (multiplier[c] < 0 || (shift[c] > -1 && multiplier[c] != 0)) {
+            return 0;
+        }
+        round = el_dsp_rqf_round(el_dsp_rqf_shift(multiplier[c], shift[c]), output_offset, fold);
+        if (round > ((int64_t)1 << 30) || round < -((int64_t)1 << 30)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Channel constants for a layer el_dsp_rqf_layer_ok accepted (with the same fold): round
+ * in int32 (|round| < 2^30 by the check), P = 2^30 + round 2^31 as (round >> 1) 2^32 +
+ * (round & 1) 2^31 + 2^30. */
+static inline __attribute__((always_inline)) void el_dsp_rqf_prepare(el_dsp_rqf *q, int32_t multiplier,
+                                                                     int32_t shift, int32_t output_offset, int fold)
+{
+    const int32_t e = -el_dsp_rqf_shift(multiplier, shift);
+    const int32_t round = (int32_t)(1u << (e - 1)) + (fold ? output_offset * (int32_t)(1u << e) : 0);
+    q->low = 0x40000000u | ((uint32_t)round << 31);
+    q->high = round >> 1;
+    q->multiplier = multiplier;
+    q->shift = e - 1;
+}
+
+/* The requantized value before the clamp (and before the output offset when not folded):
+ * points 1-5 above. */
+static inline __attribute__((always_inline)) int32_t el_dsp_rqf_apply(int32_t acc, const el_dsp_rqf *q)
+{
+    const int32_t s = acc >> 31;
+    uint32_t low;
+    int32_t high;
+    __asm__("adds %0, %2, %4, lsl #31\n\t"
+            "adc %1, %3, %4\n\t"
+            "smlal %0, %1, %5, %6"
+            : "=&r"(low), "=&r"(high)
+            : "r"(q->low), "r"(q->high), "r"(s), "r"(acc), "r"(q->multiplier)
+            : "cc");
+    (void)low;
+    return high >> q->shift;
+}
+
+/* Clamp to [act_min, act_max]; full (the layer's range is all of int8): one SSAT. */
+static inline __attribute__((always_inline)) int8_t el_dsp_clamp(int32_t v, int full, int32_t act_min,
+                                                                 int32_t act_max)
+{
+    if (full) {
+        return (int8_t)__ssat(v, 8);
+    }
+    v = v < act_min ? act_min : v;
+    v = v > act_max ? act_max : v;
+    return (int8_t)v;
+}
+
+/* The requantization of a layer: the short one (el_dsp_rqf) when every channel allows it,
+ * the output offset folded into its shift where that fits, one SSAT as the clamp when the
+ * range is all of int8; else el_dsp_requantize. mode: RQ_SLOW, or RQ_FAST | the others. */
+enum { RQ_SLOW = 0, RQ_FAST = 1, RQ_FOLD = 2, RQ_FULL = 4 };
+
+typedef struct {
+    el_dsp_rq slow;
+    el_dsp_rqf fast;
+} channel_rq;
+
+static inline __attribute__((always_inline)) void channel_prepare(channel_rq *q, int mode, int32_t multiplier,
+                                                                  int32_t shift, int32_t output_offset)
+{
+    if (mode == RQ_SLOW) {
+        el_dsp_rq_prepare(&q->slow, multiplier, shift);
+    } else {
+        el_dsp_rqf_prepare(&q->fast, multiplier, shift, output_offset, (mode & RQ_FOLD) != 0);
+    }
+}
+
+static inline __attribute__((always_inline)) int8_t channel_requantize(int32_t acc, const channel_rq *q, int mode,
+                                                                       int32_t out_off, int32_t act_min,
+                                                                       int32_t act_max)
+{
+    if (mode == RQ_SLOW) {
+        return el_dsp_requantize(acc, &q->slow, out_off, act_min, act_max);
+    }
+    return el_dsp_clamp(el_dsp_rqf_apply(acc, &q->fast) + ((mode & RQ_FOLD) ? 0 : out_off), (mode & RQ_FULL) != 0,
+                        act_min, act_max);
+}
+
+static inline int el_dsp_rq_mode(int32_t channels, int32_t output_offset, int32_t act_min, int32_t act_max,
+                                 const int32_t *multiplier, const int32_t *shift)
+{
+    const int full = act_min == INT8_MIN && act_max == INT8_MAX ? RQ_FULL : 0;
+    if (el_dsp_rqf_layer_ok(multiplier, shift, channels, output_offset, 1)) {
+        return RQ_FAST | RQ_FOLD | full;
+    }
+    if (el_dsp_rqf_layer_ok(multiplier, shift, channels, output_offset, 0)) {
+        return RQ_FAST | full;
+    }
+    return RQ_SLOW;
+}
+
 #endif /* __ARM_FEATURE_DSP */
 
 #endif /* EL_DSP_INTERNAL_H */
