@@ -410,14 +410,43 @@ class FineTuner:
             h = x
 
     def start(self, sample: np.ndarray, *, rule: str = "lls", optimizer: str = "adamw-sf", lr: float = 5e-3,
-              weight_decay: float = 0.0, bn_init: str = "identity", **rule_options) -> None:
-        """Initialise batch norm on an int8 feature sample and create the trainer."""
+              weight_decay: float = 0.0, bn_init: str = "identity", block_lr_scale: float = 1.0,
+              last_block: str = "classifier", **rule_options) -> None:
+        """Initialise batch norm on an int8 feature sample and create the trainer.
+
+        last_block: the last trained block's learning signal under a local rule (LLS):
+        "classifier", the default, is the classifier's cross-entropy gradient at the block's
+        pooled output (rules/local.py); "lls" its own LLS head, as the rule is published.
+        Measured (docs/int8.md, "Which blocks to train"): with its LLS head, training the last
+        block pulls its output away from what the pretrained classifier reads and loses
+        accuracy; with the classifier's signal it gains. BP ignores it (its last block learns
+        from the classifier anyway).
+
+        block_lr_scale: the trained blocks' learning rate is ``lr * block_lr_scale``, the
+        classifier's stays ``lr`` (the board has the same two rates).  1.0, the default, is one
+        rate for all.  A smaller scale keeps imported blocks closer to the features the imported
+        classifier reads.  Measured on the BP-adapted MNIST proxies of docs/int8.md ("Which
+        blocks to train", tools/bench_finetune_plans.py, 3 seeds): 0.1 turns the last block's
+        loss against the classifier alone from -1.0 / -6.3 pt (500 images) into +0.0 / -0.5, and
+        from -1.5 / -0.8 (2,000 images) into -0.6 / -0.5 -- a tie at best, never a gain, and it
+        costs two blocks 1.5 pt on the 10-class proxy at 2,000 images -- so it is not the
+        default."""
         from edge_lls.trainer import Trainer
         if len(sample) < 2:
             raise ConfigError("fine-tuning needs at least 2 calibration images")
+        if isinstance(block_lr_scale, bool) or not isinstance(block_lr_scale, (int, float)) \
+                or not 0 < block_lr_scale < float("inf"):
+            raise ConfigError(f"block learning-rate scale must be a number > 0, got {block_lr_scale!r}")
+        from edge_lls.rules import LOCAL_RULES
+        if last_block not in ("lls", "classifier"):
+            raise ConfigError(f"unknown last-block signal {last_block!r}; choose lls or classifier")
         self.init_batchnorm(sample, bn_init)
+        if rule in LOCAL_RULES:
+            rule_options = {**rule_options, "last_block": last_block}
         self.trainer = Trainer(self.model, rule=rule, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                                seed=self.seed, **rule_options)
+        for block_optimizer in self.trainer.optimizers[:-1]:    # one per block; the last is the classifier's
+            block_optimizer.lr = float(lr) * float(block_lr_scale)
 
     def step(self, features: np.ndarray, labels: np.ndarray):
         return self.trainer.step(self.dequantize(features), labels)
@@ -491,12 +520,15 @@ class FeatureSet:
 def finetune(backbone_path, dataset, *, train_last: int = 2, epochs: int = 1, batch_size: int = 128,
              lr: float = 5e-3, optimizer: str = "adamw-sf", weight_decay: float = 0.0, rule: str = "lls",
              seed: int = 0, calibration_images: int = 512, cache_bytes: int = DEFAULT_CACHE_BYTES,
-             bn_init: str = "identity", log=None, **rule_options) -> tuple[Program, dict]:
+             bn_init: str = "identity", log=None, block_lr_scale: float = 1.0, last_block: str = "classifier",
+             **rule_options) -> tuple[Program, dict]:
     """Fine-tune the last ``train_last`` blocks and the classifier of an int8 .tflite
     backbone on ``dataset`` (an edge_lls Dataset with pixels in [0, 1] at the backbone's
-    input size).  The frozen prefix's int8 features are computed once and kept when they take
-    at most ``cache_bytes`` (and the training split is not augmented), else recomputed every
-    epoch.  Returns (int8 program, result record)."""
+    input size); the blocks train at ``lr * block_lr_scale``, the classifier at ``lr``
+    (FineTuner.start); the last block learns from the classifier's signal unless
+    ``last_block="lls"`` (FineTuner.start).  The frozen prefix's int8 features are computed once and kept when they
+    take at most ``cache_bytes`` (and the training split is not augmented), else recomputed
+    every epoch.  Returns (int8 program, result record)."""
     started = time.perf_counter()
     log = log or (lambda line: None)
     backbone = load_backbone(backbone_path) if not isinstance(backbone_path, Backbone) else backbone_path
@@ -520,7 +552,7 @@ def finetune(backbone_path, dataset, *, train_last: int = 2, epochs: int = 1, ba
     calibration = train.sample(calibration_images, seed)
     feature_seconds = time.perf_counter() - t0
     tuner.start(calibration, rule=rule, optimizer=optimizer, lr=lr, weight_decay=weight_decay, bn_init=bn_init,
-                **rule_options)
+                block_lr_scale=block_lr_scale, last_block=last_block, **rule_options)
 
     def int8_accuracy(program: Program) -> float:
         tail = tuner.tail_model(program)
@@ -554,7 +586,9 @@ def finetune(backbone_path, dataset, *, train_last: int = 2, epochs: int = 1, ba
         "feature_shape": list(tuner.feature_shape), "features_cached": cached, "num_classes": tuner.num_classes,
         "classes": list(dataset.class_names), "dataset": dataset.name,
         "train_images": len(train), "test_images": len(test),
-        "rule": rule, "optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch, "bn_init": bn_init,
+        "rule": rule, "last_block": tuner.trainer.rule.config().get("last_block", "classifier"),
+        "optimizer": optimizer, "lr": lr, "block_lr": lr * block_lr_scale, "epochs": epochs,
+        "batch_size": batch, "bn_init": bn_init,
         "calibration_images": len(calibration), "history": history,
         "baseline_int8_accuracy": baseline,
         "fp32_accuracy": fp32_correct / len(test),

@@ -195,6 +195,22 @@ def test_bad_fine_tuning_options(tmp_path, argv, message):
         train_command.finetune_from_args(args)
 
 
+def test_last_block_reaches_finetune_and_is_refused_without_a_backbone(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_finetune(backbone, data, **options):
+        seen.update(options)
+        raise ConfigError("stop here")
+    monkeypatch.setattr("edge_lls.finetune.finetune", fake_finetune)
+    folder = make_image_folder(tmp_path / "f", per_class=3)
+    for argv, expected in (([], "classifier"), (["--last-block", "lls"], "lls")):
+        with pytest.raises(ConfigError, match="stop here"):
+            train_command.finetune_from_args(train_args("--backbone", str(VWW_INT8), "--data", str(folder), *argv))
+        assert seen["last_block"] == expected
+    with pytest.raises(ConfigError, match="--last-block applies to fine-tuning a --backbone"):
+        train_command.run(train_args("--last-block", "lls"))
+
+
 def test_fine_tuning_needs_data():
     with pytest.raises(ConfigError, match="--data"):
         train_command.finetune_from_args(train_args("--backbone", str(VWW_INT8)))

@@ -76,6 +76,9 @@ def _precision_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tune an int8 .tflite model: its last --train-last blocks and its classifier "
                         "train with --rule, the rest stays frozen int8; writes RUN_DIR/model.tflite")
     g.add_argument("--train-last", type=int, metavar="N", help="blocks to train with --backbone (default 2)")
+    g.add_argument("--last-block", choices=("classifier", "lls"),
+                   help="with --backbone and a local rule: the last trained block learns from the classifier's "
+                        "gradient at its pooled output (classifier, default) or from its own LLS head (lls)")
     g.add_argument("--calibration-images", type=int, metavar="N",
                    help=f"images for int8 activation ranges and batch-norm init (default {DEFAULT_CALIBRATION_IMAGES})")
 
@@ -114,7 +117,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
         backbone, data, train_last=_given(args, "train_last", 2), epochs=_given(args, "epochs", D.epochs),
         batch_size=_given(args, "batch_size", D.batch_size), lr=_given(args, "lr", D.lr),
         optimizer=_given(args, "optimizer", D.optimizer), weight_decay=_given(args, "weight_decay", D.weight_decay),
-        rule=_given(args, "rule", D.rule), seed=seed,
+        rule=_given(args, "rule", D.rule), seed=seed, last_block=_given(args, "last_block", "classifier"),
         calibration_images=_given(args, "calibration_images", DEFAULT_CALIBRATION_IMAGES), log=log,
         **_rule_options(args))
     out = Path(args.out) if getattr(args, "out", None) else \
@@ -164,6 +167,8 @@ def post_train_precision(args: argparse.Namespace, result: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.backbone:
         return finetune_from_args(args)
+    if getattr(args, "last_block", None) is not None:
+        raise ConfigError("--last-block applies to fine-tuning a --backbone")
     from ..training_run import CONFIG_FIELDS, train
     given = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name, None) is not None}
     progress = sys.stderr.isatty() if args.progress is None else args.progress

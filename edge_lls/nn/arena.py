@@ -46,7 +46,7 @@ def aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-SCHEDULES = ("local", "backprop", "feedback", "infer")
+SCHEDULES = ("local", "local-last-late", "backprop", "feedback", "infer")
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,16 @@ class Layout:
 def backward_time(stage: int, stages: int, mode: str) -> int:
     """When stage s learns. Time s is stage s's forward; the classifier (the last stage,
     L) runs forward and backward at time L; blocks then learn in reverse (BP), in order
-    (DFA), or right after their own forward (local rules, inference)."""
+    (DFA), or right after their own forward (local rules, inference); 'local-last-late': a
+    local rule whose last block learns from the classifier's signal, so that block's buffers
+    stay live until the classifier has run (LocalRule(last_block="classifier"))."""
     last = stages - 1
     if mode == "backprop":
         return 2 * last - stage
     if mode == "feedback":
         return last if stage == last else last + 1 + stage
+    if mode == "local-last-late" and stage == last - 1:
+        return last
     return stage
 
 

@@ -21,6 +21,7 @@ class Rule:
     block forward first and keep its activations until its backward."""
     name = "rule"
     mode = "local"
+    schedule = None         # the arena's schedule (nn/arena.py) when it is not the mode's own
 
     def attach(self, model, rng: np.random.Generator) -> None:
         self.model = model
@@ -35,12 +36,13 @@ class Rule:
 
     def arena(self, model, batch: int):
         """The memory of one training step of this rule at this batch size."""
-        return model.arena(batch, self.mode, self.head_buffers(model, batch), self.pooled_grad)
+        return model.arena(batch, self.schedule or self.mode, self.head_buffers(model, batch), self.pooled_grad)
 
     def plan(self, model, batch: int):
         """That memory's layout (arena.Layout), computed without allocating it."""
         from ..nn.arena import plan
-        return plan(model.stages(batch, self.mode, self.head_buffers(model, batch), self.pooled_grad), self.mode)
+        schedule = self.schedule or self.mode
+        return plan(model.stages(batch, schedule, self.head_buffers(model, batch), self.pooled_grad), schedule)
 
     def config(self) -> dict:
         return {"rule": self.name}

@@ -149,21 +149,29 @@ class ProjectionHead:
         """Loss of a conv block output a and dL/dv divided by window areas, (N, P, Q, C):
         the full-size dL/da is its adaptive-pool upsampling (Block.backward_pooled)."""
         loss, dv = self._signal(a, labels, V)
-        dv_area = dv.reshape(a.shape[0], *self.pshape)
-        dv_area *= self._inv_area
-        return loss, dv_area
+        return loss, self.area_weighted(dv)
 
     def __call__(self, a, labels, V, da):
         """Loss of block output a; writes dL/da into da and the head's own param grads."""
         loss, dv = self._signal(a, labels, V)
-        n = a.shape[0]
+        self.spread(dv, da)
+        return loss
+
+    def area_weighted(self, dv):
+        """dL/dv (N, D), in place, divided by the window areas: (N, P, Q, C)."""
+        dv_area = dv.reshape(dv.shape[0], *self.pshape)
+        dv_area *= self._inv_area
+        return dv_area
+
+    def spread(self, dv, da):
+        """dL/da (written into da) from dL/dv (N, D): the adaptive pool's backward."""
+        n = dv.shape[0]
         if self._identity_pool:
             da[...] = dv.reshape(da.shape)
         elif len(self.a_shape) == 3:
             kpool.adaptive_avg_pool2d_grad_f32(dv.reshape(n, *self.pshape), da)
         else:
             kpool.adaptive_avg_pool1d_grad_f32(dv.reshape(n, self.dim), da)
-        return loss
 
     def _signal(self, a, labels, V):
         """Loss and dL/dv (N, D) in V['hdz']; sets the head's own parameter gradients."""
