@@ -132,6 +132,7 @@ def softmax_cross_entropy(logits, classes, temperature, label, grad):
     for k in range(1, classes):
         u = logits[k] / temperature
         top = u if u > top else top
+    target = logits[label] / temperature - top      # before grad may overwrite logits (el_lls_common.c)
     total = f32(0.0)
     for k in range(classes):
         grad[k] = expf(logits[k] / temperature - top)
@@ -139,7 +140,7 @@ def softmax_cross_entropy(logits, classes, temperature, label, grad):
     for k in range(classes):
         p = grad[k] / total
         grad[k] = (p - (f32(1.0) if k == label else f32(0.0))) / temperature
-    return logf(total) - (logits[label] / temperature - top)
+    return logf(total) - target
 
 
 @njit(cache=True, error_model="numpy")
@@ -329,12 +330,10 @@ def classifier_forward(pooled, input_zero, s_in, master, master_bias, x, logits)
 
 
 @njit(cache=True, error_model="numpy")
-def classifier_update(label, s_in, s_out, multiplier, shift, master, master_bias, codes, bias, lr, limit, x,
-                      logits, grad):
-    """Cross-entropy of the logits, SGD on the masters, int8 / int32 re-quantized with the
-    exported scales (train_classifier, second half); grad (K,) is the caller's. Returns the loss."""
+def classifier_sgd(s_in, s_out, multiplier, shift, master, master_bias, codes, bias, lr, limit, x, grad):
+    """SGD on the classifier's masters with dL/dlogits grad, int8 / int32 re-quantized with the
+    exported scales (el_train.c classifier_update)."""
     classes, depth = master.shape
-    loss = softmax_cross_entropy(logits, classes, f32(1.0), label, grad)
     for k in range(classes):
         s_w = weight_scale(multiplier[k], shift[k], s_in, s_out)
         for c in range(depth):
@@ -342,7 +341,30 @@ def classifier_update(label, s_in, s_out, multiplier, shift, master, master_bias
             codes[k, c] = bias_step(0, master[k, c] / s_w, 127)
         master_bias[k] = master_bias[k] - lr * grad[k]
         bias[k] = bias_step(0, master_bias[k] / (s_in * s_w), limit)
+
+
+@njit(cache=True, error_model="numpy")
+def classifier_update(label, s_in, s_out, multiplier, shift, master, master_bias, codes, bias, lr, limit, x,
+                      logits, grad):
+    """Cross-entropy of the logits, SGD on the masters, int8 / int32 re-quantized with the
+    exported scales (el_softmax_cross_entropy, then classifier_update); grad (K,) is the
+    caller's. Returns the loss."""
+    classes = master.shape[0]
+    loss = softmax_cross_entropy(logits, classes, f32(1.0), label, grad)
+    classifier_sgd(s_in, s_out, multiplier, shift, master, master_bias, codes, bias, lr, limit, x, grad)
     return loss
+
+
+@njit(cache=True, error_model="numpy")
+def classifier_input_grad(master, grad, g):
+    """dL/dx of the classifier, with the masters before their step: g[c] = sum over k ascending
+    of grad[k] * W[k, c] (el_train.c classifier_input_grad); g (>= C,) is the caller's."""
+    classes, depth = master.shape
+    for c in range(depth):
+        total = f32(0.0)
+        for k in range(classes):
+            total = total + grad[k] * master[k, c]
+        g[c] = total
 
 
 # ====================================================================================
@@ -457,16 +479,50 @@ class StepStats:
     predicted: int
 
 
+LAST_BLOCK_SIGNALS = {"classifier": 0, "lls": 1}     # el_train_last_block: EL_TRAIN_LAST_CLASSIFIER, _LLS
+
+
+def _check_global_pool(parsed: dict, where: str) -> None:
+    """el_train.c global_pool_ok: the classifier reads the last block's globally pooled output
+    (one AVERAGE_POOL_2D of the whole map to 1 x 1 x O, RESHAPEs around it, depth O)."""
+    tail, ops = parsed["tail"], parsed["ops"]
+    last = tail["blocks"][-1]
+    pw = ops[last["first_op"] + 1]["record"]
+    h, w, o = pw["output_dims"][1:]
+    pools, ok = 0, True
+    for index in range(last["first_op"] + 2, tail["classifier_op"]):
+        op = ops[index]
+        if op["opcode"] == blob.OPCODES["AVERAGE_POOL_2D"][0]:
+            r = op["record"]
+            ok = ok and r["input"] == pw["output"] and tuple(r["input_dims"][1:3]) == (h, w) and \
+                (r["filter_h"], r["filter_w"]) == (h, w) and (r["pad_h"], r["pad_w"]) == (0, 0) and \
+                tuple(r["output_dims"][1:]) == (1, 1, o)
+            pools += 1
+        elif op["opcode"] != blob.OPCODES["RESHAPE"][0]:
+            ok = False
+    if not (ok and pools == 1 and ops[tail["classifier_op"]]["record"]["filter_dims"][0] == o):
+        raise ConfigError(f"{where}: last-block signal 'classifier' needs the classifier to read the last block's "
+                          f"globally pooled output (one AVERAGE_POOL_2D of its {h}x{w} map, reshapes)")
+
+
 class BoardTrainer:
     """The board's training state (el_trainer) and its step, from a model image."""
 
     def __init__(self, image: bytes, *, lr: float, classifier_lr: float, seed: int = 1, where: str = "<image>",
-                 master_weights: bool = False):
+                 master_weights: bool = False, last_block: str = "classifier"):
         """master_weights=True: not the board, a comparison: the block weights keep float32
-        masters (round to nearest for the int8 forward) instead of stochastic rounding."""
+        masters (round to nearest for the int8 forward) instead of stochastic rounding.
+        last_block: the last block's learning signal (el_train_config.last_block):
+        'classifier' (the board's default) the classifier's cross-entropy gradient at its input,
+        'lls' its own LLS head."""
+        if last_block not in LAST_BLOCK_SIGNALS:
+            raise ConfigError(f"unknown last-block signal {last_block!r}; choose classifier or lls")
         self.image, self.where = bytes(image), where
         parsed = blob.open_image(self.image, where)
         _check_tail(parsed, where)
+        if last_block == "classifier":
+            _check_global_pool(parsed, where)
+        self.last_block = last_block
         self.parsed, self.tensors, self.ops, self.tail = parsed, parsed["tensors"], parsed["ops"], parsed["tail"]
         self.lr, self.classifier_lr = f32(lr), f32(classifier_lr)
         self.rng = np.array([seed if seed % (1 << 32) else 1], np.uint32)
@@ -581,32 +637,48 @@ class BoardTrainer:
 
     # ---------------------------------------------------------------- one step
     def step(self, features: np.ndarray, label: int) -> StepStats:
+        """One el_train_step. With last_block='classifier', the last block: its forward, the head
+        ops, the classifier's forward, dL/dlogits, g = W^T dL/dlogits (masters before their step)
+        as dL/dv for a pool of 1 (straight through the pool's requantization, factor 1:
+        el_train.h), the block's update, then the classifier's; its loss is the classifier's."""
         if not 0 <= int(label) < self.classes:
             raise ConfigError(f"label {label} is not one of the model's {self.classes} classes")
         label = int(label)
         x = self._check_features(features)
-        losses = []
-        for (b, (dw, pw), basis), (dw_master, pw_master) in zip(self.blocks, self._masters):
+        fc, op = self.classifier.record, self.classifier
+        s_in, s_out = self._scale(fc["input"]), self._scale(fc["output"])
+        last = len(self.blocks) - 1 if self.last_block == "classifier" else -1
+        losses, loss, predicted = [], None, 0
+        for k, ((b, (dw, pw), basis), (dw_master, pw_master)) in enumerate(zip(self.blocks, self._masters)):
             y = self._conv(dw, x)
             z = self._conv(pw, y)
             d, p = dw.record, pw.record
             z_scale = self._scale(p["output"])
-            losses.append(float(lls_head(z, z_scale, p["output_offset"], b["pool_size"], basis, self.temperature,
-                                         label, self._v, self._grad_v, self._logits, self._dlogits)))
+            pool = b["pool_size"]
+            if k == last:
+                pooled = self._head_ops(z)
+                predicted = classifier_forward(pooled, -fc["input_offset"], s_in, self.master, self.master_bias,
+                                               self._v, self._logits)
+                loss = softmax_cross_entropy(self._logits, self.classes, f32(1.0), label, self._dlogits)
+                losses.append(float(loss))
+                classifier_input_grad(self.master, self._dlogits, self._grad_v)
+                pool = 1
+            else:
+                losses.append(float(lls_head(z, z_scale, p["output_offset"], pool, basis, self.temperature,
+                                             label, self._v, self._grad_v, self._logits, self._dlogits)))
             update_dwsep(x, y, z, self._scale(d["input"]), self._scale(d["output"]), z_scale, -d["input_offset"],
-                         -p["input_offset"], b["pool_size"], self._grad_v, self.lr, self.rng,
+                         -p["input_offset"], pool, self._grad_v, self.lr, self.rng,
                          dw.weights[0], dw.bias, dw.multiplier, dw.shift, dw.geometry, dw.act_range,
                          pw.weights.reshape(pw.weights.shape[0], -1), pw.bias, pw.multiplier, pw.shift,
                          pw.act_range, self._mid, self._out, dw_master, pw_master)
             x = z
-        pooled = self._head_ops(x)
-        fc, op = self.classifier.record, self.classifier
-        s_in, s_out = self._scale(fc["input"]), self._scale(fc["output"])
-        predicted = classifier_forward(pooled, -fc["input_offset"], s_in, self.master, self.master_bias, self._v,
-                                       self._logits)
-        loss = classifier_update(label, s_in, s_out, op.multiplier, op.shift, self.master, self.master_bias,
-                                 op.weights, op.bias, self.classifier_lr, self._bias_limit, self._v, self._logits,
-                                 self._dlogits)
+        if loss is None:
+            pooled = self._head_ops(x)
+            predicted = classifier_forward(pooled, -fc["input_offset"], s_in, self.master, self.master_bias,
+                                           self._v, self._logits)
+            loss = softmax_cross_entropy(self._logits, self.classes, f32(1.0), label, self._dlogits)
+        classifier_sgd(s_in, s_out, op.multiplier, op.shift, self.master, self.master_bias, op.weights, op.bias,
+                       self.classifier_lr, self._bias_limit, self._v, self._dlogits)
         self.steps += 1
         return StepStats(losses, float(loss), int(predicted))
 
@@ -616,4 +688,4 @@ class BoardTrainer:
         return {op.op: (op.weights.reshape(-1).copy(), op.bias.copy()) for op in ops}
 
 
-__all__ = ["BoardTrainer", "StepStats", "train_layout", "expf", "logf"]
+__all__ = ["BoardTrainer", "LAST_BLOCK_SIGNALS", "StepStats", "train_layout", "expf", "logf"]

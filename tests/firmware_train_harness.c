@@ -2,11 +2,12 @@
  * firmware_train_harness.c - the firmware's LLS training step (el_train.c and src/lls/) on
  * the host, for tests/test_firmware_train.py.
  *
- *     firmware_train_harness IMAGE SAMPLES OUTPUT LR_BITS CLASSIFIER_LR_BITS SEED [BUFFER_BYTES]
+ *     firmware_train_harness IMAGE SAMPLES OUTPUT LR_BITS CLASSIFIER_LR_BITS SEED LAST_BLOCK [BUFFER_BYTES]
  *
  * IMAGE is a fine-tuning model image; SAMPLES holds k records of "<I" label then the model's
  * input bytes; the learning rates are given as float32 bit patterns (hex or decimal), so no
- * decimal conversion stands between the test and the board. The training buffer is exactly
+ * decimal conversion stands between the test and the board. LAST_BLOCK is the config's
+ * last_block (0 from the classifier, 1 its LLS head; el_train_last_block). The training buffer is exactly
  * BUFFER_BYTES (default el_train_buffer_bytes) in its own allocation, so ASan sees a byte past
  * it. For each sample, one el_train_step; OUTPUT gets, per step, "<IIIII I" the bits of
  * block_loss[0..3] and loss, then predicted; then per trainable op "<III" op, weight count,
@@ -53,9 +54,9 @@ int main(int argc, char **argv)
     el_train_status trained;
     FILE *out;
     uint32_t i;
-    if (argc < 7 || argc > 8) {
+    if (argc < 8 || argc > 9) {
         fprintf(stderr, "usage: firmware_train_harness IMAGE SAMPLES OUTPUT LR_BITS CLASSIFIER_LR_BITS SEED "
-                        "[BUFFER_BYTES]\n");
+                        "LAST_BLOCK [BUFFER_BYTES]\n");
         return 2;
     }
     image = read_file("firmware_train_harness", argv[1], &image_size);
@@ -71,12 +72,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "el_runner_init: %s (op %u)\n", el_runner_status_name(status), (unsigned)runner.failed_op);
         return 4;
     }
-    buffer_bytes = argc == 8 ? (size_t)strtoul(argv[7], NULL, 0) : el_train_buffer_bytes(&model);
+    buffer_bytes = argc == 9 ? (size_t)strtoul(argv[8], NULL, 0) : el_train_buffer_bytes(&model);
     printf("buffer %u\n", (unsigned)el_train_buffer_bytes(&model));
     buffer = malloc(buffer_bytes > 0 ? buffer_bytes : 1u);
     config.lr = f32_from(argv[4]);
     config.classifier_lr = f32_from(argv[5]);
     config.seed = (uint32_t)strtoul(argv[6], NULL, 0);
+    config.last_block = (uint32_t)strtoul(argv[7], NULL, 0);
     trained = el_train_init(&trainer, &runner, buffer, buffer_bytes, &config);
     if (trained != EL_TRAIN_OK) {
         fprintf(stderr, "el_train_init: %s (block %u)\n", el_train_status_name(trained),

@@ -34,7 +34,9 @@ import pytest
 
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, SAMPLES_DIR, VWW_DIR
 from test_firmware_vww import _bench
-from edge_lls.board_train import BoardTrainer, expf, logf, rng_uniform, stochastic_round_step, train_layout
+from edge_lls.board_train import (LAST_BLOCK_SIGNALS, BoardTrainer, expf, logf, rng_uniform, stochastic_round_step,
+                                  train_layout)
+from edge_lls.errors import ConfigError
 from edge_lls.finetune import trainable_tail
 from edge_lls.formats import blob
 from edge_lls.formats.tflite import read_tflite
@@ -64,19 +66,20 @@ def f32_bits(value: float) -> str:
 
 
 def run_harness(harness, image: bytes, samples, lr: float, classifier_lr: float, seed: int, folder: Path,
-                buffer: int | None = None) -> subprocess.CompletedProcess:
+                buffer: int | None = None, last_block: str = "lls") -> subprocess.CompletedProcess:
     (folder / "model.bin").write_bytes(image)
     (folder / "samples.bin").write_bytes(b"".join(struct.pack("<I", int(label)) +
                                                   np.ascontiguousarray(x, np.int8).tobytes() for x, label in samples))
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
     cmd = [str(harness), str(folder / "model.bin"), str(folder / "samples.bin"), str(folder / "out.bin"),
-           f32_bits(lr), f32_bits(classifier_lr), str(seed)] + ([str(buffer)] if buffer is not None else [])
+           f32_bits(lr), f32_bits(classifier_lr), str(seed), str(LAST_BLOCK_SIGNALS[last_block])] + \
+        ([str(buffer)] if buffer is not None else [])
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes):
+def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes, last_block="lls"):
     """(per-step stats tuples, {op: (weights, bias)}, outputs after training) from the C."""
-    result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder)
+    result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder, last_block=last_block)
     assert result.returncode == 0 and "runtime error" not in result.stderr, result.stderr[-4000:]
     raw, at = (folder / "out.bin").read_bytes(), 0
     stats = []
@@ -94,12 +97,12 @@ def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_
     return stats, weights, outputs, result.stdout
 
 
-def twin_training(program, image, samples, lr, classifier_lr, seed):
+def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="lls"):
     graph = prepare(program, batch=1, fast=False, requantize="tflm")
     tail = blob.open_image(image)["tail"]
     cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
     features = [graph.run_all([x])[cut] for x, _ in samples]
-    twin = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed)
+    twin = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed, last_block=last_block)
     before = twin.weights()
     stats = []
     for f, (_, label) in zip(features, samples):
@@ -110,10 +113,11 @@ def twin_training(program, image, samples, lr, classifier_lr, seed):
     return stats, before, twin.weights(), outputs
 
 
-def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder):
-    twin_stats, before, twin_weights, twin_outputs = twin_training(program, image, samples, lr, classifier_lr, seed)
+def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder, last_block="lls"):
+    twin_stats, before, twin_weights, twin_outputs = twin_training(program, image, samples, lr, classifier_lr, seed,
+                                                                   last_block)
     c_stats, c_weights, c_outputs, _ = c_training(harness, image, samples, lr, classifier_lr, seed, folder,
-                                                   len(twin_outputs[0]))
+                                                   len(twin_outputs[0]), last_block)
     assert c_stats == twin_stats
     assert sorted(c_weights) == sorted(twin_weights)
     moved = 0
@@ -146,6 +150,25 @@ def test_the_board_trains_vww_as_its_twin_predicts_bit_for_bit(harness, train_la
     samples = _vww_samples(program, 6, seed)
     stats = assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, tmp_path)
     assert all(np.isfinite(s[:5]).all() for s in stats)
+
+
+@pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
+@pytest.mark.parametrize("train_last,lr,classifier_lr,seed", [(1, 0.3, 0.05, 7), (2, 0.2, 0.01, 321)])
+def test_the_last_block_learning_from_the_classifier_trains_vww_as_its_twin_predicts(harness, train_last, lr,
+                                                                                     classifier_lr, seed, tmp_path):
+    """last_block = classifier (the board's default): the last block's loss is the classifier's
+    cross-entropy, the blocks before it keep their LLS heads; still bit for bit."""
+    program = read_tflite(VWW_INT8)
+    image = blob.build_image(program, trainable_tail(program, train_last)).data
+    samples = _vww_samples(program, 6, seed)
+    stats = assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, tmp_path, "classifier")
+    assert all(s[train_last - 1] == s[4] for s in stats)          # the last block reports the classifier's CE
+    assert all(np.isfinite(s[:5]).all() for s in stats)
+    lls = twin_training(program, image, samples, lr, classifier_lr, seed, "lls")[0]
+    # the first step, before any update: the earlier blocks' LLS losses and the classifier's are
+    # the same (later steps differ: the last block's update draws other random numbers)
+    assert stats[0][:train_last - 1] == lls[0][:train_last - 1] and stats[0][4] == lls[0][4]
+    assert [s[:5] for s in stats] != [s[:5] for s in lls]
 
 
 def _small_program():
@@ -198,13 +221,74 @@ def test_stride_2_relu6_ten_classes_and_overlapping_pool_windows_train_as_the_tw
     assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 99, tmp_path)
 
 
+def test_the_small_model_learning_from_the_classifier_trains_as_the_twin(harness, small_program, tmp_path):
+    """The stride-2 / ReLU6 / 10-class model, its last block (pool 2 for its unused LLS head)
+    from the classifier: the update then spreads one value a channel over the 5x5 map."""
+    program = small_program
+    tail = _tail_with_pool(program, 2, 2)
+    image = blob.build_image(program, tail).data
+    rng = np.random.default_rng(19)
+    samples = [(rng.integers(-128, 128, (1, 10, 10, 3)).astype(np.int8), int(rng.integers(0, 10))) for _ in range(12)]
+    stats = assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 77, tmp_path, "classifier")
+    assert all(s[1] == s[4] for s in stats)
+
+
+def test_the_last_block_gradient_is_the_classifier_weights_times_dlogits(small_program):
+    """The twin's (= the board's) signal for the last block equals W^T (softmax - onehot)
+    computed independently in float64 NumPy from the classifier's masters before the step and
+    its int8 pooled input. Tolerance: g[c] sums K = 10 products in float32, each of a
+    |dlogit| <= 1 (computed by the expf / logf polynomials, relative error < 1e-6, and a
+    division) and a master weight, so |error| <= (K + 4) * 2^-24 * sum_k |dlogit_k| |W_kc|
+    plus 1e-6 * sum_k |W_kc|; we allow 4e-6 * sum_k |W_kc| + 1e-9, twice that bound."""
+    image = blob.build_image(small_program, _tail_with_pool(small_program, 2, 2)).data
+    graph = prepare(small_program, batch=1, fast=False, requantize="tflm")
+    parsed = blob.open_image(image)
+    cut = small_program.operators[parsed["tail"]["blocks"][0]["first_op"]].inputs[0]
+    fc = parsed["ops"][parsed["tail"]["classifier_op"]]["record"]
+    assert parsed["ops"][parsed["tail"]["classifier_op"] - 1]["opcode"] == blob.OPCODES["AVERAGE_POOL_2D"][0]
+    s_in = np.float64(struct.unpack("<f", struct.pack("<I", parsed["tensors"][fc["input"]]["scale"]))[0])
+    twin = BoardTrainer(image, lr=0.2, classifier_lr=0.1, seed=5, last_block="classifier")
+    rng = np.random.default_rng(21)
+    checked = 0
+    for step in range(8):
+        x = rng.integers(-128, 128, (1, 10, 10, 3)).astype(np.int8)
+        label = int(rng.integers(0, 10))
+        features = graph.run_all([x])[cut]
+        h = twin._check_features(features)       # the int8 forward with the weights learned so far
+        for _, (dw, pw), _ in twin.blocks:
+            h = twin._conv(pw, twin._conv(dw, h))
+        pooled = twin._head_ops(h).copy()
+        w = twin.master.astype(np.float64).copy()                           # before the step
+        b = twin.master_bias.astype(np.float64).copy()
+        v = s_in * (pooled.astype(np.float64) + fc["input_offset"])
+        logits = w @ v + b
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        p[label] -= 1.0
+        want = w.T @ p
+        twin.step(features, label)
+        got = twin._grad_v[:w.shape[1]].astype(np.float64)
+        tol = 4e-6 * np.abs(w).sum(axis=0) + 1e-9
+        assert np.all(np.abs(got - want) <= tol), (step, np.max(np.abs(got - want) / tol))
+        checked += np.count_nonzero(want)
+    assert checked > 0
+
+
+def test_the_classifier_signal_needs_a_global_pool_and_a_known_name(small_program):
+    image = blob.build_image(small_program, _tail_with_pool(small_program, 2, 2)).data
+    with pytest.raises(ConfigError, match="unknown last-block signal"):
+        BoardTrainer(image, lr=0.1, classifier_lr=0.1, last_block="head")
+    parsed = blob.open_image(image)
+    assert parsed["ops"][parsed["tail"]["classifier_op"] - 1]["opcode"] == blob.OPCODES["AVERAGE_POOL_2D"][0]
+
+
 def test_repeated_steps_on_one_sample_lower_its_losses(small_program):
     image = blob.build_image(small_program, _tail_with_pool(small_program, 2, 2)).data
     graph = prepare(small_program, batch=1, fast=False, requantize="tflm")
     x = np.random.default_rng(3).integers(-128, 128, (1, 10, 10, 3)).astype(np.int8)
     cut = small_program.operators[blob.open_image(image)["tail"]["blocks"][0]["first_op"]].inputs[0]
     features = graph.run_all([x])[cut]
-    twin = BoardTrainer(image, lr=0.2, classifier_lr=0.1, seed=4)
+    twin = BoardTrainer(image, lr=0.2, classifier_lr=0.1, seed=4, last_block="lls")
     first = twin.step(features, 7)
     for _ in range(30):
         last = twin.step(features, 7)
@@ -227,10 +311,20 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
         assert layout["total"] == sum(v for k, v in layout.items() if k != "total")
         short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=layout["total"] - 1)
         assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
+        # the classifier signal: the same buffer (g in the head's dL/dv, Y parked in mid_grad)
+        exact = run_harness(harness, image, [(x, 1)] * 2, 0.01, 0.01, 1, tmp_path, buffer=layout["total"],
+                            last_block="classifier")
+        assert exact.returncode == 0 and "runtime error" not in exact.stderr, exact.stderr
     bad_label = run_harness(harness, image, [(x, 2)], 0.01, 0.01, 1, tmp_path)
     assert bad_label.returncode == 6 and "label out of range" in bad_label.stderr
     no_tail = run_harness(harness, blob.build_image(program).data, [(x, 0)], 0.01, 0.01, 1, tmp_path)
     assert no_tail.returncode == 5 and "no trainable tail" in no_tail.stderr
+    LAST_BLOCK_SIGNALS["bogus"] = 2
+    try:
+        bad_signal = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, last_block="bogus")
+    finally:
+        del LAST_BLOCK_SIGNALS["bogus"]
+    assert bad_signal.returncode == 5 and "head or classifier" in bad_signal.stderr, bad_signal.stderr
 
 
 # ------------------------------------------------------------------ the twin's pieces

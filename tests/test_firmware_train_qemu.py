@@ -4,7 +4,8 @@ and prints the losses (float32 bits) and, after the steps, the CRC-32 of every t
 op's learned weights and biases. Held to: everything it prints equals what the Python twin
 (edge_lls/board_train.py) computes for the same samples, bit for bit, on both boards; the
 default plan (the last block + classifier) on the Cortex-M4 and the last two blocks on the
-Cortex-M7, each inside its device profile's SRAM; the firmware calls nothing of libc's float
+Cortex-M7, each inside its device profile's SRAM, with the last block learning from its LLS
+head and (the board's default) from the classifier; the firmware calls nothing of libc's float
 functions (sqrt is the FPU's instruction: -fno-math-errno).
 """
 from __future__ import annotations
@@ -22,13 +23,14 @@ from edge_lls.formats.tflite import read_tflite
 
 QEMU_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "qemu-system-arm", "make", "gcc")
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
-# (board, blocks trained, stack reserve or None for the board's default)
-PLANS = [("mps2-an386", 1, 8192), ("mps2-an500", 2, None)]
+# (board, blocks trained, stack reserve or None for the board's default, the last block's signal)
+PLANS = [("mps2-an386", 1, 8192, "lls"), ("mps2-an500", 2, None, "lls"),
+         ("mps2-an386", 1, 8192, "classifier"), ("mps2-an500", 2, None, "classifier")]
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
-@pytest.mark.parametrize("board,train_last,stack", PLANS)
-def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, tmp_path, capsys):
+@pytest.mark.parametrize("board,train_last,stack,last_block", PLANS)
+def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_block, tmp_path, capsys):
     require_tools(*QEMU_TOOLS)
     from edge_lls.devices import get_device
     from qemu_helper import run_elf
@@ -41,13 +43,15 @@ def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, tmp_p
     samples = list(zip(images, (1, 0, 1)))
     lr, classifier_lr, seed = 0.3, 0.05, 2024
     train_h = bench.write_train_header(tmp_path / "train.h", samples, train_layout(image.data)["total"], lr,
-                                       classifier_lr, seed)
+                                       classifier_lr, seed, last_block)
     extra = (f"STACK_BYTES={stack}",) if stack else ()
     elf = bench.build(board, model_c, train_h, tmp_path / board, mode="TRAIN", extra=extra)
     run = run_elf(elf, board, timeout=300)
     assert run.exit_status == 0, run.uart + run.semihost
     steps, crcs = bench.parse_train(run.uart)
-    twin_steps, twin_crcs = bench.twin_train_run(program, image, samples, lr, classifier_lr, seed)
+    twin_steps, twin_crcs = bench.twin_train_run(program, image, samples, lr, classifier_lr, seed, last_block)
+    if last_block == "classifier":   # the last block reports the classifier's cross-entropy
+        assert all(s["losses"][train_last - 1] == s["losses"][-1] for s in twin_steps)
     assert [{"losses": s["losses"], "predicted": s["predicted"]} for s in steps] == twin_steps
     assert crcs == twin_crcs and len(crcs) == 2 * train_last + 1
     # memory: the planned buffer, inside the profile's SRAM with the stack reserve
@@ -63,5 +67,5 @@ def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, tmp_p
     assert "sqrtf" not in undefined and "expf" not in undefined and "logf" not in undefined
     ratios = [s["train"] / s["infer"] for s in steps]
     with capsys.disabled():
-        print(f"\n{board} last {train_last}: training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
+        print(f"\n{board} last {train_last} ({last_block}): training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
               f"instructions; SRAM {sram:,} B (stack high water {high_water:,} B)")

@@ -4,7 +4,7 @@ beside the host's float fine-tuning (edge_lls/finetune.py: float master weights,
 schedule-free AdamW) on the same images, the same frozen int8 prefix, the same held-out split.
 
     .venv/bin/python tools/bench_board_accuracy.py [--train 2000] [--test 1000] [--epochs 3]
-        [--train-last 1,2] [--seeds 0,1,2]
+        [--train-last 1,2] [--seeds 0,1,2] [--last-block classifier,lls]
 
 Data: a real image set at the board's input size: the MNIST test digits of ../shared (the only
 MNIST here), 96x96 RGB through the folder reader, split into two balanced classes (0-4 / 5-9)
@@ -13,7 +13,9 @@ so that vww_96_int8's pretrained 2-class classifier starts the head, as on a VWW
 rate) evaluate. The board's learning rates are chosen on a validation split (the last 20 % of
 the training images, trained on the first 80 %), then the run is repeated on all of them.
 
-Prints per plan (blocks trained) and seed: the pretrained int8 accuracy, the host's float
+The last block's learning signal (--last-block) is set alike on both sides: 'classifier' (the
+board's default, BoardTrainer(last_block=...); the host's finetune(..., last_block="classifier"))
+or 'lls' (its own LLS head). Prints per plan (blocks trained), signal and seed: the pretrained int8 accuracy, the host's float
 (fp32) and exported int8 accuracy with its defaults (schedule-free AdamW) and the host's fp32
 accuracy with plain SGD (lr HOST_SGD_LR, batch 32: the board's optimizer, float arithmetic
 and batch norm), the board twin's int8 accuracy, the same update with float
@@ -59,9 +61,10 @@ def write_folder(root: Path, train: int, test: int) -> None:
 
 
 def board_run(image: bytes, x, y, epochs: int, lr: float, classifier_lr: float, seed: int,
-              master_weights: bool = False) -> BoardTrainer:
+              master_weights: bool = False, last_block: str = "classifier") -> BoardTrainer:
     """The board's training: one sample per step, a fresh seeded order per epoch."""
-    trainer = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed + 1, master_weights=master_weights)
+    trainer = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed + 1, master_weights=master_weights,
+                           last_block=last_block)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         for i in rng.permutation(len(x)):
@@ -82,6 +85,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--host-batch", type=int, default=32)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--last-block", default="classifier,lls",
+                        help="the last block's learning signal(s), on the board and the host: classifier (the "
+                             "board's default: the classifier's gradient at its input) and / or lls (its own head)")
     args = parser.parse_args(argv)
     from edge_lls.data import load_dataset
     backbone = load_backbone(VWW_INT8)
@@ -100,25 +106,26 @@ def main(argv=None) -> int:
             order = np.random.default_rng(1234).permutation(len(train.x))
             fit, held = order[:int(0.8 * len(order))], order[int(0.8 * len(order)):]
             pretrained = accuracy(BoardTrainer(image, lr=0.0, classifier_lr=0.0), test.x, test.y)
-            for seed in (int(v) for v in args.seeds.split(",")):
+            for seed, signal in ((int(v), sig) for v in args.seeds.split(",") for sig in args.last_block.split(",")):
                 t0 = time.perf_counter()
-                scores = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed),
-                                         train.x[held], train.y[held]) for pair in LR_GRID}
+                scores = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed,
+                                                   last_block=signal), train.x[held], train.y[held])
+                          for pair in LR_GRID}
                 lr, classifier_lr = max(LR_GRID, key=lambda pair: scores[pair])
-                board = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed),
-                                 test.x, test.y)
+                board = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed,
+                                           last_block=signal), test.x, test.y)
                 board_s = time.perf_counter() - t0
                 # the same update with float master weights instead of stochastic rounding: the
                 # accuracy cost of keeping the block weights int8 (same learning rates)
-                master = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed, True),
-                                  test.x, test.y)
+                master = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed, True,
+                                            last_block=signal), test.x, test.y)
                 t0 = time.perf_counter()
                 _, host = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
-                                   batch_size=args.host_batch, seed=seed, calibration_images=512)
+                                   batch_size=args.host_batch, seed=seed, calibration_images=512, last_block=signal)
                 _, host_sgd = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
                                        batch_size=args.host_batch, seed=seed, calibration_images=512,
-                                       optimizer="sgd", lr=HOST_SGD_LR)
-                row = {"train_last": train_last, "seed": seed, "pretrained_int8": pretrained,
+                                       optimizer="sgd", lr=HOST_SGD_LR, last_block=signal)
+                row = {"train_last": train_last, "last_block": signal, "seed": seed, "pretrained_int8": pretrained,
                        "host_fp32": host["fp32_accuracy"], "host_int8": host["int8_accuracy"],
                        "host_sgd_fp32": host_sgd["fp32_accuracy"], "board_int8": board, "float_master_int8": master,
                        "board_lr": lr, "board_classifier_lr": classifier_lr,
@@ -131,11 +138,11 @@ def main(argv=None) -> int:
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"vww_96_int8 fine-tuned on MNIST 0-4 / 5-9 at 96x96: {args.train} train / {args.test} held-out test "
           f"images, {args.epochs} epochs; host batch {args.host_batch}, board batch 1")
-    print("| blocks | seed | pretrained int8 | host fp32 (AdamW-SF, BN) | host int8 | host fp32 (SGD, BN) "
+    print("| blocks | last block's signal | seed | pretrained int8 | host fp32 (AdamW-SF, BN) | host int8 | host fp32 (SGD, BN) "
           "| board (twin) int8 | same with float masters | board lr / classifier lr | board - host | board - host SGD |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['train_last']} | {r['seed']} | {100 * r['pretrained_int8']:.2f}% | {100 * r['host_fp32']:.2f}% | "
+        print(f"| {r['train_last']} | {r['last_block']} | {r['seed']} | {100 * r['pretrained_int8']:.2f}% | {100 * r['host_fp32']:.2f}% | "
               f"{100 * r['host_int8']:.2f}% | {100 * r['host_sgd_fp32']:.2f}% | {100 * r['board_int8']:.2f}% | "
               f"{100 * r['float_master_int8']:.2f}% | "
               f"{r['board_lr']:g} / "

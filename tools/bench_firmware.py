@@ -24,7 +24,8 @@ Prints per board:
 
 Then, unless --no-train, the training plans (TRAIN_PLANS: the last block + classifier and the
 last two blocks, on each board): main.c built with `make MODEL=... TRAIN=train.h` runs per
-sample image one inference and one LLS step (el_train_step), every loss and learned weight's
+sample image one inference and one LLS step (el_train_step; --last-block: the last block's
+signal, the classifier's by default, as on the board), every loss and learned weight's
 CRC checked against the Python twin (edge_lls/board_train.py); printed per plan: the training
 buffer, SRAM used, the stack high water, instructions per inference and per training step.
 
@@ -108,14 +109,21 @@ def _c_float(value: float) -> str:
     return float(np.float32(value)).hex() + "f"
 
 
-def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classifier_lr: float, seed: int) -> Path:
-    """The header main.c reads with TRAIN=: (int8 input, label) samples and the step's settings."""
+LAST_BLOCK_MACROS = {"classifier": "EL_TRAIN_LAST_CLASSIFIER", "lls": "EL_TRAIN_LAST_LLS"}
+
+
+def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classifier_lr: float, seed: int,
+                       last_block: str = "classifier") -> Path:
+    """The header main.c reads with TRAIN=: (int8 input, label) samples and the step's settings
+    (last_block: the last block's signal, el_train_config.last_block; the board's default is
+    the classifier's)."""
     rows = [np.ascontiguousarray(x, np.int8).reshape(-1) for x, _ in samples]
     size = rows[0].size
     lines = ["/* training samples for main.c (make TRAIN=...): written by tools/bench_firmware.py */",
              "#include <stdint.h>", f"#define EL_TRAIN_SAMPLE_COUNT {len(rows)}u", f"#define EL_TRAIN_SAMPLE_BYTES {size}u",
              f"#define EL_TRAIN_BUFFER_BYTES {buffer_bytes}u", f"#define EL_TRAIN_LR {_c_float(lr)}",
              f"#define EL_TRAIN_CLASSIFIER_LR {_c_float(classifier_lr)}", f"#define EL_TRAIN_SEED {seed}u",
+             f"#define EL_TRAIN_LAST_BLOCK {LAST_BLOCK_MACROS[last_block]}",
              "static const uint32_t el_train_labels[EL_TRAIN_SAMPLE_COUNT] = {" +
              ", ".join(f"{int(label)}u" for _, label in samples) + "};",
              "static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES] = {"]
@@ -157,7 +165,8 @@ def parse_train(uart: str) -> tuple[list[dict], dict[int, tuple[int, int]]]:
     return steps, crcs
 
 
-def twin_train_run(program, image: blob.Image, samples, lr: float, classifier_lr: float, seed: int):
+def twin_train_run(program, image: blob.Image, samples, lr: float, classifier_lr: float, seed: int,
+                   last_block: str = "classifier"):
     """What the board must print for samples: (steps as parse_train gives them without the
     instruction counts, {op: (weights crc, bias crc)}), from the Python twin."""
     import struct
@@ -168,7 +177,7 @@ def twin_train_run(program, image: blob.Image, samples, lr: float, classifier_lr
     graph = prepare(program, batch=1, fast=False, requantize="tflm")
     tail = blob.open_image(image.data)["tail"]
     cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
-    twin = BoardTrainer(image.data, lr=lr, classifier_lr=classifier_lr, seed=seed)
+    twin = BoardTrainer(image.data, lr=lr, classifier_lr=classifier_lr, seed=seed, last_block=last_block)
     steps = []
     bits = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]   # noqa: E731
     for x, label in samples:
@@ -250,7 +259,7 @@ TRAIN_PLANS = (("mps2-an386", 1, 8192), ("mps2-an386", 2, None), ("mps2-an500", 
 TRAIN_SETTINGS = (0.3, 0.05, 2024)          # block lr, classifier lr, seed
 
 
-def measure_training(program, samples, folder: Path, plans=TRAIN_PLANS) -> list[dict]:
+def measure_training(program, samples, folder: Path, plans=TRAIN_PLANS, last_block: str = "classifier") -> list[dict]:
     """Per plan: build main.c with TRAIN=, run it under QEMU, check every printed loss and
     weight CRC against the Python twin, and report instructions per inference and per
     training step (the same sample, one after the other), SRAM and the stack high water."""
@@ -261,18 +270,20 @@ def measure_training(program, samples, folder: Path, plans=TRAIN_PLANS) -> list[
     for board, train_last, stack in plans:
         model_c, image = write_model_c(program, folder, f"vww_train{train_last}", trainable_tail(program, train_last))
         buffer = train_layout(image.data)["total"]
-        header = write_train_header(folder / f"train{train_last}.h", samples, buffer, lr, classifier_lr, seed)
+        header = write_train_header(folder / f"train{train_last}.h", samples, buffer, lr, classifier_lr, seed,
+                                    last_block)
         elf = build(board, model_c, header, folder / f"{board}-train{train_last}", mode="TRAIN",
                     extra=(f"STACK_BYTES={stack}",) if stack else ())
         run = run_elf(elf, board, timeout=300)
         if run.exit_status != 0:
             raise RuntimeError(f"{board}: exit {run.exit_status}\n{run.uart}{run.semihost}")
         steps, crcs = parse_train(run.uart)
-        twin_steps, twin_crcs = twin_train_run(program, image, samples, lr, classifier_lr, seed)
+        twin_steps, twin_crcs = twin_train_run(program, image, samples, lr, classifier_lr, seed, last_block)
         if [{"losses": st["losses"], "predicted": st["predicted"]} for st in steps] != twin_steps or crcs != twin_crcs:
             raise RuntimeError(f"{board} last {train_last}: the board's training differs from the twin's")
         mem = map_memory(elf.with_suffix(".map"))
-        rows.append({"board": board, "device": BOARDS[board], "train_last": train_last, "buffer": buffer,
+        rows.append({"board": board, "device": BOARDS[board], "train_last": train_last, "last_block": last_block,
+                     "buffer": buffer,
                      "arena": image.arena_bytes, "sram": mem["data"] + mem["bss"] + mem["stack"],
                      "stack": mem["stack"], "ram": banner_value(run.uart, r"^ram (\d+) bytes"),
                      "stack_high_water": banner_value(run.uart, r"^stack high water (\d+) bytes"),
@@ -286,13 +297,13 @@ def print_training(rows: list[dict], names: str) -> None:
     print(f"\ntraining (make TRAIN=, DSP kernels): per sample one inference, then one el_train_step "
           f"(lr {lr}, classifier lr {classifier_lr}, seed {seed}, labels person 1 / no_person 0); every loss and "
           f"weight CRC printed equals the Python twin's: yes")
-    head = ("board", "blocks", "training buffer", "SRAM used (arena+buffer+stack+rest)", "stack high water",
+    head = ("board", "blocks", "last block's signal", "training buffer", "SRAM used (arena+buffer+stack+rest)", "stack high water",
             "instr/inference", "instr/training step", "step / inference")
     print(" | ".join(head))
     for r in rows:
         ratio = " / ".join(f"{t / i:.3f}" for t, i in zip(r["train"], r["infer"]))
         rest = r["sram"] - r["arena"] - r["buffer"] - r["stack"]
-        print(" | ".join((r["board"], f"last {r['train_last']} + classifier", f"{r['buffer']:,} B",
+        print(" | ".join((r["board"], f"last {r['train_last']} + classifier", r["last_block"], f"{r['buffer']:,} B",
                           f"{r['sram']:,} of {r['ram']:,} ({r['arena']:,}+{r['buffer']:,}+{r['stack']:,}+{rest:,})",
                           f"{r['stack_high_water']:,} B", " / ".join(f"{n:,}" for n in r["infer"]),
                           " / ".join(f"{n:,}" for n in r["train"]), ratio)))
@@ -304,6 +315,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=VWW_INT8)
     parser.add_argument("--boards", default=",".join(BOARDS))
     parser.add_argument("--no-train", action="store_true", help="skip the training plans")
+    parser.add_argument("--last-block", default="classifier",
+                        help="the last block's signal in the training plans: classifier (the board's default), "
+                             "lls, or both (comma-separated)")
     args = parser.parse_args(argv)
     from edge_lls.tflm import tflm_min_arena
 
@@ -320,9 +334,10 @@ def main(argv=None) -> int:
             for kernels in ("plain", "dsp"):
                 elf = build(board, model_c, inputs_h, tmp / f"{board}-{kernels}", kernels)
                 rows.append(measure(board, elf, expected) | {"kernels": kernels})
-        training = [] if args.no_train else measure_training(
-            program, [(x, label) for (_, x), label in zip(samples, (1, 0))], tmp,
-            [p for p in TRAIN_PLANS if p[0] in args.boards.split(",")])
+        training = [] if args.no_train else [
+            row for signal in args.last_block.split(",") for row in measure_training(
+                program, [(x, label) for (_, x), label in zip(samples, (1, 0))], tmp,
+                [p for p in TRAIN_PLANS if p[0] in args.boards.split(",")], signal)]
     names = ", ".join(name for name, _ in samples)
     mac_count = macs(program)
     print(f"{args.model.name} on the firmware under QEMU (-icount shift=0), -Os, {mac_count:,} MACs per inference")

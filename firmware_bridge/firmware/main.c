@@ -30,7 +30,9 @@
  *
  * The header defines EL_TRAIN_SAMPLE_COUNT, EL_TRAIN_SAMPLE_BYTES, EL_TRAIN_BUFFER_BYTES (the
  * plan of edge_lls/board_train.py train_layout, checked at start-up against
- * el_train_buffer_bytes), EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED,
+ * el_train_buffer_bytes), EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED, optionally
+ * EL_TRAIN_LAST_BLOCK (the last block's signal, el_train_last_block; default
+ * EL_TRAIN_LAST_CLASSIFIER),
  * `static const uint32_t el_train_labels[]` and
  * `static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES]`.
  */
@@ -120,6 +122,10 @@ static int run_inputs(const el_model *model)
 
 EL_ALIGNED(16) static uint8_t el_train_buffer[EL_TRAIN_BUFFER_BYTES];
 
+#ifndef EL_TRAIN_LAST_BLOCK
+#define EL_TRAIN_LAST_BLOCK EL_TRAIN_LAST_CLASSIFIER
+#endif
+
 static void put_crc(const char *label, const void *data, uint32_t bytes)
 {
     el_uart_puts(label);
@@ -142,7 +148,7 @@ static int train_samples(const el_model *model)
 {
     static el_runner runner;
     static el_trainer trainer;
-    const el_train_config config = {EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED};
+    const el_train_config config = {EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED, EL_TRAIN_LAST_BLOCK};
     el_train_status trained;
     el_runner_status status;
     uint32_t k, i;

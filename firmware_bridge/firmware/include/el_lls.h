@@ -56,7 +56,8 @@ float el_lls_head(const int8_t *output, const el_dims *dims, float scale, int32_
                   float *grad_v, float *logits);
 
 /* Softmax cross-entropy of logits[K] / temperature: returns the loss, writes dL/dlogits
- * ((softmax - onehot) / temperature) into grad. el_lls_head and the classifier use it. */
+ * ((softmax - onehot) / temperature) into grad. el_lls_head and the classifier use it. grad
+ * may be logits itself (the classifier's step: dL/dlogits overwrites the logits in place). */
 float el_softmax_cross_entropy(const float *logits, uint32_t classes, float temperature, uint32_t label,
                                float *grad);
 

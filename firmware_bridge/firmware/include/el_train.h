@@ -13,6 +13,29 @@
  *   3. the ops between the last block and the classifier (the global pool), then the
  *      classifier in float32 on the dequantized pooled vector, trained by cross-entropy.
  *
+ * The last block's learning signal (el_train_config.last_block):
+ *   - EL_TRAIN_LAST_CLASSIFIER (0, the default): the last block learns from the classifier.
+ *     Its step is: block forward (pre-update weights); the int8 head ops (the global pool);
+ *     the classifier's float forward with its master weights (BEFORE the classifier's step);
+ *     dlogits = softmax(logits) - onehot; g[c] = sum over k ascending of dlogits[k] * W[k][c]
+ *     (W the float master, K x C); the block's update (el_lls_update_dwsep) with g as its
+ *     dL/dv for a pool of 1 (every pixel of output channel c gets g[c] / (H*W)); then the
+ *     classifier's update, unchanged. g is the gradient with respect to the classifier's
+ *     real input x[c] = s_in * (P[c] - z_in), P the int8 pooled code; the block's LLS head
+ *     with p = 1 would have formed v[c] = mean over pixels of s_z * (Z - z_z), which x equals
+ *     up to the pool's int8 rounding. The step is straight through that requantization:
+ *     dL/dv = dL/dx, scale factor 1 (both are real values; s_in and s_z drop out). The
+ *     pool's clamp never binds: the mean of codes in [act_min, act_max] stays in that range.
+ *     The block's reported loss is the classifier's cross-entropy. Needs the classifier to
+ *     read the last block's globally pooled output: one AVERAGE_POOL_2D of the whole map to
+ *     1 x 1 x O (RESHAPEs around it), O = the classifier's depth (else EL_TRAIN_ERR_HEAD).
+ *     The LLS head's buffers hold it (g in feature_grad, x in features, dL/dlogits over the
+ *     logits): the layout is the same. The pool may write its output over the depthwise
+ *     output Y (the arena planner reuses Y's bytes), which the update reads: Y is parked in
+ *     mid_grad (free until the update clears it) around the head ops and put back.
+ *   - EL_TRAIN_LAST_LLS: every block, the last one too, learns from its own LLS head (the
+ *     rule as published).
+ *
  * Representation of the trainable weights (docs/firmware.md has the measured cost):
  *   - block weights stay int8 with their exported per-channel scales, copied from flash to
  *     SRAM at el_train_init and updated in place: a real-valued SGD step (tiny-training's
@@ -57,10 +80,17 @@ typedef enum {
     EL_TRAIN_ERR_RUNNER   /* the op runner failed (runner.failed_op, kernel_status) */
 } el_train_status;
 
+/* el_train_config.last_block: the last trainable block's learning signal (see above). */
+typedef enum {
+    EL_TRAIN_LAST_CLASSIFIER = 0, /* the classifier's cross-entropy gradient at its input (default) */
+    EL_TRAIN_LAST_LLS = 1         /* the block's own LLS head */
+} el_train_last_block;
+
 typedef struct {
     float lr;            /* block learning rate (SGD on the real weights) */
     float classifier_lr; /* classifier learning rate */
     uint32_t seed;       /* stochastic rounding; 0 is replaced by 1 (xorshift32 needs a nonzero state) */
+    uint32_t last_block; /* el_train_last_block; any other value is refused (EL_TRAIN_ERR_HEAD) */
 } el_train_config;
 
 /* Byte offsets of each part in the buffer; every part on a 16-byte boundary. */
@@ -74,12 +104,13 @@ typedef struct {
     uint32_t out_grad;           /* float32, the largest block output's H*W */
     uint32_t features;           /* float32, max(D, C): the pooled vector v, the classifier input */
     uint32_t feature_grad;       /* float32, max D */
-    uint32_t logits;             /* float32 [K] */
+    uint32_t logits;             /* float32 [K]: the logits, then the classifier's dL/dlogits */
     uint32_t total;
 } el_train_layout;
 
 typedef struct {
-    float block_loss[EL_TRAIN_MAX_BLOCKS]; /* each block's LLS loss before its update */
+    float block_loss[EL_TRAIN_MAX_BLOCKS]; /* each block's LLS loss before its update (the last
+                                              block from the classifier: the classifier's CE) */
     float loss;                            /* the classifier's cross-entropy before its update */
     uint32_t predicted;                    /* argmax of the classifier's float logits (first max) */
 } el_train_stats;

@@ -12,12 +12,13 @@ float el_weight_scale(int32_t multiplier, int32_t shift, float input_scale, floa
 float el_softmax_cross_entropy(const float *logits, uint32_t classes, float temperature, uint32_t label,
                                float *grad)
 {
-    float top = logits[0] / temperature, sum = 0.0f;
+    float top = logits[0] / temperature, sum = 0.0f, target;
     uint32_t k;
     for (k = 1; k < classes; ++k) {
         float u = logits[k] / temperature;
         top = u > top ? u : top;
     }
+    target = logits[label] / temperature - top; /* read before grad may overwrite logits */
     for (k = 0; k < classes; ++k) {
         grad[k] = el_expf(logits[k] / temperature - top);
         sum = sum + grad[k];
@@ -26,7 +27,7 @@ float el_softmax_cross_entropy(const float *logits, uint32_t classes, float temp
         float p = grad[k] / sum;
         grad[k] = (p - (k == label ? 1.0f : 0.0f)) / temperature;
     }
-    return el_logf(sum) - (logits[label] / temperature - top);
+    return el_logf(sum) - target;
 }
 
 int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng)

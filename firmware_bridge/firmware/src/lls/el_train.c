@@ -154,6 +154,33 @@ static void start_classifier(el_trainer *t, const el_fc_params *fc)
     }
 }
 
+/* The classifier reads the last block's globally pooled output: between them one
+ * AVERAGE_POOL_2D of the block's whole output map to 1 x 1 x O, unpadded, and RESHAPEs
+ * only; the classifier's depth is O. (EL_TRAIN_LAST_CLASSIFIER needs it.) */
+static int global_pool_ok(const el_model *m)
+{
+    const el_tail_header *tail = m->tail;
+    const el_tail_block *last = &m->tail_blocks[tail->block_count - 1u];
+    const el_conv_params *pw = (const el_conv_params *)el_model_record(m, last->first_op + 1u);
+    const el_fc_params *fc = (const el_fc_params *)el_model_record(m, tail->classifier_op);
+    uint32_t op, pools = 0;
+    for (op = last->first_op + 2u; op < tail->classifier_op; ++op) {
+        if (m->ops[op].opcode == EL_OP_AVERAGE_POOL_2D) {
+            const el_pool_params *p = (const el_pool_params *)el_model_record(m, op);
+            if (p->input != pw->output || p->input_dims.h != pw->output_dims.h ||
+                p->input_dims.w != pw->output_dims.w || p->filter_h != p->input_dims.h ||
+                p->filter_w != p->input_dims.w || p->pad_h != 0 || p->pad_w != 0 || p->output_dims.h != 1 ||
+                p->output_dims.w != 1 || p->output_dims.c != pw->output_dims.c) {
+                return 0;
+            }
+            pools += 1u;
+        } else if (m->ops[op].opcode != EL_OP_RESHAPE) {
+            return 0;
+        }
+    }
+    return pools == 1u && (uint32_t)fc->filter_dims.n == (uint32_t)pw->output_dims.c;
+}
+
 el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size_t buffer_bytes,
                               const el_train_config *config)
 {
@@ -169,6 +196,15 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
     }
     if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 || buffer_bytes < t->layout.total) {
         return EL_TRAIN_ERR_BUFFER;
+    }
+    if (config->last_block == EL_TRAIN_LAST_CLASSIFIER) {
+        t->failed_block = m->tail->block_count - 1u;
+        if (!global_pool_ok(m)) {
+            return EL_TRAIN_ERR_HEAD;
+        }
+        t->failed_block = 0;
+    } else if (config->last_block != EL_TRAIN_LAST_LLS) {
+        return EL_TRAIN_ERR_HEAD;
     }
     t->buffer = buffer;
     t->config = *config;
@@ -212,9 +248,37 @@ static const int8_t *arena_tensor(const el_trainer *t, uint32_t tensor)
     return (const int8_t *)el_runner_tensor(t->runner, tensor);
 }
 
-/* The classifier: float logits of the dequantized pooled vector, cross-entropy, SGD on the
- * masters, then the int8 copies re-quantized with the exported scales. */
-static float train_classifier(el_trainer *t, uint32_t label, uint32_t *predicted)
+/* The classifier's float logits of the dequantized pooled vector x (into features and
+ * logits); returns the argmax (first max). */
+static uint32_t classifier_forward(el_trainer *t)
+{
+    const el_model *m = t->model;
+    const el_fc_params *fc = (const el_fc_params *)el_model_record(m, m->tail->classifier_op);
+    const uint32_t classes = m->tail->num_classes, depth = (uint32_t)fc->filter_dims.n;
+    const float s_in = tensor_scale(m, fc->input);
+    const int8_t *pooled = arena_tensor(t, fc->input);
+    float *x = (float *)(t->buffer + t->layout.features);
+    float *logits = (float *)(t->buffer + t->layout.logits);
+    const float *master = (const float *)(t->buffer + t->layout.classifier_master);
+    const float *master_bias = (const float *)(t->buffer + t->layout.classifier_bias);
+    uint32_t k, c, predicted = 0;
+    for (c = 0; c < depth; ++c) {
+        x[c] = s_in * (float)(pooled[c] + fc->input_offset);
+    }
+    for (k = 0; k < classes; ++k) {
+        float y = 0.0f;
+        for (c = 0; c < depth; ++c) {
+            y = y + master[k * depth + c] * x[c];
+        }
+        logits[k] = y + master_bias[k];
+        predicted = logits[k] > logits[predicted] ? k : predicted;
+    }
+    return predicted;
+}
+
+/* SGD on the classifier's masters with dL/dlogits grad and the input x (features), then the
+ * int8 copies re-quantized with the exported scales. */
+static void classifier_update(el_trainer *t, const float *grad)
 {
     const el_model *m = t->model;
     const el_fc_params *fc = (const el_fc_params *)el_model_record(m, m->tail->classifier_op);
@@ -223,29 +287,13 @@ static float train_classifier(el_trainer *t, uint32_t label, uint32_t *predicted
     const int32_t *shift = (const int32_t *)el_model_at(m, fc->shift);
     const float s_in = tensor_scale(m, fc->input), s_out = tensor_scale(m, fc->output);
     const float lr = t->config.classifier_lr;
-    const int8_t *pooled = arena_tensor(t, fc->input);
-    float *x = (float *)(t->buffer + t->layout.features);
-    float *logits = (float *)(t->buffer + t->layout.logits);
+    const float *x = (const float *)(t->buffer + t->layout.features);
     float *master = (float *)(t->buffer + t->layout.classifier_master);
     float *master_bias = (float *)(t->buffer + t->layout.classifier_bias);
     int8_t *codes = (int8_t *)t->patches[t->op_count - 1u].weights;
     int32_t *bias = (int32_t *)t->patches[t->op_count - 1u].bias;
     const int32_t limit = el_bias_limit((int32_t)depth);
-    float grad[EL_LLS_MAX_CLASSES], loss;
     uint32_t k, c;
-    for (c = 0; c < depth; ++c) {
-        x[c] = s_in * (float)(pooled[c] + fc->input_offset);
-    }
-    *predicted = 0;
-    for (k = 0; k < classes; ++k) {
-        float y = 0.0f;
-        for (c = 0; c < depth; ++c) {
-            y = y + master[k * depth + c] * x[c];
-        }
-        logits[k] = y + master_bias[k];
-        *predicted = logits[k] > logits[*predicted] ? k : *predicted;
-    }
-    loss = el_softmax_cross_entropy(logits, classes, 1.0f, label, grad);
     for (k = 0; k < classes; ++k) {
         const float s_w = el_weight_scale(multiplier[k], shift[k], s_in, s_out);
         for (c = 0; c < depth; ++c) {
@@ -256,7 +304,24 @@ static float train_classifier(el_trainer *t, uint32_t label, uint32_t *predicted
         master_bias[k] = master_bias[k] - lr * grad[k];
         bias[k] = el_bias_step(0, master_bias[k] / (s_in * s_w), limit);
     }
-    return loss;
+}
+
+/* The classifier's cross-entropy gradient at its input, with the masters before their step:
+ * g[c] = sum over k ascending of grad[k] * W[k][c] (el_train.h: the last block's signal). */
+static void classifier_input_grad(const el_trainer *t, const float *grad, float *g)
+{
+    const el_model *m = t->model;
+    const el_fc_params *fc = (const el_fc_params *)el_model_record(m, m->tail->classifier_op);
+    const uint32_t classes = m->tail->num_classes, depth = (uint32_t)fc->filter_dims.n;
+    const float *master = (const float *)(t->buffer + t->layout.classifier_master);
+    uint32_t k, c;
+    for (c = 0; c < depth; ++c) {
+        float s = 0.0f;
+        for (k = 0; k < classes; ++k) {
+            s = s + grad[k] * master[k * depth + c];
+        }
+        g[c] = s;
+    }
 }
 
 el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label, el_train_stats *stats)
@@ -264,7 +329,13 @@ el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label
     const el_model *m = t->model;
     const el_tail_header *tail = m->tail;
     el_runner *r = t->runner;
-    uint32_t k, end;
+    const uint32_t last = tail->block_count - 1u;
+    const int from_classifier = t->config.last_block == EL_TRAIN_LAST_CLASSIFIER;
+    const uint32_t end = m->tail_blocks[last].first_op + 2u;
+    /* the classifier's dL/dlogits overwrites its logits in place: no stack array (the stack
+     * high water is that of el_lls_head / el_lls_update_dwsep under this frame) */
+    float *grad = (float *)(t->buffer + t->layout.logits);
+    uint32_t k;
     memset(stats, 0, sizeof *stats);
     if (t->buffer == NULL) {
         return EL_TRAIN_ERR_BUFFER; /* el_train_init did not succeed */
@@ -289,11 +360,29 @@ el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label
         if (el_runner_invoke_range(r, blk->first_op, blk->first_op + 2u) != EL_RUNNER_OK) {
             return EL_TRAIN_ERR_RUNNER;
         }
-        stats->block_loss[k] = el_lls_head(arena_tensor(t, pw->output), &pw->output_dims,
-                                           tensor_scale(m, pw->output), pw->output_offset, blk->pool_size,
-                                           (const float *)el_model_at(m, blk->basis), tail->num_classes,
-                                           tail->temperature, label, v, grad_v,
-                                           (float *)(t->buffer + t->layout.logits));
+        if (from_classifier && k == last) {
+            /* the head ops may write the pooled tensor over the depthwise output Y (the planner
+             * reuses its bytes once the pointwise conv has read it), and the update reads Y:
+             * Y waits in mid_grad (4 x its bytes; the update clears mid_grad first) meanwhile */
+            const uint32_t y_bytes = volume(&pw->input_dims);
+            int8_t *y_save = (int8_t *)(t->buffer + t->layout.mid_grad);
+            memcpy(y_save, arena_tensor(t, pw->input), y_bytes);
+            if (el_runner_invoke_range(r, end, tail->classifier_op) != EL_RUNNER_OK) {
+                return EL_TRAIN_ERR_RUNNER;
+            }
+            stats->predicted = classifier_forward(t);
+            stats->loss = el_softmax_cross_entropy(grad, tail->num_classes, 1.0f, label, grad);
+            stats->block_loss[k] = stats->loss;
+            /* dL/dv = dL/dx: straight through the pool's int8 requantization, factor 1 (el_train.h) */
+            classifier_input_grad(t, grad, grad_v);
+            memcpy(r->arena + m->tensors[pw->input].offset, y_save, y_bytes); /* Y back, the pool's bytes dead */
+        } else {
+            stats->block_loss[k] = el_lls_head(arena_tensor(t, pw->output), &pw->output_dims,
+                                               tensor_scale(m, pw->output), pw->output_offset, blk->pool_size,
+                                               (const float *)el_model_at(m, blk->basis), tail->num_classes,
+                                               tail->temperature, label, v, grad_v,
+                                               (float *)(t->buffer + t->layout.logits));
+        }
         update.dw = dw;
         update.pw = pw;
         update.dw_weights = (int8_t *)t->patches[2u * k].weights;
@@ -310,7 +399,7 @@ el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label
         update.x = x_copy;
         update.y = arena_tensor(t, pw->input);
         update.z = arena_tensor(t, pw->output);
-        update.pool = blk->pool_size;
+        update.pool = from_classifier && k == last ? 1u : blk->pool_size; /* g: one value a channel */
         update.grad_v = grad_v;
         update.lr = t->config.lr;
         update.rng = &t->rng;
@@ -318,11 +407,14 @@ el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label
         update.out_grad = (float *)(t->buffer + t->layout.out_grad);
         el_lls_update_dwsep(&update);
     }
-    end = m->tail_blocks[tail->block_count - 1u].first_op + 2u;
-    if (el_runner_invoke_range(r, end, tail->classifier_op) != EL_RUNNER_OK) {
-        return EL_TRAIN_ERR_RUNNER;
+    if (!from_classifier) {
+        if (el_runner_invoke_range(r, end, tail->classifier_op) != EL_RUNNER_OK) {
+            return EL_TRAIN_ERR_RUNNER;
+        }
+        stats->predicted = classifier_forward(t);
+        stats->loss = el_softmax_cross_entropy(grad, tail->num_classes, 1.0f, label, grad);
     }
-    stats->loss = train_classifier(t, label, &stats->predicted);
+    classifier_update(t, grad);
     t->steps += 1u;
     return EL_TRAIN_OK;
 }
