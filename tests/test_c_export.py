@@ -9,7 +9,6 @@ corrupted images (the C one built with ASan and UBSan, so a bad read is a failur
 """
 import json
 import os
-import shutil
 import subprocess
 import struct
 import zlib
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from c_layouts import printed_layouts
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, IN_CI, VWW_DIR, require_shared
 from edge_lls.cli import main
 from edge_lls.errors import ConfigError, FormatError
@@ -66,19 +66,7 @@ def _export(capsys, model, fmt, out, *extra) -> dict:
 
 # ------------------------------------------------------------------ one layout, two sides
 def test_every_c_struct_has_the_python_layouts_size_and_offsets(gcc, tmp_path):
-    lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "el_model_format.h"', 'int main(void) {']
-    for layout in blob.LAYOUTS:
-        lines.append(f'    printf("{layout.name} %zu\\n", sizeof({layout.name}));')
-        for name, _ in layout.fields:
-            lines.append(f'    printf("{layout.name}.{name} %zu\\n", offsetof({layout.name}, {name}));')
-    lines += ['    return 0;', '}']
-    (tmp_path / "layout.c").write_text("\n".join(lines) + "\n")
-    tool = _compile(gcc, tmp_path / "layout", tmp_path / "layout.c")
-    printed = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout.splitlines()
-    expected = []
-    for layout in blob.LAYOUTS:
-        expected.append(f"{layout.name} {layout.size}")
-        expected += [f"{layout.name}.{name} {offset}" for name, offset in layout.offsets().items()]
+    printed, expected = printed_layouts(gcc, tmp_path, "el_model_format.h", blob.LAYOUTS)
     assert printed == expected
     assert blob.HEADER.size == 64 and blob.HEADER.offsets()["header_crc32"] == blob.HEADER_CRC_BYTES
 

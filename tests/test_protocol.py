@@ -20,6 +20,7 @@ import pytest
 import serial
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from c_layouts import compile_host, printed_layouts
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE
 from firmware_bridge import protocol as p
 
@@ -30,11 +31,7 @@ ENV = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_s
 ARM_CPUS = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16"}
 
 
-def _compile(gcc, out: Path, *sources, flags=()):
-    cmd = [gcc, *STRICT, *flags, f"-I{FIRMWARE / 'include'}", "-o", str(out), *map(str, sources)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-    return out
+_compile = compile_host
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +105,11 @@ NUMBERS = ([(f"EL_MSG_{name}", number) for name, number in p.MESSAGES.items()] +
 
 
 def test_the_c_header_has_the_python_layouts_numbers_and_names(gcc, tmp_path):
-    lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "el_protocol.h"', 'int main(void) {']
-    for layout in p.LAYOUTS:
-        lines.append(f'    printf("{layout.name} %zu\\n", sizeof({layout.name}));')
-        for name, _ in layout.fields:
-            lines.append(f'    printf("{layout.name}.{name} %zu\\n", offsetof({layout.name}, {name}));')
-    for name, _ in NUMBERS:
-        lines.append(f'    printf("{name.split("(")[0]} %lu\\n", (unsigned long)({name}));')
-    lines.append(f'    printf("magic %s\\n", EL_FRAME_MAGIC);')
-    for number in p.ERROR_NAMES:
-        lines.append(f'    printf("name {number} %s\\n", el_frame_error_name((el_frame_error){number}));')
-    lines += ['    return 0;', '}']
-    (tmp_path / "layout.c").write_text("\n".join(lines) + "\n")
-    tool = _compile(gcc, tmp_path / "layout", tmp_path / "layout.c", *SOURCES)
-    printed = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout.splitlines()
-    expected = []
-    for layout in p.LAYOUTS:
-        expected.append(f"{layout.name} {layout.size}")
-        expected += [f"{layout.name}.{name} {offset}" for name, offset in layout.offsets().items()]
-    expected += [f"{name.split('(')[0]} {number}" for name, number in NUMBERS]
-    expected.append(f"magic {p.MAGIC.decode()}")
-    expected += [f"name {number} {name}" for number, name in p.ERROR_NAMES.items()]
+    printed, expected = printed_layouts(
+        gcc, tmp_path, "el_protocol.h", p.LAYOUTS, NUMBERS, sources=SOURCES,
+        extra_c=['    printf("magic %s\\n", EL_FRAME_MAGIC);'] +
+                [f'    printf("name {n} %s\\n", el_frame_error_name((el_frame_error){n}));' for n in p.ERROR_NAMES],
+        extra_expected=[f"magic {p.MAGIC.decode()}"] + [f"name {n} {name}" for n, name in p.ERROR_NAMES.items()])
     assert printed == expected
     assert p.HEADER.size == 12 and p.MAX_PAYLOAD >= 4096 + 64
 

@@ -29,6 +29,9 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "quantize": "quantize",
     "export": "export",
+    "deploy": "deploy",
+    "board": "board",
+    "serve": "serve",
 }
 
 SUMMARIES = {
@@ -41,6 +44,9 @@ SUMMARIES = {
     "predict": "class and score for images (.tflite or .ells model)",
     "quantize": "post-training int8 quantization of a .ells model to .tflite",
     "export": "a model as .tflite (fp32 or int8, LiteRT and TFLite Micro), .onnx (fp32 or QDQ int8), or the firmware's C / blob image",
+    "deploy": "a model onto a board or `edge-lls serve` over its serial port or TCP, resumed if interrupted",
+    "board": "a board's info, stats, fine-tuned weights (pull) or inference (infer) over --port",
+    "serve": "answer the board protocol on this machine (Raspberry Pi): TCP or a serial device",
 }
 
 
