@@ -46,3 +46,16 @@ def printed_layouts(gcc, tmp_path: Path, header: str, layouts, numbers=(), extra
     tool = compile_host(gcc, tmp_path / "layout", tmp_path / "layout.c", *sources, includes=includes)
     printed = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout.splitlines()
     return printed, expected
+
+
+def compile_time_checks(header: str, layouts) -> list[str]:
+    """C lines that fail to compile unless every struct of `header` has Python's size and
+    offsets: for a cross compiler, whose programs cannot run here."""
+    lines = ['#include <stddef.h>', f'#include "{header}"']
+    for layout in layouts:
+        lines.append(f"typedef char check_{layout.name}[sizeof({layout.name}) == {layout.size} ? 1 : -1];")
+        for name, offset in layout.offsets().items():
+            lines.append(f"typedef char check_{layout.name}_{name}"
+                         f"[offsetof({layout.name}, {name}) == {offset} ? 1 : -1];")
+    return lines
+

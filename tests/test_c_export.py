@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c_layouts import printed_layouts
+from c_layouts import compile_time_checks, printed_layouts
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, IN_CI, VWW_DIR, require_shared
 from edge_lls.cli import main
 from edge_lls.errors import ConfigError, FormatError
@@ -75,11 +75,7 @@ def test_every_c_struct_has_the_python_layouts_size_and_offsets(gcc, tmp_path):
 def test_the_layout_and_an_export_compile_for_cortex_m_with_the_same_offsets(arm_gcc, trained, cpu, tmp_path, capsys):
     """The ARM EABI lays the structs out as the host does: every offset asserted at compile
     time, and the exported image's size by its own check (sizeof(image) == bytes)."""
-    lines = ['#include <stddef.h>', '#include "el_model_format.h"']
-    for layout in blob.LAYOUTS:
-        lines.append(f"typedef char check_{layout.name}[sizeof({layout.name}) == {layout.size} ? 1 : -1];")
-        for name, offset in layout.offsets().items():
-            lines.append(f"typedef char check_{layout.name}_{name}[offsetof({layout.name}, {name}) == {offset} ? 1 : -1];")
+    lines = compile_time_checks("el_model_format.h", blob.LAYOUTS)
     (tmp_path / "layout.c").write_text("\n".join(lines) + "\n")
     _export(capsys, trained, "c", tmp_path / "small", "--calibration-images", "64")
     for source in (tmp_path / "layout.c", tmp_path / "small.c", *SOURCES):

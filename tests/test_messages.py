@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from c_layouts import compile_host, printed_layouts
+from c_layouts import compile_host, compile_time_checks, printed_layouts
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE
 from firmware_bridge import messages as m
 from firmware_bridge import protocol as p
@@ -73,12 +73,7 @@ def test_the_c_header_has_the_python_layouts_and_numbers(gcc, tmp_path):
 def test_el_messages_compiles_for_cortex_m_with_the_same_offsets(arm_gcc, cpu, tmp_path):
     """-Os, strict flags, no diagnostics; every size and offset asserted at compile time on
     the board's ABI (where uint64_t is 8-aligned, as the layouts place it)."""
-    checks = ['#include <stddef.h>', '#include "el_messages.h"']
-    for layout in m.LAYOUTS:
-        checks.append(f"typedef char check_{layout.name}[sizeof({layout.name}) == {layout.size} ? 1 : -1];")
-        for name, offset in layout.offsets().items():
-            checks.append(f"typedef char check_{layout.name}_{name}[offsetof({layout.name}, {name}) == {offset} "
-                          f"? 1 : -1];")
+    checks = compile_time_checks("el_messages.h", m.LAYOUTS)
     checks.append("int check(const uint8_t *p, uint32_t n);")
     checks.append("int check(const uint8_t *p, uint32_t n) { return (int)el_msg_check_request(p[0], p + 1, n - 1) + "
                   "(int)el_msg_check_reply(p[0], p + 1, n - 1); }")

@@ -20,7 +20,7 @@ import pytest
 import serial
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from c_layouts import compile_host, printed_layouts
+from c_layouts import compile_host, compile_time_checks, printed_layouts
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE
 from firmware_bridge import protocol as p
 
@@ -118,11 +118,7 @@ def test_the_c_header_has_the_python_layouts_numbers_and_names(gcc, tmp_path):
 def test_el_protocol_compiles_for_cortex_m_calling_only_memcpy_memset_and_el_crc32(arm_gcc, cpu, tmp_path):
     """-Os, strict flags, no diagnostics, every layout offset asserted at compile time; the
     object calls nothing but string.h's memcpy and memset and el_crc32 (no libc, no heap)."""
-    checks = ['#include <stddef.h>', '#include "el_protocol.h"']
-    for layout in p.LAYOUTS:
-        checks.append(f"typedef char check_{layout.name}[sizeof({layout.name}) == {layout.size} ? 1 : -1];")
-        for name, offset in layout.offsets().items():
-            checks.append(f"typedef char check_{layout.name}_{name}[offsetof({layout.name}, {name}) == {offset} ? 1 : -1];")
+    checks = compile_time_checks("el_protocol.h", p.LAYOUTS)
     (tmp_path / "layout.c").write_text("\n".join(checks) + "\n")
     objects = []
     for source in (SOURCES[0], tmp_path / "layout.c"):
