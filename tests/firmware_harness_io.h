@@ -1,6 +1,7 @@
 /*
  * firmware_harness_io.h - file input and little-endian output for the host harnesses of
- * the firmware (firmware_runner_harness.c, firmware_train_harness.c). Test code only.
+ * the firmware (firmware_runner_harness.c, firmware_train_harness.c, protocol_harness.c,
+ * messages_harness.c). Test code only.
  */
 #ifndef FIRMWARE_HARNESS_IO_H
 #define FIRMWARE_HARNESS_IO_H
@@ -27,6 +28,18 @@ static uint8_t *read_file(const char *program, const char *path, size_t *size)
     fclose(f);
     *size = (size_t)n;
     return data;
+}
+
+/* A file opened for writing; exit status 2 when it cannot be. (inline: not every harness
+ * writes files, and an unused plain static function is a warning, i.e. an error here.) */
+static inline FILE *open_out(const char *program, const char *path)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot write %s\n", program, path);
+        exit(2);
+    }
+    return f;
 }
 
 static void put_u32(FILE *f, uint32_t v)

@@ -122,16 +122,6 @@ static const layout layouts[9][2] = {
     {L(el_msg_reset, reset_fields), {NULL, 0, NULL}},
 };
 
-static FILE *open_out(const char *path)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) {
-        fprintf(stderr, "%s: cannot write %s\n", PROGRAM, path);
-        exit(2);
-    }
-    return f;
-}
-
 static void print_hex(FILE *out, const uint8_t *p, size_t n)
 {
     size_t i;
@@ -179,7 +169,7 @@ static int do_check(const char *in_path, const char *out_path)
 {
     size_t size, at = 0;
     uint8_t *in = read_file(PROGRAM, in_path, &size);
-    FILE *out = open_out(out_path);
+    FILE *out = open_out(PROGRAM, out_path);
     while (at < size) {
         uint8_t type, direction;
         uint32_t n;
@@ -320,7 +310,7 @@ static int do_build(const char *in_path, const char *out_path)
         fprintf(stderr, "%s: cannot read %s\n", PROGRAM, in_path);
         return 2;
     }
-    out = open_out(out_path);
+    out = open_out(PROGRAM, out_path);
     while (fgets(line, sizeof line, in) != NULL) {
         char *cursor = line, *token;
         unsigned type, direction;

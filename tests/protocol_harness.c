@@ -31,22 +31,12 @@
 
 static const char *const PROGRAM = "protocol_harness";
 
-static FILE *open_out(const char *path)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) {
-        fprintf(stderr, "%s: cannot write %s\n", PROGRAM, path);
-        exit(2);
-    }
-    return f;
-}
-
 static int do_encode(const char *in_path, const char *out_path)
 {
     size_t size, at = 0;
     uint8_t *in = read_file(PROGRAM, in_path, &size);
     static uint8_t wire[EL_FRAME_MAX_WIRE];
-    FILE *out = open_out(out_path);
+    FILE *out = open_out(PROGRAM, out_path);
     while (at < size) {
         uint8_t type;
         uint16_t seq;
@@ -90,7 +80,7 @@ static int do_cobs(const char *in_path, const char *out_path)
         fprintf(stderr, "el_cobs_encode: refused %zu bytes, or took a buffer one byte short\n", size);
         return 3;
     }
-    f = open_out(out_path);
+    f = open_out(PROGRAM, out_path);
     fwrite(out, 1, written, f);
     fclose(f);
     free(out);
@@ -104,7 +94,7 @@ static int do_decode(const char *in_path, const char *out_path)
 {
     size_t size, i;
     uint8_t *in = read_file(PROGRAM, in_path, &size);
-    FILE *out = open_out(out_path);
+    FILE *out = open_out(PROGRAM, out_path);
     el_frame_decoder_init(&decoder);
     for (i = 0; i < size; ++i) {
         el_feed_result r = el_frame_feed(&decoder, in[i]);
