@@ -68,16 +68,17 @@ class FirmwareFootprint:
 
 
 # Upper bounds of the firmware's own bytes per board. Measured (after the assembly DSP inner
-# loops, the bridge's frame layer and the classifier signal of the LLS update) by
+# loops, the classifier signal of the LLS update and the bridge: frames, session, SHA-256,
+# A/B slots, flash HAL) by
 #   .venv/bin/python -c "from edge_lls.board_plan import measure_firmware as m; print(m('mps2-an386'))"
 # which runs `make -C firmware_bridge/firmware BOARD=<board> BUILD=<tmp> firmware` and links every
 # object it builds (src/**, boards/mps2/*.o, main.o) whole (-Wl,--no-gc-sections) with the C
-# library, then reads `arm-none-eabi-size -A`: mps2-an386 code 33,892 B, static 4 B; mps2-an500
-# code 33,816 B, static 4 B. Stored rounded up (code to 4 KiB, static to 256 B) as headroom for
+# library, then reads `arm-none-eabi-size -A`: mps2-an386 code 48,040 B, static 8 B; mps2-an500
+# code 48,040 B, static 8 B. Stored rounded up (code to 4 KiB, static to 256 B) as headroom for
 # firmware changes; tests/test_board_plan.py re-measures and fails once a bound is exceeded.
 FIRMWARE_BOUNDS = {
-    "mps2-an386": FirmwareFootprint(36 * KiB, 256, "stored bound (edge_lls/board_plan.py)"),
-    "mps2-an500": FirmwareFootprint(36 * KiB, 256, "stored bound (edge_lls/board_plan.py)"),
+    "mps2-an386": FirmwareFootprint(52 * KiB, 256, "stored bound (edge_lls/board_plan.py)"),
+    "mps2-an500": FirmwareFootprint(52 * KiB, 256, "stored bound (edge_lls/board_plan.py)"),
 }
 
 FLASH_SECTIONS = (".vectors", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".data")

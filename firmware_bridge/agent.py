@@ -61,7 +61,7 @@ RECORD = Layout("el_commit_record", (
     ("sha256", "32s"), ("reserved", "2I"), ("crc32", "I")))
 RECORD_MAGIC, RECORD_VERSION = b"ELCR", 1
 RECORD_STATES = {"PENDING": 1, "TRIAL": 2, "CONFIRMED": 3, "REVERTED": 4}
-TRANSFER = Layout("el_transfer_header", (("magic", "4s"), ("total_bytes", "I"), ("sha256", "32s"), ("crc32", "I")))
+TRANSFER = Layout("el_transfer_record", (("magic", "4s"), ("total_bytes", "I"), ("sha256", "32s"), ("crc32", "I")))
 TRANSFER_MAGIC = b"ELTR"
 
 
@@ -674,7 +674,8 @@ class Agent:
         if hashlib.sha256(image).digest() != sha:                # re-verified: the file is what commits
             store.ready = None
             raise _Reply("NO_TRANSFER")
-        try:
+        self._model_state()                        # the firmware opens the new model in the active
+        try:                                       # one's RAM: what it learned is gone either way
             self._check(image, str(store.path(slot, ".bin")))
         except ModelRefused as e:
             self.log(f"COMMIT refused: {e}")
@@ -712,6 +713,9 @@ class Agent:
             raise _Reply("BAD_INPUT", s["input_bytes"])
         if s["output_bytes"] > m.MAX_OUTPUT:
             raise _Reply("BAD_INPUT", m.MAX_OUTPUT)
+        if self.train_stage is not None:          # the firmware stages both in the arena: an INFER
+            size = self.train_stage.key[4]         # chunk drops a TRAIN sample not yet complete
+            del self.train_stage.data[len(self.batch_results) * size:]
         self.infer_stage, state, offset = self._accept(self.infer_stage, ("infer", r["total_bytes"]),
                                                        r["total_bytes"], r["offset"], r["data"], True)
         fields = {"state": m.XFER[state], "next_offset": offset, "output_bytes": 0, "instructions": 0, "ticks": 0}
@@ -741,6 +745,7 @@ class Agent:
             raise _Reply("BAD_INPUT", expected)
         if any(label >= s["classes"] for label in r["labels"]):
             raise _Reply("BAD_INPUT", s["classes"])
+        self.infer_stage = None                    # (the arena is the trainer's: el_session.c)
         key = ("train", r["batch"], r["mode"], r["count"], r["sample_bytes"], r["cut"], r["seed"],
                np.float32(r["lr"]).tobytes(), np.float32(r["classifier_lr"]).tobytes(), r["flags"], tuple(r["labels"]))
         stage = self.train_stage

@@ -39,12 +39,14 @@
 #include "el_board.h"
 #include "el_model.h"
 
+#ifndef EL_SESSION
 static void put_line(const char *label, uint32_t value, const char *unit)
 {
     el_uart_puts(label);
     el_uart_put_dec(value);
     el_uart_puts(unit);
 }
+#endif
 
 #if defined(EL_RUN_INPUT) || defined(EL_TRAIN_SAMPLES)
 #include <string.h>
@@ -201,6 +203,72 @@ static int train_samples(const el_model *model)
 }
 #endif
 
+#ifdef EL_SESSION
+#include <string.h>
+
+#include "el_flash.h"
+#include "el_session.h"
+
+/* The bridge firmware (make SESSION=1): the protocol on UART0 (docs/protocol.md), the models
+ * in the flash HAL's A/B slots, one static pool for the active model's arena and training
+ * buffer (EL_SESSION_POOL_BYTES, boards/<board>/board.mk). UART0 carries frames only: what
+ * it does is logged over semihosting (QEMU's standard output). */
+EL_ALIGNED(16) static uint8_t el_pool[EL_SESSION_POOL_BYTES];
+static el_session el_bridge;
+
+static void uart_write(void *user, const uint8_t *data, size_t size)
+{
+    (void)user;
+    el_uart_write(data, size);
+}
+
+static void log_boot(const el_session *s, el_flash_status flash)
+{
+    static const char digits[] = "0123456789abcdef";
+    char line[112] = "edge-lls bridge " EL_FW_VERSION " on " EL_BOARD_NAME ": ";
+    size_t n = strlen(line);
+    uint32_t i;
+    if (flash != EL_FLASH_OK) {
+        el_semihost_write0(line);
+        el_semihost_write0("no model storage (flash: ");
+        el_semihost_write0(el_flash_status_name(flash));
+        el_semihost_write0(")\n");
+        return;
+    }
+    if (!s->active) {
+        el_semihost_write0(line);
+        el_semihost_write0(s->slots.reverted ? "no model (a trial was reverted)\n" : "no model\n");
+        return;
+    }
+    memcpy(line + n, "slot 0, sha256 ", 15);
+    line[n + 5] = (char)('0' + s->slots.active);
+    n += 15;
+    for (i = 0; i < 8u; ++i) {
+        line[n++] = digits[s->slots.record.sha256[i] >> 4];
+        line[n++] = digits[s->slots.record.sha256[i] & 15u];
+    }
+    memcpy(line + n, s->slots.reverted ? " (a trial was reverted)\n" : "\n",
+           s->slots.reverted ? 25u : 2u);
+    el_semihost_write0(line);
+}
+
+int main(void)
+{
+    el_flash_status flash;
+    el_uart_init(115200u);
+    el_clock_start();
+    flash = el_flash_init();
+    el_session_init(&el_bridge, el_pool, sizeof el_pool, flash, uart_write, NULL);
+    log_boot(&el_bridge, flash);
+    for (;;) {
+        el_session_feed(&el_bridge, (uint8_t)el_uart_getc());
+        if (el_bridge.reset_requested) {
+            el_board_reset();
+        }
+    }
+}
+#else
+
 /* 0 when no model is linked or the linked one opens, else 1. */
 static int open_model(void)
 {
@@ -258,3 +326,4 @@ int main(void)
 #endif
     return status;
 }
+#endif /* EL_SESSION */

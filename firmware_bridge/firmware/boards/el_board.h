@@ -68,6 +68,18 @@ int el_uart_try_getc(void);        /* a received byte, or -1 when none is waitin
  * core in a fault handler): on a real board, use these only under a debugger. */
 void el_semihost_write0(const char *text); /* SYS_WRITE0 */
 EL_NORETURN void el_semihost_exit(int status); /* SYS_EXIT_EXTENDED, ADP_Stopped_ApplicationExit */
+/* Files on the host (the flash HAL's backing store). Handles are the host's; -1 on failure. */
+int el_semihost_open(const char *path, int create); /* "r+b", or "w+b" (create / truncate) */
+int el_semihost_write(int handle, const void *data, uint32_t size);  /* 0 when all were written */
+int el_semihost_read(int handle, void *data, uint32_t size);         /* 0 when all were read */
+int el_semihost_seek(int handle, uint32_t position);                 /* 0 on success */
+long el_semihost_length(int handle);                                 /* bytes, or -1 */
+/* The command line QEMU passes (-semihosting-config ...,arg=A,arg=B: "A B"), NUL-terminated
+ * in buf; 0 on success. */
+int el_semihost_cmdline(char *buf, uint32_t size);
+
+/* Restarts the core and its peripherals (AIRCR SYSRESETREQ): the board boots again. */
+EL_NORETURN void el_board_reset(void);
 
 /* ------------------------------------------------------------------ the clock
  * SysTick, free running from the board clock with an interrupt on each wrap. On QEMU with

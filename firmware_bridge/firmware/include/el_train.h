@@ -145,6 +145,14 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
 /* One LLS step on one sample (the model's input, int8, el_runner_input_bytes bytes). */
 el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label, el_train_stats *stats);
 
+/* The same step from int8 features at the cut (the first trainable block's input tensor,
+ * el_train_cut_bytes bytes) that the host computed: the frozen prefix is not run. */
+el_train_status el_train_step_at_cut(el_trainer *t, const int8_t *features, uint32_t label, el_train_stats *stats);
+
+/* The cut tensor's place in the runner's arena and its bytes (NULL / 0 without a tail). */
+int8_t *el_train_cut(const el_runner *r);
+uint32_t el_train_cut_bytes(const el_model *m);
+
 const char *el_train_status_name(el_train_status status);
 
 #endif /* EL_TRAIN_H */

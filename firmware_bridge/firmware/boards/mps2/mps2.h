@@ -19,6 +19,7 @@
 /* System Control Block (ARMv7-M) */
 #define SCB_ICSR 0xE000ED04u
 #define SCB_VTOR 0xE000ED08u
+#define SCB_AIRCR 0xE000ED0Cu
 #define SCB_CCR 0xE000ED14u
 #define SCB_SHPR3 0xE000ED20u
 #define SCB_SHCSR 0xE000ED24u
@@ -28,6 +29,8 @@
 #define SCB_BFAR 0xE000ED38u
 #define SCB_CPACR 0xE000ED88u
 
+#define AIRCR_VECTKEY (0x05FAu << 16)
+#define AIRCR_SYSRESETREQ (1u << 2)
 #define CCR_DIV_0_TRP (1u << 4)
 #define SHCSR_MEMFAULTENA (1u << 16)
 #define SHCSR_BUSFAULTENA (1u << 17)

@@ -108,6 +108,19 @@ void el_board_exit(int status)
     el_semihost_exit(status);
 }
 
+void el_board_reset(void)
+{
+    if (el_uart_enabled()) {
+        while (EL_REG(UART_STATE) & UART_STATE_TX_FULL) { /* the last byte of a reply leaves first */
+        }
+    }
+    __asm__ volatile("dsb" ::: "memory");
+    EL_REG(SCB_AIRCR) = AIRCR_VECTKEY | AIRCR_SYSRESETREQ;
+    __asm__ volatile("dsb" ::: "memory");
+    for (;;) {
+    }
+}
+
 uint32_t el_flash_bytes(void) { return (uint32_t)(uintptr_t)__el_flash_bytes; }
 uint32_t el_ram_bytes(void) { return (uint32_t)(uintptr_t)__el_ram_bytes; }
 

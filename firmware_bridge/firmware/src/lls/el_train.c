@@ -324,7 +324,11 @@ static void classifier_input_grad(const el_trainer *t, const float *grad, float 
     }
 }
 
-el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label, el_train_stats *stats)
+/* One step from the model's input (features NULL: the prefix runs) or from int8 features at
+ * the cut (the first trainable block's input tensor: the prefix is skipped). Either may
+ * already be the arena's tensor itself (the bridge stages samples there): no copy then. */
+static el_train_status train_step(el_trainer *t, const int8_t *input, const int8_t *features, uint32_t label,
+                                  el_train_stats *stats)
 {
     const el_model *m = t->model;
     const el_tail_header *tail = m->tail;
@@ -343,9 +347,19 @@ el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label
     if (label >= tail->num_classes) {
         return EL_TRAIN_ERR_LABEL;
     }
-    memcpy(el_runner_input(r), input, el_runner_input_bytes(r));
-    if (el_runner_invoke_range(r, 0, m->tail_blocks[0].first_op) != EL_RUNNER_OK) {
-        return EL_TRAIN_ERR_RUNNER;
+    if (features != NULL) {
+        const el_conv_params *dw = (const el_conv_params *)el_model_record(m, m->tail_blocks[0].first_op);
+        int8_t *cut = (int8_t *)(uintptr_t)arena_tensor(t, dw->input);
+        if (cut != features) {
+            memcpy(cut, features, volume(&dw->input_dims));
+        }
+    } else {
+        if (el_runner_input(r) != input) {
+            memcpy(el_runner_input(r), input, el_runner_input_bytes(r));
+        }
+        if (el_runner_invoke_range(r, 0, m->tail_blocks[0].first_op) != EL_RUNNER_OK) {
+            return EL_TRAIN_ERR_RUNNER;
+        }
     }
     for (k = 0; k < tail->block_count; ++k) {
         const el_tail_block *blk = &m->tail_blocks[k];
@@ -417,4 +431,33 @@ el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label
     classifier_update(t, grad);
     t->steps += 1u;
     return EL_TRAIN_OK;
+}
+
+int8_t *el_train_cut(const el_runner *r)
+{
+    const el_model *m = r->model;
+    const el_conv_params *dw;
+    if (m->tail == NULL || m->tail->block_count == 0u) {
+        return NULL;
+    }
+    dw = (const el_conv_params *)el_model_record(m, m->tail_blocks[0].first_op);
+    return (int8_t *)(uintptr_t)el_runner_tensor(r, dw->input);
+}
+
+uint32_t el_train_cut_bytes(const el_model *m)
+{
+    if (m->tail == NULL || m->tail->block_count == 0u) {
+        return 0;
+    }
+    return volume(&((const el_conv_params *)el_model_record(m, m->tail_blocks[0].first_op))->input_dims);
+}
+
+el_train_status el_train_step(el_trainer *t, const int8_t *input, uint32_t label, el_train_stats *stats)
+{
+    return train_step(t, input, NULL, label, stats);
+}
+
+el_train_status el_train_step_at_cut(el_trainer *t, const int8_t *features, uint32_t label, el_train_stats *stats)
+{
+    return train_step(t, NULL, features, label, stats);
 }

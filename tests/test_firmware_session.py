@@ -1,0 +1,288 @@
+"""The bridge firmware (make SESSION=1: main.c's EL_SESSION part, src/bridge/) on QEMU's boards,
+driven by the host's Board exactly as the agent is (firmware_bridge/emulator.py starts QEMU with
+UART0 on a local TCP port and the flash HAL backed by a file).
+
+Held to, on both boards: HELLO describes the board; a small int8 model deploys into slot 0,
+INFERs 20 inputs byte for byte as the Python runtime (TFLM rounding); TRAIN (images, then
+features at the cut the host computed) learns exactly the weights edge_lls.board_train's twin
+learns, GET_WEIGHTS returns them and INFER runs them; RESET and a SIGKILL of QEMU both come back
+with the committed model from the flash file; a deploy killed mid-transfer resumes at the last
+complete flash sector and never leaves a half model active; a second model goes to slot 1 with
+the next sequence; the flash states a kill leaves (a record in TRIAL, a torn record, an image
+that no longer matches its record) boot a valid model by the rules of el_slots.h. The slot records and the transfer record
+have the agent's byte layout (one Python layout, one C header), and el_sha256 equals hashlib
+under ASan and UBSan for every split of the input. VWW (../shared): the M7 and the M4 take the
+fine-tuning image, classify the two samples as the runtime does and train as the twin.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from c_layouts import compile_host, printed_layouts
+from conftest import C_SANITIZE, FIRMWARE, SAMPLES_DIR, VWW_DIR, require_tools
+from edge_lls.board_train import BoardTrainer
+from edge_lls.finetune import trainable_tail
+from edge_lls.formats import blob
+from edge_lls.program.interpreter import prepare
+from firmware_bridge import messages as m
+from firmware_bridge.agent import RECORD, RECORD_STATES, TRANSFER, ImageRunner, Record
+from firmware_bridge.board import Board, patched_image
+from firmware_bridge.emulator import Emulator, build
+from firmware_bridge.protocol import build_frame
+from test_firmware_train import _small_program
+
+QEMU_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
+BOARDS = ("mps2-an386", "mps2-an500")
+LR, CLASSIFIER_LR = 0.2, 0.1
+SECTOR = 4096
+
+
+@pytest.fixture(scope="module")
+def program():
+    return _small_program()
+
+
+@pytest.fixture(scope="module")
+def image(program):
+    """The small int8 model, last 2 blocks trainable (10 classes, input 10x10x3): 4,576 bytes."""
+    return blob.build_image(program, trainable_tail(program, 2)).data
+
+
+@pytest.fixture(scope="module")
+def other_image(program):
+    return blob.build_image(program, trainable_tail(program, 1)).data
+
+
+@pytest.fixture(scope="module")
+def graph(program):
+    return prepare(program, batch=1, fast=False, requantize="tflm")
+
+
+@pytest.fixture(scope="module", params=BOARDS)
+def elf(request):
+    require_tools(*QEMU_TOOLS)
+    return request.param, build(request.param)
+
+
+@pytest.fixture
+def emulator(elf, tmp_path):
+    board, path = elf
+    emu = Emulator(board, tmp_path / "flash.bin", elf=path, log=open(tmp_path / "qemu.log", "w"))
+    yield emu.start()
+    emu.stop()
+
+
+def inputs(count, seed=3):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-128, 128, (1, 10, 10, 3)).astype(np.int8) for _ in range(count)]
+
+
+def features_at_cut(program, graph, image, xs):
+    cut = program.operators[blob.open_image(image)["tail"]["blocks"][0]["first_op"]].inputs[0]
+    return [graph.run_all([x])[cut] for x in xs]
+
+
+def equal_weights(a, b) -> bool:
+    return sorted(a) == sorted(b) and all(np.array_equal(a[op][0], b[op][0]) and np.array_equal(a[op][1], b[op][1])
+                                          for op in a)
+
+
+# ------------------------------------------------------------------ layouts and the hash, on the host
+def test_the_slot_records_have_the_agents_layout(gcc, tmp_path):
+    numbers = [("EL_RECORD_VERSION", 1), ("EL_RECORD_PENDING", RECORD_STATES["PENDING"]),
+               ("EL_RECORD_TRIAL", RECORD_STATES["TRIAL"]), ("EL_RECORD_CONFIRMED", RECORD_STATES["CONFIRMED"]),
+               ("EL_RECORD_REVERTED", RECORD_STATES["REVERTED"]), ("EL_RECORD_BYTES", RECORD.size)]
+    printed, expected = printed_layouts(gcc, tmp_path, "el_slots.h", [RECORD, TRANSFER], numbers)
+    assert printed == expected
+
+
+def test_sha256_equals_hashlib_for_every_split_under_asan(gcc, tmp_path):
+    tool = compile_host(gcc, tmp_path / "sha256", Path(__file__).with_name("sha256_harness.c"),
+                        FIRMWARE / "src" / "bridge" / "el_sha256.c", flags=C_SANITIZE)
+    rng = np.random.default_rng(7)
+    cases = [(b"", ()), (b"abc", ()), (bytes(55), ()), (bytes(56), ()), (bytes(64), ()), (bytes(119), ("1",))]
+    cases += [(rng.integers(0, 256, n, dtype=np.uint8).tobytes(), splits)
+              for n, splits in ((1000, ("1", "63", "64", "65")), (4097, ("4096",)), (300_001, ("7", "4093")),
+                                (1 << 20, ()))]
+    for data, splits in cases:
+        out = subprocess.run([str(tool), *splits], input=data, capture_output=True, check=True).stdout.decode()
+        assert out.strip() == hashlib.sha256(data).hexdigest(), (len(data), splits)
+
+
+# ------------------------------------------------------------------ the session on QEMU
+def test_hello_describes_the_board_and_its_empty_slots(emulator):
+    with Board.open(emulator.port) as board:
+        info = board.info
+    assert info["board"] == emulator.board and info["device"] in ("cortex-m4", "cortex-m7")
+    assert info["firmware"].startswith("edge-lls ") and info["tick_hz"] == 25_000_000
+    assert info["slot"] is None and info["trial"] == "none" and info["sha256"] is None
+    assert info["ram_bytes"] in (256 << 10, 1 << 20) and info["arena_bytes"] < info["ram_bytes"]
+
+
+def test_deploy_infer_train_and_pull_equal_the_runtime_and_the_twin(emulator, program, image, graph):
+    xs, labels = inputs(20), [3, 1, 4, 1, 5, 9, 2]
+    twin = BoardTrainer(image, lr=LR, classifier_lr=CLASSIFIER_LR, seed=42)
+    steps = [twin.step(f, y) for f, y in zip(features_at_cut(program, graph, image, xs[:7]), labels)]
+    with Board.open(emulator.port) as board:
+        result = board.deploy(image)
+        assert (result["slot"], result["sequence"], result["trial"]) == (0, 1, "confirmed")
+        assert board.info["input_bytes"] == 300 and board.info["classes"] == 10
+        for x in xs:                                                 # 20 inputs, every byte
+            assert board.infer(x)["output"].tobytes() == graph.run([x])[0].tobytes()
+        first = board.train(xs[:3], labels[:3], lr=LR, classifier_lr=CLASSIFIER_LR, seed=42)
+        rest = board.train(xs[3:7], labels[3:], lr=LR, classifier_lr=CLASSIFIER_LR, seed=42)
+        weights = board.get_weights()
+        after = [board.infer(x)["output"].tobytes() for x in xs[:7]]
+        stats = board.stats()
+    for got, want in zip(first["results"] + rest["results"], steps):
+        assert got["loss"] == np.float32(want.loss) and got["predicted"] == want.predicted
+    assert equal_weights(weights, twin.weights())
+    runner = ImageRunner(patched_image(image, weights))               # INFER runs the learned weights
+    assert after == [runner.infer(x.tobytes()) for x in xs[:7]]
+    assert stats["samples_seen"] == 7 and stats["inferences"] == 27 and stats["train_buffer_bytes"] > 0
+    assert 0 < stats["stack_high_water"] < stats["stack_bytes"] and stats["infer_ticks"] > 0
+
+
+def test_features_at_the_cut_train_as_images_do(emulator, program, image, graph):
+    xs, labels = inputs(5, seed=5), [0, 2, 4, 6, 8]
+    features = features_at_cut(program, graph, image, xs)
+    with Board.open(emulator.port) as board:
+        board.deploy(image)
+        board.train(xs, labels, "images", lr=LR, classifier_lr=CLASSIFIER_LR, seed=9)
+        from_images = board.get_weights()
+        assert board.info["cut_bytes"] == features[0].size
+        board.train(features, labels, "features", lr=LR, classifier_lr=CLASSIFIER_LR, seed=9, restart=True)
+        assert equal_weights(board.get_weights(), from_images)
+
+
+def test_reset_and_a_kill_come_back_with_the_committed_model(emulator, image, other_image, graph):
+    x = inputs(1)[0]
+    with Board.open(emulator.port) as board:
+        board.deploy(other_image)
+        second = board.deploy(image)
+        assert (second["slot"], second["sequence"]) == (1, 2)
+        board.train([x], [3], lr=LR, classifier_lr=CLASSIFIER_LR)
+        board.reset()
+        info = board.hello()
+        assert info["sha256"] == second["sha256"] and info["samples_seen"] == 0 and info["trial"] == "confirmed"
+    emulator.kill()                                                   # a power loss
+    emulator.start()
+    with Board.open(emulator.port) as board:
+        assert board.info["sha256"] == second["sha256"] and board.info["sequence"] == 2
+        assert board.infer(x)["output"].tobytes() == graph.run([x])[0].tobytes()
+
+
+class Cut(Exception):
+    pass
+
+
+def _cut_at(done, total):
+    if done == total:
+        raise Cut
+
+
+@pytest.mark.parametrize("chunks,resumes_at", [(5, 0), (8, SECTOR)])
+def test_a_deploy_killed_mid_transfer_resumes_at_the_last_complete_sector(emulator, image, other_image, chunks,
+                                                                         resumes_at):
+    with Board.open(emulator.port) as board:
+        old = board.deploy(other_image)["sha256"]
+        sent = []
+
+        def progress(done, total):
+            sent.append(done)
+            if len(sent) == chunks:
+                raise Cut
+        with pytest.raises(Cut):
+            board.deploy(image, progress=progress, chunk=512)
+    emulator.kill()
+    emulator.start()
+    with Board.open(emulator.port) as board:
+        assert board.info["sha256"] == old                            # the old model, never half a new one
+        result = board.deploy(image, chunk=512)
+    assert result["resumed_from"] == resumes_at and result["sent_bytes"] == len(image) - resumes_at
+    assert (result["slot"], result["sequence"], result["trial"]) == (1, 2, "confirmed")
+
+
+def _meta(flash: bytes, slot: int) -> int:
+    """The offset of a slot's meta sector in the flash file (el_slots.h's geometry)."""
+    slot_bytes = (len(flash) // SECTOR - 2) // 2 * SECTOR
+    return 2 * slot_bytes + slot * SECTOR
+
+
+def _append_record(path: Path, record: Record | bytes) -> None:
+    """A record appended to its slot's meta sector, as el_slots.c appends one."""
+    flash = bytearray(path.read_bytes())
+    data = record.pack() if isinstance(record, Record) else record
+    slot = record.slot if isinstance(record, Record) else 1
+    at = _meta(flash, slot) + 1024
+    while flash[at:at + 64] != b"\xff" * 64:
+        at += 64
+    flash[at:at + len(data)] = data
+    path.write_bytes(bytes(flash))
+
+
+@pytest.mark.parametrize("damage", ["trial", "torn-trial", "image", "pending-bad-image"])
+def test_the_boot_rules_on_the_flash_a_kill_would_leave(emulator, image, other_image, graph, damage):
+    """The states a kill leaves in the flash, written into the file while QEMU is down:
+    a record in TRIAL (the self-check never finished) reverts and the older slot boots; a torn
+    record is ignored (the one before stands); a slot whose image no longer matches its latest
+    record is skipped."""
+    x = inputs(1)[0]
+    with Board.open(emulator.port) as board:
+        old = board.deploy(other_image)
+        new = board.deploy(image)
+    emulator.kill()
+    path = emulator.flash
+    latest = Record(RECORD_STATES["CONFIRMED"], 2, 1, len(image), bytes.fromhex(new["sha256"]))
+    expect, trial = new["sha256"], "confirmed"
+    if damage == "trial":
+        latest.state = RECORD_STATES["TRIAL"]
+        _append_record(path, latest)
+        expect, trial = old["sha256"], "reverted"
+    elif damage == "torn-trial":
+        latest.state = RECORD_STATES["TRIAL"]
+        _append_record(path, latest.pack()[:40])                        # the write stopped half way
+    elif damage == "image":
+        flash = bytearray(path.read_bytes())
+        flash[(len(flash) // SECTOR - 2) // 2 * SECTOR + 100] ^= 0x01   # slot 1's image, byte 100
+        path.write_bytes(bytes(flash))
+        expect = old["sha256"]
+    else:                              # the slot's latest record names other bytes: the slot is skipped
+        latest.state, latest.sequence, latest.sha256 = RECORD_STATES["PENDING"], 3, bytes(32)
+        _append_record(path, latest)
+        expect = old["sha256"]
+    emulator.start()
+    with Board.open(emulator.port) as board:
+        assert (board.info["sha256"], board.info["trial"]) == (expect, trial)
+        assert board.infer(x)["output"].tobytes() == graph.run([x])[0].tobytes()
+        board.reset()                                                   # and the next boot agrees
+        assert board.hello()["sha256"] == expect
+
+
+# ------------------------------------------------------------------ VWW
+@pytest.mark.long
+@pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
+def test_vww_deploys_classifies_the_samples_and_trains_as_the_twin(emulator):
+    from edge_lls.formats.tflite import read_tflite
+    from test_firmware_vww import _bench
+    vww = read_tflite(VWW_DIR / "vww_96_int8.tflite")
+    data = blob.build_image(vww, trainable_tail(vww, 2 if emulator.board == "mps2-an500" else 1)).data
+    graph = prepare(vww, batch=1, fast=False, requantize="tflm")
+    samples = [x for _, x in _bench().sample_inputs(vww, SAMPLES_DIR)]
+    with Board.open(emulator.port) as board:
+        board.deploy(data)
+        outputs = [board.infer(x)["output"] for x in samples]
+        assert [o.tobytes() for o in outputs] == [graph.run([x])[0].tobytes() for x in samples]
+        assert [int(o.argmax()) for o in outputs] == [1, 0]           # person, no person
+        board.train(samples, [1, 0], lr=0.2, classifier_lr=0.01, seed=12345)
+        weights = board.get_weights()
+    twin = BoardTrainer(data, lr=0.2, classifier_lr=0.01, seed=12345)
+    for f, y in zip(features_at_cut(vww, graph, data, samples), [1, 0]):
+        twin.step(f, y)
+    assert equal_weights(weights, twin.weights())
