@@ -33,6 +33,16 @@ toolchain:
 firmware: toolchain
 	$(MAKE) -C firmware_bridge/firmware BOARD=mps2-an386 firmware tests
 	$(MAKE) -C firmware_bridge/firmware BOARD=mps2-an500 firmware tests
+	$(MAKE) -C firmware_bridge/firmware BOARD=mps2-an386 SESSION=1 firmware
+	$(MAKE) -C firmware_bridge/firmware BOARD=mps2-an500 SESSION=1 firmware
+
+## The bridge firmware on QEMU (BOARD=mps2-an386: cortex-m4, mps2-an500: cortex-m7), UART0 on a
+## free local port: prints the --port for `edge-lls deploy / board / train`; Ctrl-C stops it.
+## The flash persists in firmware_bridge/firmware/build/<board>-flash.bin (FLASH=FILE: another).
+BOARD ?= mps2-an500
+.PHONY: emulator
+emulator: $(STAMP) toolchain
+	$(PY) -m firmware_bridge.emulator --board $(BOARD) $(if $(FLASH),--flash $(FLASH))
 
 ## Train the default model on the built-in digits dataset (no download, about a minute).
 train: $(STAMP)

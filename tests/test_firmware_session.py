@@ -286,3 +286,34 @@ def test_vww_deploys_classifies_the_samples_and_trains_as_the_twin(emulator):
     for f, y in zip(features_at_cut(vww, graph, data, samples), [1, 0]):
         twin.step(f, y)
     assert equal_weights(weights, twin.weights())
+
+
+# ------------------------------------------------------------------ make emulator
+def test_the_emulator_command_prints_the_port_serves_it_and_stops_on_sigterm(tmp_path, image):
+    require_tools(*QEMU_TOOLS)
+    import signal
+    import sys
+    cmd = [sys.executable, "-m", "firmware_bridge.emulator", "--board", "cortex-m4", "--flash", str(tmp_path / "f")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for _ in range(20):
+            line = proc.stdout.readline()
+            if "--port" in line:
+                port = line.split()[-1]
+                break
+        assert port is not None and port.startswith("socket://127.0.0.1:")
+        with Board.open(port) as board:
+            assert board.info["board"] == "mps2-an386" and board.deploy(image)["trial"] == "confirmed"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert (tmp_path / "f").stat().st_size > 4096                        # the flash file stays
+
+
+def test_the_emulator_refuses_an_unknown_board_with_one_line():
+    import sys
+    result = subprocess.run([sys.executable, "-m", "firmware_bridge.emulator", "--board", "stm32"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--board stm32" in result.stderr

@@ -1,8 +1,10 @@
 """The bridge's cost on a serial-speed line: payload throughput of a deploy as a fraction of the
 same line carrying raw bytes, the time to deploy the VWW model, and the host-visible time per
-training sample -- against `edge-lls serve`'s agent (firmware_bridge/agent.py).
+training sample -- against `edge-lls serve`'s agent (firmware_bridge/agent.py) and the bridge
+firmware on QEMU (firmware_bridge/emulator.py), side by side.
 
     .venv/bin/python tools/bench_bridge.py [--baud 115200,921600] [--chunk 4096] [--samples 8]
+                                           [--targets agent,qemu-m7]
 
 The line: a proxy between the host and the agent (both on 127.0.0.1) that forwards each
 direction at the rate of a UART at --baud (8N1: baud / 10 bytes a second), so TCP's own speed
@@ -18,8 +20,10 @@ does not hide the protocol's overhead. Per baud rate, in one run:
              host-visible seconds per sample (line time + the agent's LLS step in Python)
 
 The agent runs in this process (threads), so its Numba kernels are compiled before timing
-starts (a warm-up deploy and training step on a fast line). Wall time, 2 shared cores: the
-agent's own work is included, as a user sees it. Issue 12's target: >= 0.9 with 4 KB chunks.
+starts (a warm-up deploy and training step on a fast line). QEMU runs with -icount shift=0:
+the board's instructions per training step come from its reply's ticks (1 ns of virtual time
+per instruction), while the wall time per sample is QEMU's speed on this host, not a chip's.
+Wall time, 2 shared cores: the board's own work is included, as a user sees it. Issue 12's target: >= 0.9 with 4 KB chunks.
 """
 from __future__ import annotations
 
@@ -124,12 +128,30 @@ def raw_seconds(data: bytes, rate: float) -> float:
     return seconds
 
 
+def start_target(name: str, folder: Path, stop: threading.Event):
+    """(host, port) of the board named: the agent in this process, or QEMU with the bridge firmware."""
+    if name == "agent":
+        agent = Agent(folder / "agent")
+        bound = []
+        threading.Thread(target=serve_tcp, args=(agent, "127.0.0.1", 0),
+                         kwargs={"ready": bound.append, "stop": stop}, daemon=True).start()
+        while not bound:
+            time.sleep(0.01)
+        return ("127.0.0.1", bound[0]), None
+    from firmware_bridge.emulator import Emulator, build
+    board = {"qemu-m4": "mps2-an386", "qemu-m7": "mps2-an500"}[name]
+    emu = Emulator(board, folder / f"{board}-flash.bin", elf=build(board)).start()
+    return ("127.0.0.1", emu.tcp_port), emu
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--baud", default="115200,921600", help="comma-separated UART rates (8N1)")
     parser.add_argument("--chunk", type=int, default=4096, help="PUT_MODEL chunk bytes (default 4096)")
     parser.add_argument("--samples", type=int, default=8, help="training samples timed (default 8)")
+    parser.add_argument("--targets", default="agent,qemu-m7",
+                        help="comma-separated: agent (edge-lls serve's agent), qemu-m4, qemu-m7 (the firmware)")
     args = parser.parse_args(argv)
 
     program = read_tflite(VWW_INT8)
@@ -138,44 +160,44 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     samples = rng.integers(-128, 128, (args.samples, 96, 96, 3), dtype=np.int8)
     labels = np.arange(args.samples) % 2
+    print(f"VWW model image {len(image):,} bytes (vww_96_int8, last block trainable); chunk {args.chunk} B; "
+          f"wall time")
+    print("target | baud | line bytes/s | raw s | deploy s (transfer + COMMIT) | transfer s | payload/raw (deploy) | "
+          "payload/raw (transfer) | train s/sample | board instructions/sample")
+    for name in args.targets.split(","):
+        stop = threading.Event()
+        with tempfile.TemporaryDirectory() as state:
+            target, emu = start_target(name, Path(state), stop)
+            with Board.open(f"socket://{target[0]}:{target[1]}", timeout=30) as board:   # warm-up, unpaced
+                board.deploy(other)
+                board.train(samples[:1], labels[:1], lr=0.01, classifier_lr=0.003)
+            for baud in (int(b) for b in args.baud.split(",")):
+                rate = baud / 10
+                raw = raw_seconds(image, rate)
+                line = PacedLine(target, rate)
+                with Board.open(f"socket://127.0.0.1:{line.port}", timeout=30) as board:
+                    board.deploy(other, chunk=args.chunk)                      # so the next one is new
+                    transferred = {}
 
-    with tempfile.TemporaryDirectory() as state:
-        agent = Agent(Path(state) / "agent")
-        bound, stop = [], threading.Event()
-        threading.Thread(target=serve_tcp, args=(agent, "127.0.0.1", 0),
-                         kwargs={"ready": bound.append, "stop": stop}, daemon=True).start()
-        while not bound:
-            time.sleep(0.01)
-        target = ("127.0.0.1", bound[0])
-        with Board.open(f"socket://127.0.0.1:{bound[0]}", timeout=30) as board:   # warm-up, unpaced
-            board.deploy(other)
-            board.train(samples[:1], labels[:1], lr=0.01, classifier_lr=0.003)
-        print(f"VWW model image {len(image):,} bytes (vww_96_int8, last block trainable); chunk {args.chunk} B; "
-              f"agent in this process; wall time")
-        print("baud | line bytes/s | raw s | deploy s (transfer + COMMIT) | transfer s | payload/raw (deploy) | "
-              "payload/raw (transfer) | train s/sample")
-        for baud in (int(b) for b in args.baud.split(",")):
-            rate = baud / 10
-            raw = raw_seconds(image, rate)
-            line = PacedLine(target, rate)
-            with Board.open(f"socket://127.0.0.1:{line.port}", timeout=30) as board:
-                board.deploy(other, chunk=args.chunk)                          # so the next one is new
-                transferred = {}
-
-                def progress(done, total):
-                    if done == total:
-                        transferred["at"] = time.perf_counter()
-                started = time.perf_counter()
-                board.deploy(image, progress=progress, chunk=args.chunk)
-                deploy = time.perf_counter() - started
-                transfer = transferred["at"] - started
-                started = time.perf_counter()
-                board.train(samples, labels, lr=0.01, classifier_lr=0.003)
-                per_sample = (time.perf_counter() - started) / len(samples)
-            line.close()
-            print(f"{baud} | {rate:,.0f} | {raw:.2f} | {deploy:.2f} | {transfer:.2f} | {raw / deploy:.3f} | "
-                  f"{raw / transfer:.3f} | {per_sample:.3f}")
-        stop.set()
+                    def progress(done, total):
+                        if done == total:
+                            transferred["at"] = time.perf_counter()
+                    started = time.perf_counter()
+                    board.deploy(image, progress=progress, chunk=args.chunk)
+                    deploy = time.perf_counter() - started
+                    transfer = transferred["at"] - started
+                    started = time.perf_counter()
+                    trained = board.train(samples, labels, lr=0.01, classifier_lr=0.003)
+                    per_sample = (time.perf_counter() - started) / len(samples)
+                    tick_hz = board.info["tick_hz"]
+                line.close()
+                # under QEMU -icount shift=0 a guest instruction is 1 ns of virtual time: ticks -> instructions
+                insns = f"{trained['ticks'] * 1e9 / tick_hz / len(samples):,.0f}" if emu is not None else "-"
+                print(f"{name} | {baud} | {rate:,.0f} | {raw:.2f} | {deploy:.2f} | {transfer:.2f} | {raw / deploy:.3f} | "
+                      f"{raw / transfer:.3f} | {per_sample:.3f} | {insns}")
+            stop.set()
+            if emu is not None:
+                emu.stop()
     return 0
 
 
