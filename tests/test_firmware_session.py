@@ -17,6 +17,7 @@ fine-tuning image, classify the two samples as the runtime does and train as the
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -64,8 +65,86 @@ def graph(program):
     return prepare(program, batch=1, fast=False, requantize="tflm")
 
 
-@pytest.fixture(scope="module", params=BOARDS)
+class HostSession:
+    """tests/session_host.c (the session, the slots and the flash HAL built for the host with
+    ASan and UBSan) behind a local TCP port, started, killed and stopped as an Emulator is."""
+
+    board = "host-session"
+
+    def __init__(self, program: Path, flash: Path):
+        self.program, self.flash = program, flash
+        self.process, self.server = None, None
+
+    @property
+    def port(self) -> str:
+        return f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def start(self) -> "HostSession":
+        import socket
+        import threading
+        self.process = subprocess.Popen([str(self.program), str(self.flash)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        if self.server is None:
+            self.server = socket.create_server(("127.0.0.1", 0))
+        process, server, clients = self.process, self.server, []
+
+        def back():                                          # the board's answers to the client
+            while (data := os.read(process.stdout.fileno(), 65536)):
+                if clients:
+                    try:
+                        clients[-1].sendall(data)
+                    except OSError:
+                        pass
+            for conn in clients:
+                conn.close()
+
+        def serve():                                         # one client at a time, as a UART
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                clients.append(conn)
+                try:
+                    while (data := conn.recv(65536)):
+                        process.stdin.write(data)
+                except (OSError, ValueError):
+                    pass
+        threading.Thread(target=back, daemon=True).start()
+        threading.Thread(target=serve, daemon=True).start()
+        return self
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.server.close()
+        self.server = None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            assert self.process.wait(10) == 0, self.process.stderr.read().decode()   # no sanitizer report
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture(scope="module")
+def session_host(gcc, tmp_path_factory):
+    out = tmp_path_factory.mktemp("session") / "session_host"
+    src = FIRMWARE / "src"
+    sources = [src / "el_model.c", src / "el_crc32.c", src / "el_runner.c", src / "el_protocol.c",
+               *sorted((src / "kernels").glob("el_*.c")), *sorted((src / "lls").glob("*.c")),
+               *sorted((src / "bridge").glob("*.c"))]
+    return compile_host(gcc, out, Path(__file__).with_name("session_host.c"), *sources,
+                        flags=(*C_SANITIZE, "-ffp-contract=off", "-fno-math-errno", '-DEL_FW_VERSION="host"', "-lm"),
+                        includes=(FIRMWARE / "boards",))
+
+
+@pytest.fixture(scope="module", params=("host", *BOARDS))
 def elf(request):
+    if request.param == "host":
+        return "host", request.getfixturevalue("session_host")
     require_tools(*QEMU_TOOLS)
     return request.param, build(request.param)
 
@@ -73,7 +152,10 @@ def elf(request):
 @pytest.fixture
 def emulator(elf, tmp_path):
     board, path = elf
-    emu = Emulator(board, tmp_path / "flash.bin", elf=path, log=open(tmp_path / "qemu.log", "w"))
+    if board == "host":
+        emu = HostSession(path, tmp_path / "flash.bin")
+    else:
+        emu = Emulator(board, tmp_path / "flash.bin", elf=path, log=open(tmp_path / "qemu.log", "w"))
     yield emu.start()
     emu.stop()
 
@@ -119,10 +201,10 @@ def test_sha256_equals_hashlib_for_every_split_under_asan(gcc, tmp_path):
 def test_hello_describes_the_board_and_its_empty_slots(emulator):
     with Board.open(emulator.port) as board:
         info = board.info
-    assert info["board"] == emulator.board and info["device"] in ("cortex-m4", "cortex-m7")
-    assert info["firmware"].startswith("edge-lls ") and info["tick_hz"] == 25_000_000
+    assert info["board"] == emulator.board and info["device"] in ("cortex-m4", "cortex-m7", "host")
+    assert info["firmware"].startswith("edge-lls ") and info["tick_hz"] in (25_000_000, 1_000_000)
     assert info["slot"] is None and info["trial"] == "none" and info["sha256"] is None
-    assert info["ram_bytes"] in (256 << 10, 1 << 20) and info["arena_bytes"] < info["ram_bytes"]
+    assert info["ram_bytes"] in (256 << 10, 1 << 20, 2 << 20) and info["arena_bytes"] < info["ram_bytes"]
 
 
 def test_deploy_infer_train_and_pull_equal_the_runtime_and_the_twin(emulator, program, image, graph):
@@ -146,7 +228,8 @@ def test_deploy_infer_train_and_pull_equal_the_runtime_and_the_twin(emulator, pr
     runner = ImageRunner(patched_image(image, weights))               # INFER runs the learned weights
     assert after == [runner.infer(x.tobytes()) for x in xs[:7]]
     assert stats["samples_seen"] == 7 and stats["inferences"] == 27 and stats["train_buffer_bytes"] > 0
-    assert 0 < stats["stack_high_water"] < stats["stack_bytes"] and stats["infer_ticks"] > 0
+    if emulator.board != "host-session":                               # (the host has no painted stack)
+        assert 0 < stats["stack_high_water"] < stats["stack_bytes"] and stats["infer_ticks"] > 0
 
 
 def test_features_at_the_cut_train_as_images_do(emulator, program, image, graph):
@@ -263,6 +346,61 @@ def test_the_boot_rules_on_the_flash_a_kill_would_leave(emulator, image, other_i
         assert board.infer(x)["output"].tobytes() == graph.run([x])[0].tobytes()
         board.reset()                                                   # and the next boot agrees
         assert board.hello()["sha256"] == expect
+
+
+FUZZ_REQUESTS = 5_000
+
+
+def test_the_session_survives_5000_mutated_requests_under_asan(session_host, tmp_path, image):
+    """Requests of every type, valid and then damaged field by field (each with a good CRC, so
+    the session, not the frame layer, judges them), interleaved with real transfers: the
+    session never crashes or reads out of bounds (ASan, UBSan: the process would die with a
+    report), answers every frame, and afterwards still deploys and runs a model."""
+    import socket
+    rng = np.random.default_rng(2026)
+    digest = hashlib.sha256(image).digest()
+    t = m.TYPES
+    valid = [(t["HELLO"], m.hello(7)), (t["PUT_MODEL"], m.put_model(digest, len(image), 0, image[:4096])),
+             (t["PUT_MODEL"], m.put_model(digest, len(image), 4096, image[4096:])),
+             (t["COMMIT"], m.commit(digest, len(image))), (t["INFER"], m.infer(300, 0, bytes(300))),
+             (t["INFER"], m.infer(300, 100, bytes(150))), (t["GET_WEIGHTS"], m.get_weights(0, 0)),
+             (t["GET_WEIGHTS"], m.get_weights(4, 100, 50)),
+             (t["TRAIN"], m.train("images", [3, 1], 300, 0, bytes(450), batch=1, lr=0.1, classifier_lr=0.1)),
+             (t["TRAIN"], m.train("images", [3, 1], 300, 450, bytes(150), batch=1, lr=0.1, classifier_lr=0.1)),
+             (t["TRAIN"], m.train("features", [2], 800, 0, bytes(800), batch=2, lr=0.1, classifier_lr=0.1, cut=2)),
+             (t["STATS"], m.stats()), (t["RESET"], m.reset())]
+    host = HostSession(session_host, tmp_path / "flash.bin").start()
+    try:
+        with Board.open(host.port) as board:
+            board.deploy(image)                           # a model, so INFER / TRAIN reach their handlers
+            sock = board.link.port
+            answered = sent = 0
+            for k in range(FUZZ_REQUESTS):
+                msg_type, payload = valid[int(rng.integers(0, len(valid)))]
+                payload, kind = bytearray(payload), int(rng.integers(0, 3))
+                if kind == 1:                             # damaged: bytes overwritten
+                    for _ in range(int(rng.integers(1, 4))):
+                        payload[int(rng.integers(0, len(payload)))] = int(rng.integers(0, 256))
+                elif kind == 2:                           # cut short or grown
+                    payload = payload[:int(rng.integers(0, len(payload) + 1))] + rng.bytes(int(rng.integers(0, 8)))
+                if rng.random() < 0.05:
+                    msg_type = int(rng.integers(0, 256))  # any type at all
+                if msg_type == t["RESET"] and rng.random() < 0.9:
+                    continue                              # (a restart re-reads the flash: rarely)
+                sock.write(build_frame(msg_type, (k + 100) & 0xFFFF, bytes(payload)))
+                sent += msg_type not in (0x80, 0x81)              # an ACK or a NAK gets no answer
+                while answered < sent - 8 or (sock.in_waiting and answered < sent):
+                    answered += sock.read(65536).count(0)   # one 0x00 ends each answer
+            deadline = time.monotonic() + 30
+            while answered < sent and time.monotonic() < deadline:
+                answered += sock.read(65536).count(0)
+            assert answered == sent and host.process.poll() is None, host.process.stderr.read().decode()
+        with Board.open(host.port) as board:              # a new session on the same board
+            assert board.deploy(image, force=True)["trial"] == "confirmed"
+            x = inputs(1)[0]
+            assert board.infer(x)["output"].size == 10
+    finally:
+        host.stop()
 
 
 # ------------------------------------------------------------------ VWW

@@ -4,7 +4,8 @@ and prints the losses (float32 bits) and, after the steps, the CRC-32 of every t
 op's learned weights and biases. Held to: everything it prints equals what the Python twin
 (edge_lls/board_train.py) computes for the same samples, bit for bit, on both boards; the
 default plan (the last block + classifier) on the Cortex-M4 and the last two blocks on the
-Cortex-M7, each inside its device profile's SRAM, with the last block learning from its LLS
+Cortex-M7 (and its last three and four, the blocks on 6x6 maps with an LLS pool of 2), each
+inside its device profile's SRAM, with the last block learning from its LLS
 head and (the board's default) from the classifier; the firmware calls nothing of libc's float
 functions (sqrt is the FPU's instruction: -fno-math-errno).
 """
@@ -25,7 +26,8 @@ QEMU_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "qemu-system-arm", "make"
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 # (board, blocks trained, stack reserve or None for the board's default, the last block's signal)
 PLANS = [("mps2-an386", 1, 8192, "lls"), ("mps2-an500", 2, None, "lls"),
-         ("mps2-an386", 1, 8192, "classifier"), ("mps2-an500", 2, None, "classifier")]
+         ("mps2-an386", 1, 8192, "classifier"), ("mps2-an500", 2, None, "classifier"),
+         ("mps2-an500", 3, None, "classifier"), ("mps2-an500", 4, None, "classifier")]   # 6x6 maps, pool 2
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
