@@ -741,3 +741,37 @@ def test_bad_input_is_one_line_and_exit_2(server, model_file, tmp_path, capsys, 
     code, out, err = run_main(capsys, *[a.format(**values) for a in args])
     assert_one_line_error(code, err, words)
     assert out == ""
+
+
+def test_pull_writes_a_tflite_from_a_deployed_ells_that_runs_as_the_board(server, tmp_path, capsys):
+    """A float .ells deploys through the exporter (int8 by calibration on --data); pull, given the
+    same options, lowers it again to the same int8 program and writes the fine-tuned .tflite,
+    which the Python runtime (TFLM rounding) runs to the board's output bytes."""
+    from PIL import Image
+    from edge_lls.formats import model_file as mf
+    from edge_lls.formats.tflite import read_tflite
+    from edge_lls.models import build_model
+    rng = np.random.default_rng(8)
+    model = build_model("mobilenetv1", 4, (32, 32, 3), seed=0, act="relu6")   # (the firmware trains ReLU6 blocks)
+    model.forward(rng.random((8, 32, 32, 3)).astype(np.float32), training=True)
+    mf.save_model(tmp_path / "m.ells", model, {})
+    for c in range(4):
+        (tmp_path / "data" / f"class{c}").mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / f"class{c}" / f"{k}.png")
+    options = ["--dataset", "folder", "--data", tmp_path / "data", "--train-last", "1"]
+    code, _, err = run_main(capsys, "deploy", tmp_path / "m.ells", "--port", server.url, *options)
+    assert code == 0, err
+    xs = [rng.integers(-128, 128, (1, 32, 32, 3)).astype(np.int8) for _ in range(6)]
+    with Board.open(server.url) as board:
+        board.train(xs[:4], [0, 1, 2, 3], lr=LR, classifier_lr=CLASSIFIER_LR, seed=3)
+        outputs = [board.infer(x)["output"].tobytes() for x in xs]
+    code, _, err = run_main(capsys, "board", "pull", "--port", server.url, "--model", tmp_path / "m.ells", *options,
+                            "--out", tmp_path / "tuned.tflite")
+    assert code == 0, err
+    tuned = prepare(read_tflite(tmp_path / "tuned.tflite"), batch=1, fast=False, requantize="tflm")
+    assert [tuned.run([x])[0].tobytes() for x in xs] == outputs
+    code, _, err = run_main(capsys, "board", "pull", "--port", server.url, "--model", tmp_path / "m.ells",
+                            "--dataset", "folder", "--data", tmp_path / "data", "--train-last", "2",
+                            "--out", tmp_path / "other.tflite")                 # other options: another model
+    assert_one_line_error(code, err, "not the model on")

@@ -4,7 +4,7 @@ beside the host's float fine-tuning (edge_lls/finetune.py: float master weights,
 schedule-free AdamW) on the same images, the same frozen int8 prefix, the same held-out split.
 
     .venv/bin/python tools/bench_board_accuracy.py [--train 2000] [--test 1000] [--epochs 3]
-        [--train-last 1,2] [--seeds 0,1,2] [--last-block classifier,lls]
+        [--train-last 1,2] [--seeds 0,1,2] [--last-block classifier,lls] [--schedule constant|linear]
 
 Data: a real image set at the board's input size: the MNIST test digits of ../shared (the only
 MNIST here), 96x96 RGB through the folder reader, split into two balanced classes (0-4 / 5-9)
@@ -60,15 +60,29 @@ def write_folder(root: Path, train: int, test: int) -> None:
         Image.fromarray(np.asarray(images[i])).save(folder / f"{i:05d}.png")
 
 
+def lr_scale(schedule: str, step: int, total: int, batch: int = 64) -> float:
+    """The learning-rate factor of a step: 1 (constant), or linear decay to 0 set per TRAIN
+    batch of `batch` samples (the host sends each batch's learning rate: the board needs no
+    change for a schedule)."""
+    if schedule == "constant":
+        return 1.0
+    return 1.0 - (step // batch) * batch / total
+
+
 def board_run(image: bytes, x, y, epochs: int, lr: float, classifier_lr: float, seed: int,
-              master_weights: bool = False, last_block: str = "classifier") -> BoardTrainer:
+              master_weights: bool = False, last_block: str = "classifier", schedule: str = "constant") -> BoardTrainer:
     """The board's training: one sample per step, a fresh seeded order per epoch."""
     trainer = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed + 1, master_weights=master_weights,
                            last_block=last_block)
     rng = np.random.default_rng(seed)
+    step, total = 0, epochs * len(x)
     for _ in range(epochs):
         for i in rng.permutation(len(x)):
+            if schedule != "constant":
+                scale = lr_scale(schedule, step, total)
+                trainer.lr, trainer.classifier_lr = np.float32(lr * scale), np.float32(classifier_lr * scale)
             trainer.step(x[i], int(y[i]))
+            step += 1
     return trainer
 
 
@@ -88,6 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--last-block", default="classifier,lls",
                         help="the last block's learning signal(s), on the board and the host: classifier (the "
                              "board's default: the classifier's gradient at its input) and / or lls (its own head)")
+    parser.add_argument("--schedule", default="constant", choices=("constant", "linear"),
+                        help="the board's learning rates over the run: constant, or linear decay to 0 (set per "
+                             "64-sample TRAIN batch)")
     args = parser.parse_args(argv)
     from edge_lls.data import load_dataset
     backbone = load_backbone(VWW_INT8)
@@ -109,23 +126,24 @@ def main(argv=None) -> int:
             for seed, signal in ((int(v), sig) for v in args.seeds.split(",") for sig in args.last_block.split(",")):
                 t0 = time.perf_counter()
                 scores = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed,
-                                                   last_block=signal), train.x[held], train.y[held])
+                                                   last_block=signal, schedule=args.schedule),
+                                         train.x[held], train.y[held])
                           for pair in LR_GRID}
                 lr, classifier_lr = max(LR_GRID, key=lambda pair: scores[pair])
                 board = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed,
-                                           last_block=signal), test.x, test.y)
+                                           last_block=signal, schedule=args.schedule), test.x, test.y)
                 board_s = time.perf_counter() - t0
                 # the same update with float master weights instead of stochastic rounding: the
                 # accuracy cost of keeping the block weights int8 (same learning rates)
                 master = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed, True,
-                                            last_block=signal), test.x, test.y)
+                                            last_block=signal, schedule=args.schedule), test.x, test.y)
                 t0 = time.perf_counter()
                 _, host = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
                                    batch_size=args.host_batch, seed=seed, calibration_images=512, last_block=signal)
                 _, host_sgd = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
                                        batch_size=args.host_batch, seed=seed, calibration_images=512,
                                        optimizer="sgd", lr=HOST_SGD_LR, last_block=signal)
-                row = {"train_last": train_last, "last_block": signal, "seed": seed, "pretrained_int8": pretrained,
+                row = {"train_last": train_last, "last_block": signal, "schedule": args.schedule, "seed": seed, "pretrained_int8": pretrained,
                        "host_fp32": host["fp32_accuracy"], "host_int8": host["int8_accuracy"],
                        "host_sgd_fp32": host_sgd["fp32_accuracy"], "board_int8": board, "float_master_int8": master,
                        "board_lr": lr, "board_classifier_lr": classifier_lr,
