@@ -50,6 +50,18 @@ def port_url(port: str) -> str:
     return text
 
 
+def check_active_model(board: "Board", image: bytes, where: str) -> None:
+    """ConfigError (one line) unless the board's active model, as its last HELLO reported it,
+    is exactly `image` (by SHA-256): `board pull --model` and `train --port --model`."""
+    digest = hashlib.sha256(bytes(image)).hexdigest()
+    active = board.info.get("sha256")
+    if active is None:
+        raise ConfigError(f"{board.name} has no model: deploy {where} first")
+    if active != digest:
+        raise ConfigError(f"--model {where}: not the model on {board.name} (its SHA-256 is {digest[:16]}…, the "
+                          f"board runs {active[:16]}…); pass the file that was deployed, with the same options")
+
+
 def model_summary(image: bytes, where: str = "<image>") -> dict:
     """What the host checks of a model image before sending it: its sizes, ops and tail."""
     parsed = blob.open_image(image, where)
@@ -192,7 +204,15 @@ class Board:
             offset = state["next_offset"]
             if progress is not None:
                 progress(offset, total)
-        reply = self._request("COMMIT", m.commit(digest, total), slow=True).fields
+        try:
+            reply = self._request("COMMIT", m.commit(digest, total), slow=True).fields
+        except m.BoardError as e:
+            # a board that reset after committing, before its answer came, gets the COMMIT again
+            # and has no transfer left to commit: it runs the model, which is what HELLO says
+            if e.status != m.STATUS["NO_TRANSFER"] or self.hello()["sha256"] != digest.hex():
+                raise
+            reply = {"slot": self.info["slot"], "sequence": self.info["sequence"],
+                     "trial": m.TRIAL.get(self.info["trial"].upper(), m.TRIAL["NONE"])}
         after = self.hello()
         if after["sha256"] != digest.hex():
             raise ProtocolError(f"{self.name} committed the model but runs {after['sha256']}, not {digest.hex()}")
@@ -425,4 +445,4 @@ def patched_image(image: bytes, weights: dict, where: str = "<image>") -> bytes:
 
 
 __all__ = ["Board", "port_url", "model_summary", "patched_image", "fine_tuned_program", "image_weights",
-           "trainable_ops", "sha256", "ProtocolError"]
+           "trainable_ops", "sha256", "ProtocolError", "check_active_model"]

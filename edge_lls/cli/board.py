@@ -41,14 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sha_check(board, image: bytes, model: str) -> None:
-    import hashlib
-    digest = hashlib.sha256(image).hexdigest()
-    active = board.info.get("sha256")
-    if active is None:
-        raise ConfigError(f"{board.name} has no model: deploy {model} first")
-    if active != digest:
-        raise ConfigError(f"--model {model}: not the model on {board.name} (its SHA-256 is {digest[:16]}…, the "
-                          f"board runs {active[:16]}…); pass the file that was deployed, with the same options")
+    from firmware_bridge.board import check_active_model
+    check_active_model(board, image, model)
 
 
 def _pull(args, board) -> dict:
@@ -59,16 +53,22 @@ def _pull(args, board) -> dict:
     out = Path(args.out)
     image, kind = model_image(args)
     _sha_check(board, image, args.model)
-    if out.suffix.lower() == ".tflite" and kind != "tflite":
-        raise ConfigError(f"--out {out}: a .tflite is written from a .tflite MODEL; {args.model} is a {kind} "
-                          f"(write a model image, or deploy the .tflite `edge-lls export --format tflite` makes)")
+    if out.suffix.lower() == ".tflite" and kind == "image":
+        raise ConfigError(f"--out {out}: a .tflite is written from the model the image was exported from "
+                          f"(.tflite, .ells or .onnx); {args.model} is a model image: write a model image")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
     weights = board.get_weights()
     if out.suffix.lower() == ".tflite":
         from ..formats.sniff import model_path
         from ..formats.tflite import read_tflite, save_tflite
-        program = fine_tuned_program(read_tflite(model_path(args.model)), image, weights, where=str(args.model))
+        if kind == "tflite":
+            program = read_tflite(model_path(args.model))
+        else:   # the int8 program deploy exported the image from: the same options, the same program
+            from ..export import _lowered
+            program, _ = _lowered(model_path(args.model), "int8", args.dataset, args.data, args.val_split,
+                                  args.calibration_images)
+        program = fine_tuned_program(program, image, weights, where=str(args.model))
         size, fmt = save_tflite(program, out), "tflite"
     else:
         data = patched_image(image, weights, where=str(args.model))
