@@ -36,33 +36,13 @@ from firmware_bridge.agent import RECORD, RECORD_STATES, TRANSFER, ImageRunner, 
 from firmware_bridge.board import Board, patched_image
 from firmware_bridge.emulator import Emulator, build
 from firmware_bridge.protocol import build_frame
-from test_firmware_train import _small_program
+# the small model, its two images, the TFLM-mode graph, inputs and the twin's features: the agent's tests'
+from test_bridge_agent import graph, image, inputs, other_image, program, twin_features  # noqa: F401
 
 QEMU_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
 BOARDS = ("mps2-an386", "mps2-an500")
 LR, CLASSIFIER_LR = 0.2, 0.1
 SECTOR = 4096
-
-
-@pytest.fixture(scope="module")
-def program():
-    return _small_program()
-
-
-@pytest.fixture(scope="module")
-def image(program):
-    """The small int8 model, last 2 blocks trainable (10 classes, input 10x10x3): 4,576 bytes."""
-    return blob.build_image(program, trainable_tail(program, 2)).data
-
-
-@pytest.fixture(scope="module")
-def other_image(program):
-    return blob.build_image(program, trainable_tail(program, 1)).data
-
-
-@pytest.fixture(scope="module")
-def graph(program):
-    return prepare(program, batch=1, fast=False, requantize="tflm")
 
 
 class HostSession:
@@ -160,16 +140,6 @@ def emulator(elf, tmp_path):
     emu.stop()
 
 
-def inputs(count, seed=3):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(-128, 128, (1, 10, 10, 3)).astype(np.int8) for _ in range(count)]
-
-
-def features_at_cut(program, graph, image, xs):
-    cut = program.operators[blob.open_image(image)["tail"]["blocks"][0]["first_op"]].inputs[0]
-    return [graph.run_all([x])[cut] for x in xs]
-
-
 def equal_weights(a, b) -> bool:
     return sorted(a) == sorted(b) and all(np.array_equal(a[op][0], b[op][0]) and np.array_equal(a[op][1], b[op][1])
                                           for op in a)
@@ -210,7 +180,7 @@ def test_hello_describes_the_board_and_its_empty_slots(emulator):
 def test_deploy_infer_train_and_pull_equal_the_runtime_and_the_twin(emulator, program, image, graph):
     xs, labels = inputs(20), [3, 1, 4, 1, 5, 9, 2]
     twin = BoardTrainer(image, lr=LR, classifier_lr=CLASSIFIER_LR, seed=42)
-    steps = [twin.step(f, y) for f, y in zip(features_at_cut(program, graph, image, xs[:7]), labels)]
+    steps = [twin.step(f, y) for f, y in zip(twin_features(program, graph, image, xs[:7]), labels)]
     with Board.open(emulator.port) as board:
         result = board.deploy(image)
         assert (result["slot"], result["sequence"], result["trial"]) == (0, 1, "confirmed")
@@ -234,7 +204,7 @@ def test_deploy_infer_train_and_pull_equal_the_runtime_and_the_twin(emulator, pr
 
 def test_features_at_the_cut_train_as_images_do(emulator, program, image, graph):
     xs, labels = inputs(5, seed=5), [0, 2, 4, 6, 8]
-    features = features_at_cut(program, graph, image, xs)
+    features = twin_features(program, graph, image, xs)
     with Board.open(emulator.port) as board:
         board.deploy(image)
         board.train(xs, labels, "images", lr=LR, classifier_lr=CLASSIFIER_LR, seed=9)
@@ -421,7 +391,7 @@ def test_vww_deploys_classifies_the_samples_and_trains_as_the_twin(emulator):
         board.train(samples, [1, 0], lr=0.2, classifier_lr=0.01, seed=12345)
         weights = board.get_weights()
     twin = BoardTrainer(data, lr=0.2, classifier_lr=0.01, seed=12345)
-    for f, y in zip(features_at_cut(vww, graph, data, samples), [1, 0]):
+    for f, y in zip(twin_features(vww, graph, data, samples), [1, 0]):
         twin.step(f, y)
     assert equal_weights(weights, twin.weights())
 
