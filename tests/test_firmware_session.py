@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from c_layouts import compile_host, printed_layouts
-from conftest import C_SANITIZE, FIRMWARE, SAMPLES_DIR, VWW_DIR, require_tools
+from conftest import C_SANITIZE, FIRMWARE, MNIST_DIR, SAMPLES_DIR, VWW_DIR, require_tools
 from edge_lls.board_train import BoardTrainer
 from edge_lls.finetune import trainable_tail
 from edge_lls.formats import blob
@@ -425,3 +425,42 @@ def test_the_emulator_refuses_an_unknown_board_with_one_line():
     result = subprocess.run([sys.executable, "-m", "firmware_bridge.emulator", "--board", "stm32"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--board stm32" in result.stderr
+
+
+@pytest.mark.long
+@pytest.mark.shared(VWW_DIR, MNIST_DIR)
+def test_vww_fine_tunes_on_the_m7_from_an_image_folder_to_the_twins_model_and_accuracy(tmp_path, capsys):
+    """`edge-lls deploy` + `edge-lls train --device cortex-m7 --port` on an image folder (MNIST
+    digits 0-4 / 5-9 at 96x96, the stand-in for a user's VWW folder), once against the firmware
+    on QEMU's M7 and once against `edge-lls serve`'s agent, whose TRAIN is the Python twin: the
+    same fine-tuned model, byte for byte, and so the same held-out accuracy."""
+    import json
+    import sys
+    require_tools(*QEMU_TOOLS)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from bench_board_accuracy import write_folder
+    from firmware_bridge.agent import Agent
+    from test_bridge_agent import Server
+    from test_cli import run_main
+    write_folder(tmp_path / "digits", 48, 24)
+    vww = VWW_DIR / "vww_96_int8.tflite"
+    common = ["--model", vww, "--train-last", "1", "--dataset", "folder", "--data", tmp_path / "digits",
+              "--epochs", "1", "--batch-size", "16", "--features", "--seed", "3", "--json"]
+    results = {}
+    emu = Emulator("mps2-an500", tmp_path / "flash.bin", elf=build("mps2-an500")).start()
+    agent = Server(Agent(tmp_path / "agent"))
+    try:
+        for name, port in (("m7", emu.port), ("twin", agent.url)):
+            code, _, err = run_main(capsys, "deploy", vww, "--port", port, "--train-last", "1")
+            assert code == 0, err
+            code, out, err = run_main(capsys, "train", "--device", "cortex-m7", "--port", port, *common,
+                                      "--out", tmp_path / name)
+            assert code == 0, err
+            results[name] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        emu.stop()
+        agent.close()
+    assert (tmp_path / "m7" / "model.bin").read_bytes() == (tmp_path / "twin" / "model.bin").read_bytes()
+    m7, twin = (json.dumps(results[k], sort_keys=True) for k in ("m7", "twin"))
+    for key in ("eval_accuracy", "pretrained_accuracy", "train_loss", "train_accuracy"):
+        assert results["m7"][key] is not None and results["m7"][key] == results["twin"][key], (key, m7, twin)
