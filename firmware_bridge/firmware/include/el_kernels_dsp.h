@@ -15,7 +15,10 @@
  * On a core without the DSP extension (or on the host) the names still exist: static inline
  * forwarders to the plain kernels, so a caller can use the _dsp names everywhere.
  *
- * Scratch: none, as the plain kernels (ctx may be NULL).
+ * Scratch: none from ctx, as the plain kernels (ctx may be NULL); the fastest paths keep their
+ * buffers on the stack (CONV_2D's weight tile, with the gathered windows for a window, at most
+ * 1,104 B; the depthwise kernel's three row buffers, 576 B, and its weights and job, 308 B),
+ * never both at once.
  *
  * Why SXTB16 + SMLAD is exact
  * ---------------------------
@@ -52,18 +55,25 @@
 
 #define EL_KERNELS_DSP 1 /* the _dsp kernels are the DSP versions, not forwarders */
 
-/* CONV_2D, as el_conv2d_s8: a 1x1 stride-1 unpadded filter two pixels x two output channels
- * at a time (the input offset folded into the start value where |bias| + 32768 * taps fits
- * an int32), others two output channels at a time, one dot product per window row inside
- * the image. Requantization constants per channel once per layer (el_dsp_internal.h). */
+/* CONV_2D, as el_conv2d_s8. A layer with the output offset -128, the clamp all of int8,
+ * right shifts and Cout a multiple of 4 (a ReLU layer of MobileNet / VWW), with 1x1 taps of
+ * whole words (Cin a multiple of 4, at most 128) or a window of at most 32 taps: four output
+ * channels of one pixel at a time against weights split once per layer ("quads", 13
+ * instructions per 16 MACs, el_conv2d_s8_dsp.c). Others: a 1x1 stride-1 unpadded filter two
+ * pixels x two output channels at a time (the input offset folded into the start value where
+ * |bias| + 32768 * taps fits an int32), others two output channels at a time, one dot
+ * product per window row inside the image. Requantization constants per channel once per
+ * layer (el_dsp_internal.h). */
 size_t el_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p);
 el_kernel_status el_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                                   const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
                                   const int32_t *shift, int8_t *output);
 
 /* DEPTHWISE_CONV_2D, as el_depthwise_conv2d_s8 (ch_mult 1: four channels per split word,
- * SMLABB / SMLATT into one accumulator per channel, a 3x3 window inside the image as nine
- * unrolled taps; other multipliers go to the plain kernel). */
+ * SMLABB / SMLATT into one accumulator per channel; a 3x3 window with dilation 1 and the short
+ * requantization over three zero-padded row buffers of split input ("rings", every window
+ * nine unrolled taps, no border case), other windows clipped to the image; other multipliers
+ * go to the plain kernel). */
 size_t el_depthwise_conv2d_s8_dsp_get_buffer_size(const el_conv_params *p);
 el_kernel_status el_depthwise_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                                             const int8_t *filter, const int32_t *bias, const int32_t *multiplier,

@@ -269,6 +269,128 @@ static int32_t conv_case(int32_t index, int depthwise)
     return 1;
 }
 
+/* ------------------------------------------------------------------ fast-path layers */
+/* Layers drawn to meet the conditions of the DSP kernels' fastest paths (el_conv2d_s8_dsp.c:
+ * quads, Cout a multiple of 4, a 1x1 input of whole words or a window of at most 32 taps;
+ * el_depthwise_conv2d_s8_dsp.c: rings, a 3x3 window): every multiplier >= 0 (a few 0) with a
+ * right shift, down to -31, biases from small to the accumulator bound and around 2^30 (as
+ * trained models have: a channel of huge bias and shift), the output offset mostly -128 (a
+ * ReLU's zero point, which drops the sign correction) and sometimes not, the clamp mostly
+ * all of int8; and some that miss a condition by one (a shift of 0, an odd Cout, a narrow
+ * clamp, a wide row), so that the fallbacks run beside them. */
+static const int32_t *fast_quantization(int32_t channels, int32_t taps)
+{
+    int32_t c;
+    const int32_t kind = (int32_t)(rnd() % 4u);
+    for (c = 0; c < channels; ++c) {
+        const int64_t bound = (int64_t)INT32_MAX - (int64_t)taps * EL_KERNEL_MAX_PRODUCT;
+        mult_buf[c] = rnd() % 16u == 0u ? 0 : (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+        shift_buf[c] = kind == 0 ? -rnd_in(1, 31) : -rnd_in(4, 14);
+        switch (rnd() % 5u) {
+        case 0: /* a trained model's dead-looking channel: a bias near 2^30, a large shift */
+            bias_buf[c] = (int32_t)(0x40000000 + rnd_in(-256, 256));
+            shift_buf[c] = -rnd_in(24, 31);
+            break;
+        case 1: /* at the accumulator bound */
+            bias_buf[c] = bound > 0 ? ((rnd() & 1u) ? (int32_t)bound : -(int32_t)bound) : 0;
+            break;
+        default:
+            bias_buf[c] = rnd_in(-40000, 40000);
+            break;
+        }
+    }
+    if (kind == 3 && rnd() % 4u == 0u) { /* one channel off the short requantization */
+        shift_buf[rnd() % (uint32_t)channels] = rnd_in(0, 2);
+    }
+    return rnd() % 8u == 0u ? NULL : bias_buf;
+}
+
+static int32_t fast_case(int32_t index, int depthwise)
+{
+    el_conv_params p;
+    const int extreme = rnd() % 8u == 0u ? (int)(1u + rnd() % 2u) : 0;
+    int32_t k, taps, out_c, volume, filter_volume;
+    const int32_t *bias;
+    memset(&p, 0, sizeof p);
+    p.input_dims.n = rnd() % 5u == 0u ? 2 : 1;
+    p.dilation_h = p.dilation_w = 1;
+    p.ch_mult = 1;
+    if (depthwise) {
+        k = 3;
+        p.input_dims.h = rnd_in(1, 12);
+        p.input_dims.w = rnd() % 6u == 0u ? rnd_in(40, 70) : rnd_in(1, 24);
+        p.input_dims.c = rnd() % 5u == 0u ? rnd_in(1, 40) : 4 * rnd_in(1, 10);
+        p.stride_h = rnd_in(1, 3);
+        p.stride_w = rnd_in(1, 3);
+        p.pad_h = rnd_in(0, 2);
+        p.pad_w = rnd_in(0, 2);
+        out_c = p.input_dims.c;
+    } else if (rnd() & 1u) { /* 1x1 */
+        k = 1;
+        p.input_dims.h = rnd_in(1, 7);
+        p.input_dims.w = rnd_in(1, 7);
+        p.input_dims.c = rnd() % 6u == 0u ? rnd_in(1, 70) : 4 * (rnd() % 8u == 0u ? rnd_in(17, 64) : rnd_in(1, 16));
+        p.stride_h = p.stride_w = 1;
+        out_c = rnd() % 6u == 0u ? rnd_in(1, 13) : 4 * rnd_in(1, 6);
+    } else { /* a window of at most 32 taps */
+        static const int32_t kernels[4] = {3, 3, 2, 5};
+        k = kernels[rnd() % 4u];
+        p.input_dims.h = rnd_in(1, 12);
+        p.input_dims.w = rnd_in(1, 12);
+        p.input_dims.c = k == 5 ? 1 : k == 2 ? rnd_in(1, 8) : rnd_in(1, 3);
+        p.stride_h = rnd_in(1, 2);
+        p.stride_w = rnd_in(1, 2);
+        p.pad_h = rnd_in(0, 1);
+        p.pad_w = rnd_in(0, 1);
+        p.dilation_h = p.dilation_w = rnd() % 8u == 0u ? 2 : 1;
+        out_c = 4 * rnd_in(1, 6);
+    }
+    p.output_dims.n = p.input_dims.n;
+    p.output_dims.h = out_size(p.input_dims.h, k, p.stride_h, p.dilation_h, p.pad_h);
+    p.output_dims.w = out_size(p.input_dims.w, k, p.stride_w, p.dilation_w, p.pad_w);
+    p.output_dims.c = out_c;
+    if (p.output_dims.h < 1 || p.output_dims.w < 1) {
+        return 0;
+    }
+    p.filter_dims.n = depthwise ? 1 : out_c;
+    p.filter_dims.h = p.filter_dims.w = k;
+    p.filter_dims.c = depthwise ? out_c : p.input_dims.c;
+    volume = p.output_dims.n * p.output_dims.h * p.output_dims.w * out_c;
+    filter_volume = p.filter_dims.n * k * k * p.filter_dims.c;
+    if (p.input_dims.n * p.input_dims.h * p.input_dims.w * p.input_dims.c > MAX_IN || volume > MAX_OUT ||
+        filter_volume > MAX_FILTER || out_c > MAX_CH) {
+        return 0;
+    }
+    p.input_offset = input_offset();
+    p.output_offset = rnd() % 4u == 0u ? rnd_in(-128, 127) : -128;
+    if (rnd() % 8u == 0u) {
+        activation(&p.act_min, &p.act_max);
+    } else {
+        p.act_min = -128;
+        p.act_max = 127;
+    }
+    taps = depthwise ? k * k : k * k * p.input_dims.c;
+    bias = fast_quantization(out_c, taps);
+    fill(in_buf, p.input_dims.n * p.input_dims.h * p.input_dims.w * p.input_dims.c, extreme);
+    fill(filter_buf, filter_volume, extreme);
+    paint();
+    if (depthwise) {
+        const el_kernel_status a =
+            el_depthwise_conv2d_s8(NULL, &p, in_buf, filter_buf, bias, mult_buf, shift_buf, out_plain);
+        const el_kernel_status b =
+            el_depthwise_conv2d_s8_dsp(NULL, &p, in_buf, filter_buf, bias, mult_buf, shift_buf, out_dsp);
+        EL_CHECK(a == EL_KERNEL_OK);
+        compare("depthwise_conv2d_fast", index, volume, a, b);
+    } else {
+        const el_kernel_status a = el_conv2d_s8(NULL, &p, in_buf, filter_buf, bias, mult_buf, shift_buf, out_plain);
+        const el_kernel_status b =
+            el_conv2d_s8_dsp(NULL, &p, in_buf, filter_buf, bias, mult_buf, shift_buf, out_dsp);
+        EL_CHECK(a == EL_KERNEL_OK);
+        compare("conv2d_fast", index, volume, a, b);
+    }
+    return 1;
+}
+
 static int32_t fc_case(int32_t index)
 {
     el_fc_params p;
@@ -351,12 +473,18 @@ static void conv_params(el_conv_params *p, int32_t h, int32_t w, int32_t in_c, i
     p->output_dims.c = out_c;
 }
 
-static void bench_conv(const char *layer, const el_conv_params *p, int depthwise)
+/* fast: every shift a right shift (the short requantization; with the output offset -128
+ * that the caller sets, a VWW layer's fast path), else quantization()'s mix. */
+static void bench_conv(const char *layer, const el_conv_params *p, int depthwise, int fast)
 {
     const int32_t volume = p->output_dims.h * p->output_dims.w * p->output_dims.c;
     const int32_t taps = depthwise ? p->filter_dims.h * p->filter_dims.w
                                    : p->filter_dims.h * p->filter_dims.w * p->filter_dims.c;
     const int32_t *bias = quantization(p->output_dims.c, taps, 1);
+    int32_t c;
+    for (c = 0; fast && c < p->output_dims.c; ++c) {
+        shift_buf[c] = -rnd_in(6, 10);
+    }
     uint64_t t0, t1, t2;
     el_kernel_status a, b;
     fill(in_buf, p->input_dims.h * p->input_dims.w * p->input_dims.c, 0);
@@ -439,14 +567,37 @@ int main(void)
     el_uart_puts(" fully_connected ");
     el_uart_put_dec((uint32_t)counts[2]);
     el_uart_puts("\n");
+    for (done = 0; done < 300;) {
+        done += fast_case(done, 0);
+    }
+    counts[0] = done;
+    for (done = 0; done < 200;) {
+        done += fast_case(done, 1);
+    }
+    counts[1] = done;
+    el_uart_puts("fast-path layers equal: conv2d ");
+    el_uart_put_dec((uint32_t)counts[0]);
+    el_uart_puts(" depthwise ");
+    el_uart_put_dec((uint32_t)counts[1]);
+    el_uart_puts("\n");
 
     /* VWW-sized layers (the 96x96 MobileNet's middle blocks and its classifier). */
     conv_params(&p, 24, 24, 64, 64, 1, 1, 0, 0);
-    bench_conv("conv1x1_24x24x64_64", &p, 0);
+    bench_conv("conv1x1_24x24x64_64", &p, 0, 0);
     conv_params(&p, 12, 12, 32, 32, 3, 1, 1, 0);
-    bench_conv("conv3x3_12x12x32_32", &p, 0);
+    bench_conv("conv3x3_12x12x32_32", &p, 0, 0);
     conv_params(&p, 24, 24, 64, 64, 3, 1, 1, 1);
-    bench_conv("dwconv3x3_24x24x64", &p, 1);
+    bench_conv("dwconv3x3_24x24x64", &p, 1, 0);
+    /* the same shapes as VWW's fast paths take them: right shifts, output offset -128 */
+    conv_params(&p, 6, 6, 128, 128, 1, 1, 0, 0);
+    p.output_offset = -128;
+    bench_conv("conv1x1_6x6x128_128_relu", &p, 0, 1);
+    conv_params(&p, 96, 96, 3, 8, 3, 2, 1, 0);
+    p.output_offset = -128;
+    bench_conv("conv3x3_96x96x3_8_s2_relu", &p, 0, 1);
+    conv_params(&p, 24, 24, 32, 32, 3, 1, 1, 1);
+    p.output_offset = -128;
+    bench_conv("dwconv3x3_24x24x32_relu", &p, 1, 1);
     bench_fc("fc_256_2_x100", 256, 2, 100);
     el_uart_puts("ok\n");
     return 0;

@@ -621,7 +621,7 @@ static int hoisted_ok(int32_t taps, const int32_t *bias, int32_t channels)
     return (int64_t)taps * (2 * 128 * 128) + worst <= INT32_MAX;
 }
 
-static void conv_1x1(const el_conv_params *p, const int8_t *input, const int8_t *filter, const int32_t *bias,
+static void __attribute__((noinline)) conv_1x1(const el_conv_params *p, const int8_t *input, const int8_t *filter, const int32_t *bias,
                      const int32_t *multiplier, const int32_t *shift, int8_t *output)
 {
     const int32_t in_c = p->input_dims.c, out_c = p->output_dims.c;
@@ -691,7 +691,7 @@ static void conv_1x1(const el_conv_params *p, const int8_t *input, const int8_t 
  * taps of one window row that lie inside the image are contiguous in both the input (NHWC)
  * and the filter (OHWI), kx_lo..kx_hi times Cin bytes, so each row is one dot product;
  * otherwise one per tap. Taps outside the image are skipped, as the plain kernel skips them. */
-static void conv_general(const el_conv_params *p, const int8_t *input, const int8_t *filter, const int32_t *bias,
+static void __attribute__((noinline)) conv_general(const el_conv_params *p, const int8_t *input, const int8_t *filter, const int32_t *bias,
                          const int32_t *multiplier, const int32_t *shift, int8_t *output)
 {
     const int32_t in_h = p->input_dims.h, in_w = p->input_dims.w, in_c = p->input_dims.c;
@@ -756,6 +756,373 @@ static void conv_general(const el_conv_params *p, const int8_t *input, const int
     }
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Quads: four output channels of one pixel at a time, the weights split once per layer.
+ *
+ * A layer whose every channel has the short requantization (el_dsp_internal.h: multiplier >=
+ * 0, a right shift), whose clamp is all of int8 and whose output offset is -128 (a ReLU's
+ * zero point: see points 2-4 below), with Cout a multiple of 4 (quad_layer_ok), takes this path
+ * when its taps are a 1x1 input pixel (Cin a multiple of 4, at most 4 QUAD_BLOCKS) or a
+ * gathered window of at most IM2COL_TAPS. The filter rows of a group of four channels are
+ * split once (SXTB16, and with ROR 8) into int16 lanes, interleaved block by block: per four
+ * taps the words (c0 even, c0 odd, c1 even, c1 odd, c2 even, ..., c3 odd), so that two LDM
+ * fetch the four channels' weights for one input word. A tile of such quads on the stack (at
+ * most QUAD_STACK_WORDS), each with its biases before the weights and its requantization
+ * constants after them:
+ *     [b0, b1, b2, b3] [8 words per block of 4 taps] [m0, e0 - 1, P0 low, P0 high, m1, ...]
+ * Every input pixel then runs through every quad of the tile (quad_pixels, assembly): per
+ * block of 4 taps one input word (LDR), its two SXTAB16 (the input offset added: (x0 + off,
+ * x2 + off), (x1 + off, x3 + off), exact in [-255, 255]), two LDM of weights and eight SMLAD,
+ * 13 instructions per 16 MACs. The blocks are unrolled QUAD_BLOCKS times and entered at the
+ * block that leaves exactly `blocks` to go (a computed jump), so the dot product has no loop.
+ * A partial last block of a window is padded with weight lanes of 0 (and zero-point input
+ * bytes): it adds nothing. The sums are the plain kernel's (el_kernels_dsp.h: exact products,
+ * every partial sum within the record check's accumulator bound).
+ *
+ * Why the requantization equals el_requantize_s8 here (el_dsp_internal.h, el_dsp_rqf):
+ * 1. Per channel P = 2^30 + round 2^31 with round = 2^(e-1), the output offset not folded
+ *    (el_dsp_rqf_prepare, fold 0; |round| <= 2^30 for every e in [1, 31]). SMLAL adds acc * m
+ *    to P exactly (|S| < 2^63, point 4), and the high word >> (e - 1) is floor((h + round) /
+ *    2^e), h the doubling high multiply: w = floor((h + 2^(e-1)) / 2^e), |w| <= 2^30.
+ * 2. The reference's output is clamp(floor((h + 2^(e-1) - [h < 0]) / 2^e) - 128) to [-128,
+ *    127] (output offset -128, the clamp all of int8). When h >= 0 its floor is w.
+ * 3. When h < 0 both floors are <= 0 (h + 2^(e-1) <= 2^(e-1) - 1 < 2^e), so the reference's
+ *    output is -128, and so is clamp(w - 128). So the output is clamp(w - 128) for every sum,
+ *    without the correction for h < 0 that el_dsp_rqf_apply makes (three instructions).
+ * 4. clamp(w - 128, -128, 127) = USAT(w, 8) - 128, and as a byte (u - 128) mod 256 = u XOR
+ *    0x80 for u in [0, 255]: the four channels' USAT results are packed into one word (ORR
+ *    with LSL 8, 16, 24) and flipped by one EOR with 0x80808080, the four output bytes
+ *    (little-endian: channel co + k at byte k) stored by one STR.
+ * Per output LDM of the channel's four words, SMLAL, ASR, USAT; per quad 3 ORR, EOR, STR.
+ */
+/* Taps are capped at 128 so that the tile stays within 1,104 B of stack: the training build
+ * runs with an 8 KiB stack reserve and tests/test_firmware_train_qemu.py keeps its high water
+ * under a quarter of it. A wider 1x1 layer (VWW's 256 -> 256) takes conv_1x1. */
+#define QUAD_BLOCKS 32        /* blocks of 4 taps unrolled: taps <= 128 */
+#define QUAD_STACK_WORDS 276  /* 1,104 B of stack: a 1x1 layer's tile (one quad of 128 taps) */
+#define QUAD_BLOCK_BYTES 52   /* 13 32-bit instructions (the assembler checks it) */
+#define QUAD_CONST_WORDS 16   /* 4 words per channel */
+
+typedef struct {
+    const int8_t *x;      /* 0: the first pixel's taps (4 blocks bytes, read a word at a time) */
+    int32_t xstep;        /* 4: bytes from one pixel's taps to the next */
+    int32_t count;        /* 8: pixels, >= 1 */
+    const int32_t *wts;   /* 12: the tile's first quad */
+    const int32_t *wend;  /* 16: the tile's end */
+    int8_t *out;          /* 20: the first pixel's output for the tile's first channel */
+    int32_t out_c;        /* 24: bytes from one output pixel to the next */
+    int32_t off2;         /* 28: the input offset in both lanes */
+    int32_t blocks;       /* 32: blocks of 4 taps per channel, in [1, QUAD_BLOCKS] */
+} quad_job;
+
+typedef char quad_job_layout_check[offsetof(quad_job, wts) == 12 && offsetof(quad_job, out) == 20 &&
+                                           offsetof(quad_job, blocks) == 32
+                                       ? 1
+                                       : -1];
+
+#define EL_STR2(x) #x
+#define EL_STR(x) EL_STR2(x)
+
+/* A channel's value before the output offset, clamped to [0, 255] (USAT) into the sum's own
+ * register: the channel's four constants by one LDM (m, e - 1, P low, P high), SMLAL, ASR. */
+#define QUAD_OUTPUT(acc)                                                                                           \
+    "ldm lr!, {r0, r1, r8, r9}\n\t"                                                                                \
+    "smlal r8, r9, " acc ", r0\n\t"                                                                                \
+    "asr r9, r9, r1\n\t"                                                                                           \
+    "usat " acc ", #8, r9\n\t"
+
+/* r0 the job. Registers in the dot product: r2 the quad's output, r3 off2, r4-r7 the four
+ * channels' sums, r12 the input, lr the tile, r0 / r1 the split input word, r8-r11 weights;
+ * after it QUAD_OUTPUT leaves each channel's byte (before the XOR) in its sum's register.
+ * Frame: [sp] the entry address (Thumb bit set), [sp, 4] the pixel's taps, [sp, 8] xstep,
+ * [sp, 12] pixels left, [sp, 16] the tile, [sp, 20] its end, [sp, 24] the pixel's output,
+ * [sp, 32] out_c. */
+static void __attribute__((naked, noinline)) quad_pixels(const quad_job *job __attribute__((unused)))
+{
+    __asm__("push {r4-r11, lr}\n\t"
+            "sub sp, sp, #36\n\t"
+            "ldr r1, [r0, #32]\n\t"
+            "rsb r1, r1, #" EL_STR(QUAD_BLOCKS) "\n\t"
+            "movs r2, #" EL_STR(QUAD_BLOCK_BYTES) "\n\t"
+            "mul r1, r1, r2\n\t"
+            "adr r2, 9f\n\t"
+            "add r1, r1, r2\n\t"
+            "orr r1, r1, #1\n\t"
+            "str r1, [sp, #0]\n\t"
+            "ldr r1, [r0, #0]\n\t"
+            "str r1, [sp, #4]\n\t"
+            "ldr r1, [r0, #4]\n\t"
+            "str r1, [sp, #8]\n\t"
+            "ldr r1, [r0, #8]\n\t"
+            "str r1, [sp, #12]\n\t"
+            "ldr lr, [r0, #12]\n\t"
+            "str lr, [sp, #16]\n\t"
+            "ldr r1, [r0, #16]\n\t"
+            "str r1, [sp, #20]\n\t"
+            "ldr r1, [r0, #20]\n\t"
+            "str r1, [sp, #24]\n\t"
+            "mov r2, r1\n\t"
+            "ldr r1, [r0, #24]\n\t"
+            "str r1, [sp, #32]\n\t"
+            "ldr r3, [r0, #28]\n"
+            "1:\n\t"
+            "ldm lr!, {r4-r7}\n\t"
+            "ldr r12, [sp, #4]\n\t"
+            "ldr pc, [sp, #0]\n\t"
+            ".balign 4\n"
+            "9:\n\t"
+            ".rept " EL_STR(QUAD_BLOCKS) "\n\t"
+            "ldr.w r1, [r12], #4\n\t"
+            "sxtab16 r0, r3, r1\n\t"
+            "sxtab16 r1, r3, r1, ror #8\n\t"
+            "ldm.w lr!, {r8-r11}\n\t"
+            "smlad r4, r0, r8, r4\n\t"
+            "smlad r4, r1, r9, r4\n\t"
+            "smlad r5, r0, r10, r5\n\t"
+            "smlad r5, r1, r11, r5\n\t"
+            "ldm.w lr!, {r8-r11}\n\t"
+            "smlad r6, r0, r8, r6\n\t"
+            "smlad r6, r1, r9, r6\n\t"
+            "smlad r7, r0, r10, r7\n\t"
+            "smlad r7, r1, r11, r7\n\t"
+            ".endr\n"
+            "7:\n\t"
+            ".if (7b - 9b) - " EL_STR(QUAD_BLOCKS) " * " EL_STR(QUAD_BLOCK_BYTES) "\n\t"
+            ".error \"quad_pixels: the unrolled blocks are not QUAD_BLOCK_BYTES each\"\n\t"
+            ".endif\n\t"
+            QUAD_OUTPUT("r4")
+            QUAD_OUTPUT("r5")
+            QUAD_OUTPUT("r6")
+            QUAD_OUTPUT("r7")
+            "orr r4, r4, r5, lsl #8\n\t"
+            "orr r4, r4, r6, lsl #16\n\t"
+            "orr r4, r4, r7, lsl #24\n\t"
+            "eor r4, r4, #0x80808080\n\t"
+            "str r4, [r2], #4\n\t" /* unaligned is allowed (el_dsp_load4) */
+            "ldr r0, [sp, #20]\n\t"
+            "cmp lr, r0\n\t"
+            "bne 1b\n\t"
+            "ldr r0, [sp, #12]\n\t"
+            "subs r0, r0, #1\n\t"
+            "beq 8f\n\t"
+            "str r0, [sp, #12]\n\t"
+            "ldrd r0, r1, [sp, #4]\n\t"
+            "add r0, r0, r1\n\t"
+            "str r0, [sp, #4]\n\t"
+            "ldr r1, [sp, #24]\n\t"
+            "ldr r0, [sp, #32]\n\t"
+            "add r2, r1, r0\n\t"
+            "str r2, [sp, #24]\n\t"
+            "ldr lr, [sp, #16]\n\t"
+            "b 1b\n"
+            "8:\n\t"
+            "add sp, sp, #36\n\t"
+            "pop {r4-r11, pc}\n\t");
+}
+
+/* 1 when the layer meets quad_pixels' conditions (above): the clamp all of int8, the output
+ * offset -128, Cout a multiple of 4, and every channel in the short requantization (without
+ * the fold, which always fits: each channel folds where it can). */
+static int quad_layer_ok(const el_conv_params *p, int32_t taps, const int32_t *multiplier, const int32_t *shift)
+{
+    return p->act_min == INT8_MIN && p->act_max == INT8_MAX && p->output_offset == -128 &&
+           (p->output_dims.c & 3) == 0 && taps <= 4 * QUAD_BLOCKS &&
+           el_dsp_rqf_layer_ok(multiplier, shift, p->output_dims.c, p->output_offset, 0);
+}
+
+/* The whole blocks of four rows (row0, row0 + taps, + 2 taps, + 3 taps) split into the quad
+ * layout: per block LDR of each row's word, SXTB16 and SXTB16 ROR 8 of each, two STM of the
+ * eight words (c0 even, c0 odd, c1 even, c1 odd; c2 ..., c3 ...). r0 dst, r1 row0, r2 taps,
+ * r3 blocks (>= 1). About 18 instructions per 16 weights, once per layer. */
+static void __attribute__((naked, noinline)) quad_split_rows(int32_t *dst __attribute__((unused)),
+                                                             const int8_t *row0 __attribute__((unused)),
+                                                             int32_t taps __attribute__((unused)),
+                                                             int32_t blocks __attribute__((unused)))
+{
+    __asm__("push {r4-r11}\n\t"
+            "add r12, r1, r2, lsl #1\n"
+            "1:\n\t"
+            "ldr r5, [r1, r2]\n\t"
+            "ldr r4, [r1], #4\n\t"
+            "sxtb16 r8, r4\n\t"
+            "sxtb16 r9, r4, ror #8\n\t"
+            "sxtb16 r10, r5\n\t"
+            "sxtb16 r11, r5, ror #8\n\t"
+            "stm r0!, {r8-r11}\n\t"
+            "ldr r5, [r12, r2]\n\t"
+            "ldr r4, [r12], #4\n\t"
+            "sxtb16 r8, r4\n\t"
+            "sxtb16 r9, r4, ror #8\n\t"
+            "sxtb16 r10, r5\n\t"
+            "sxtb16 r11, r5, ror #8\n\t"
+            "stm r0!, {r8-r11}\n\t"
+            "subs r3, r3, #1\n\t"
+            "bne 1b\n\t"
+            "pop {r4-r11}\n\t"
+            "bx lr\n\t");
+}
+
+/* The quad of channels co..co+3 into t (4 + 8 blocks + QUAD_CONST_WORDS words, the layout
+ * above): the whole blocks by quad_split_rows, a partial last block a byte at a time with
+ * lanes of 0 past the row's end (the bytes after the last row are not the layer's). */
+static void quad_prepare(int32_t *t, const int8_t *filter, int32_t taps, int32_t blocks, int32_t co,
+                         const int32_t *bias, const int32_t *multiplier, const int32_t *shift)
+{
+    const int32_t full = taps >> 2;
+    int32_t j;
+    if (full > 0) {
+        quad_split_rows(t + 4, filter + co * taps, taps, full);
+    }
+    for (j = 0; j < 4; ++j) {
+        int32_t *const q = t + 4 + 8 * blocks + 4 * j;
+        el_dsp_rqf rq;
+        t[j] = bias != NULL ? bias[co + j] : 0;
+        if (full < blocks) {
+            const int8_t *const row = filter + (co + j) * taps + 4 * full;
+            uint32_t v = 0;
+            int32_t k, word;
+            for (k = 3; k >= 0; --k) {
+                v = (v << 8) | (4 * full + k < taps ? (uint8_t)row[k] : 0u);
+            }
+            memcpy(&word, &v, sizeof word);
+            t[4 + 8 * full + 2 * j] = __sxtb16(word);
+            t[4 + 8 * full + 2 * j + 1] = el_dsp_sxtb16_ror8(word);
+        }
+        el_dsp_rqf_prepare(&rq, multiplier[co + j], shift[co + j], 0, 0);
+        q[0] = rq.multiplier;
+        q[1] = rq.shift;
+        memcpy(&q[2], &rq.low, sizeof rq.low);
+        q[3] = rq.high;
+    }
+}
+
+/* `rows` rows of `span` bytes, `stride` bytes apart in src, one after the other into dst: the
+ * words of a row, then its last 1..3 bytes (few live values: no spills). */
+static void __attribute__((noinline, optimize("O2"))) copy_rows(int8_t *dst, const int8_t *src, int32_t rows,
+                                                                int32_t span, int32_t stride)
+{
+    const int32_t words = span >> 2, rest = span & 3;
+    for (; rows > 0; --rows, src += stride) {
+        const int8_t *at = src;
+        int32_t k;
+        for (k = words; k > 0; --k, at += 4, dst += 4) {
+            memcpy(dst, at, 4);
+        }
+        for (k = rest; k > 0; --k) {
+            *dst++ = *at++;
+        }
+    }
+}
+
+/* Windows q0..q0+n-1 (n >= 1) gathered into dst, one every `pitch` bytes (4 blocks: the
+ * taps, then zero-point bytes to the block's end: x + off = 0, and the weight lanes are 0
+ * too). A window inside the image (dilation 1) is copied row by row, a word at a time, its
+ * position stepped from the previous one; others go through gather. */
+static void __attribute__((noinline, optimize("O2", "no-tree-loop-distribute-patterns"))) gather_windows(const column_source *s, int32_t q0,
+                                                                     int32_t n, int8_t *dst, int32_t pitch)
+{
+    const el_conv_params *p = s->p;
+    const int32_t in_h = p->input_dims.h, in_w = p->input_dims.w, in_c = p->input_dims.c;
+    const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w;
+    const int32_t kernel_h = p->filter_dims.h, kernel_w = p->filter_dims.w;
+    const int32_t span = kernel_w * in_c, rows = in_w * in_c, taps = s->taps;
+    const int8_t zero = (int8_t)(-p->input_offset);
+    const int dilated = p->dilation_h != 1 || p->dilation_w != 1;
+    int32_t ox = q0 % out_w, oy = (q0 / out_w) % out_h, image = q0 / (out_w * out_h), j, k;
+    for (j = 0; j < n; ++j, dst += pitch) {
+        const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+        if (!dilated && y0 >= 0 && x0 >= 0 && y0 <= in_h - kernel_h && x0 <= in_w - kernel_w) {
+            copy_rows(dst, s->input + ((image * in_h + y0) * in_w + x0) * in_c, kernel_h, span, rows);
+        } else {
+            (void)gather(s, q0 + j, dst); /* a window: its taps into dst */
+        }
+        for (k = taps; k < pitch; ++k) { /* at most 3 */
+            dst[k] = zero;
+        }
+        if (++ox == out_w) {
+            ox = 0;
+            if (++oy == out_h) {
+                oy = 0;
+                ++image;
+            }
+        }
+    }
+}
+
+#define GATHER_WINDOWS 8 /* windows per quad_pixels call: 256 B of the window buffer at 32 taps */
+#define GATHER_WORDS (GATHER_WINDOWS * IM2COL_TAPS / 4)
+
+/* A 1x1 layer's quad of QUAD_BLOCKS blocks fits the whole buffer (a window's two quads fit
+ * QUAD_WINDOW_WORDS by its definition below). */
+typedef char quad_stack_check[4 + 8 * QUAD_BLOCKS + QUAD_CONST_WORDS <= QUAD_STACK_WORDS ? 1 : -1];
+
+/* Every output pixel of a layer quad_layer_ok accepted: tiles of quads (the weights split once
+ * per layer), each run over every pixel (1x1: all pixels in one call; a window: gathered
+ * GATHER_WINDOWS at a time). */
+static inline __attribute__((always_inline)) void quad_conv(const column_source *s, int32_t pixels, const int8_t *filter,
+                                                const int32_t *bias, const int32_t *multiplier,
+                                                const int32_t *shift, int8_t *output, int32_t *buffer,
+                                                int32_t words)
+{
+    const el_conv_params *p = s->p;
+    const int32_t out_c = p->output_dims.c, taps = s->taps;
+    const int32_t blocks = (taps + 3) >> 2, quad_words = 4 + 8 * blocks + QUAD_CONST_WORDS;
+    /* a window: the gathered windows, then the tile */
+    int32_t *const windows = buffer, *const tile = s->im2col ? buffer + GATHER_WORDS : buffer;
+    const int32_t per_tile = (s->im2col ? words - GATHER_WORDS : words) / quad_words; /* >= 1 */
+    quad_job job;
+    int32_t co, j, q;
+    job.out_c = out_c;
+    job.off2 = el_dsp_offset2(p->input_offset);
+    job.blocks = blocks;
+    job.wts = tile;
+    for (co = 0; co < out_c; co += 4 * per_tile) {
+        const int32_t quads = (out_c - co) / 4 < per_tile ? (out_c - co) / 4 : per_tile;
+        for (j = 0; j < quads; ++j) {
+            quad_prepare(tile + j * quad_words, filter, taps, blocks, co + 4 * j, bias, multiplier, shift);
+        }
+        job.wend = tile + quads * quad_words;
+        if (!s->im2col) {
+            job.x = s->input;
+            job.xstep = taps;
+            job.count = pixels;
+            job.out = output + co;
+            quad_pixels(&job);
+            continue;
+        }
+        for (q = 0; q < pixels; q += GATHER_WINDOWS) {
+            const int32_t n = pixels - q < GATHER_WINDOWS ? pixels - q : GATHER_WINDOWS;
+            gather_windows(s, q, n, (int8_t *)windows, 4 * blocks);
+            job.x = (const int8_t *)windows;
+            job.xstep = 4 * blocks;
+            job.count = n;
+            job.out = output + q * out_c + co;
+            quad_pixels(&job);
+        }
+    }
+}
+
+/* quad_conv with its stack buffer: a 1x1 layer's tile (QUAD_STACK_WORDS), or a window's two
+ * quads beside the gathered windows (fewer words: the gather's frame sits on top of it). */
+#define QUAD_WINDOW_WORDS (GATHER_WORDS + 2 * (4 + 8 * (IM2COL_TAPS / 4) + QUAD_CONST_WORDS))
+
+static void __attribute__((noinline)) quad_conv_1x1(const column_source *s, int32_t pixels, const int8_t *filter,
+                                                    const int32_t *bias, const int32_t *multiplier,
+                                                    const int32_t *shift, int8_t *output)
+{
+    int32_t buffer[QUAD_STACK_WORDS];
+    quad_conv(s, pixels, filter, bias, multiplier, shift, output, buffer, QUAD_STACK_WORDS);
+}
+
+static void __attribute__((noinline)) quad_conv_window(const column_source *s, int32_t pixels,
+                                                       const int8_t *filter, const int32_t *bias,
+                                                       const int32_t *multiplier, const int32_t *shift,
+                                                       int8_t *output)
+{
+    int32_t buffer[QUAD_WINDOW_WORDS];
+    quad_conv(s, pixels, filter, bias, multiplier, shift, output, buffer, QUAD_WINDOW_WORDS);
+}
+
 el_kernel_status el_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p, const int8_t *input,
                                   const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
                                   const int32_t *shift, int8_t *output)
@@ -769,12 +1136,21 @@ el_kernel_status el_conv2d_s8_dsp(const el_context *ctx, const el_conv_params *p
         const int pointwise = p->filter_dims.h == 1 && p->filter_dims.w == 1 && p->stride_h == 1 &&
                               p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
                               p->output_dims.h == p->input_dims.h && p->output_dims.w == p->input_dims.w;
+        const int32_t pixels = pointwise ? p->input_dims.n * p->input_dims.h * p->input_dims.w
+                                         : p->output_dims.n * p->output_dims.h * p->output_dims.w;
         column_source s;
         s.p = p;
         s.input = input;
         s.taps = taps;
         s.im2col = !pointwise;
-        if (pointwise && taps <= COLUMN_WORDS) {
+        if (((pointwise && (taps & 3) == 0) || (!pointwise && taps <= IM2COL_TAPS)) && pixels > 0 &&
+            quad_layer_ok(p, taps, multiplier, shift)) {
+            if (pointwise) {
+                quad_conv_1x1(&s, pixels, filter, bias, multiplier, shift, output);
+            } else {
+                quad_conv_window(&s, pixels, filter, bias, multiplier, shift, output);
+            }
+        } else if (pointwise && taps <= COLUMN_WORDS) {
             columns_conv_any(&s, p->input_dims.n * p->input_dims.h * p->input_dims.w, filter, bias, multiplier,
                              shift, output);
         } else if (pointwise) {

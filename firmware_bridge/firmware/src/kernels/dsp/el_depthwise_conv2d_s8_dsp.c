@@ -511,6 +511,306 @@ static inline __attribute__((always_inline)) void depthwise_4ch(const el_conv_pa
     }
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Rings: a 3x3 window (dilation 1) over three padded rows of split input words.
+ *
+ * For a group of four channels and a chunk of at most DW_ENTRIES input columns (the output
+ * columns whose windows they hold), each input row a window needs is split once (SXTAB16 with
+ * the input offset: (x0 + off, x2 + off), and with ROR 8: (x1 + off, x3 + off), two words an
+ * input pixel) into one of three row buffers on the stack, DW_PITCH bytes apart; the columns
+ * outside the image and the rows outside it are words of 0: x + off = 0 there, so those taps
+ * add nothing, as the plain kernel skips them. Input row iy goes to buffer iy mod 3 (three
+ * consecutive rows never share one), split when a window first needs it, so each row is split
+ * once per channel group and chunk whatever the stride (only the two columns chunks share
+ * twice). A window's rows y0, y0 + 1, y0 + 2 then lie in buffers 0, 1, 2 in the rotation
+ * r = y0 mod 3: buffer j holds its row ky = (j - r) mod 3, so the weights for rotation r
+ * have their rows in that order, and the assembly reads buffer j at the fixed offset
+ * j DW_PITCH. Every output pixel of a chunk's row is one window of nine taps (dw_row*,
+ * assembly): per tap one LDRD of the split input, one LDRD of the split weights and four
+ * SMLABB / SMLATT (each channel's product into its own sum, exact 16 x 16 -> 32 products:
+ * el_kernels_dsp.h), six instructions per four MACs, no border case. The requantization is
+ * el_dsp_rqf_apply and one SSAT (dw_row); with the output offset -128 the correction for a
+ * negative h is left out (dw_row_relu: points 2 and 3 of the quad proof in el_conv2d_s8_dsp.c,
+ * for any sum), and with the offset folded into every shift the ADD too (dw_row_relu_folded,
+ * the channel's constants by one LDM): five instructions an output instead of ten. Stack:
+ * the buffers' 576 B, the job and three rotations of weights (216 B).
+ */
+#define DW_ENTRIES 24                  /* input columns a row buffer holds */
+#define DW_PITCH (8 * DW_ENTRIES)      /* 192 B: buffer 2's last tap at 2 * 192 + 16, within LDRD's 1020 */
+
+typedef struct {
+    int32_t b[4];        /* 0: the biases */
+    el_dsp_rqf rq[4];    /* 16: the short requantization (el_dsp_internal.h), 16 B each */
+    int32_t add;         /* 80: the output offset when not folded into the shift, else 0 */
+    int32_t step;        /* 84: bytes from one window to the next in a row buffer (8 stride_w) */
+    int32_t out_step;    /* 88: bytes from one output pixel to the next (channels) */
+} dw_job;
+
+typedef char dw_job_layout_check[offsetof(dw_job, rq) == 16 && sizeof(el_dsp_rqf) == 16 &&
+                                         offsetof(dw_job, add) == 80 && offsetof(dw_job, out_step) == 88 &&
+                                         DW_PITCH * 2 + 16 <= 1020
+                                     ? 1
+                                     : -1];
+
+#define DW_STR2(x) #x
+#define DW_STR(x) DW_STR2(x)
+
+/* tap (buffer j, column kx): the split input at r1 + j DW_PITCH + 8 kx, its split weights at
+ * lr + w (tap t's words (w0, w2), (w1, w3) at 8 t) */
+#define DW_TAP(x, w)                                                                                               \
+    "ldrd r8, r9, [r1, #" x "]\n\t"                                                                                \
+    "ldrd r10, r11, [lr, #" w "]\n\t"                                                                              \
+    "smlabb r4, r8, r10, r4\n\t"                                                                                   \
+    "smlatt r6, r8, r10, r6\n\t"                                                                                   \
+    "smlabb r5, r9, r11, r5\n\t"                                                                                   \
+    "smlatt r7, r9, r11, r7\n\t"
+
+/* the first tap without a sum to add to: SMULBB / SMULTT (the bias is in P, dw_ring_4ch) */
+#define DW_TAP0                                                                                                    \
+    "ldrd r8, r9, [r1, #0]\n\t"                                                                                    \
+    "ldrd r10, r11, [lr, #0]\n\t"                                                                                  \
+    "smulbb r4, r8, r10\n\t"                                                                                       \
+    "smultt r6, r8, r10\n\t"                                                                                       \
+    "smulbb r5, r9, r11\n\t"                                                                                       \
+    "smultt r7, r9, r11\n\t"
+
+/* the first tap added to the biases */
+#define DW_TAP0_BIAS                                                                                               \
+    "ldrd r4, r5, [r0, #0]\n\t"                                                                                    \
+    "ldrd r6, r7, [r0, #8]\n\t" DW_TAP("0", "0")
+
+#define DW_P1 DW_STR(DW_PITCH)
+#define DW_P2 DW_STR(2 * DW_PITCH)
+
+/* The requantizations, four channels into [r3, #0..3]. el_dsp_rqf_apply, the unfolded offset
+ * (r8) added, SSAT; lr reloaded after. */
+#define DW_RQ1(acc, q, q8, at)                                                                                     \
+    "ldrd r10, r11, [r0, #" q "]\n\t"                                                                              \
+    "asr r12, " acc ", #31\n\t"                                                                                    \
+    "adds r10, r10, r12, lsl #31\n\t"                                                                              \
+    "adc r11, r11, r12\n\t"                                                                                        \
+    "ldrd r12, lr, [r0, #" q8 "]\n\t"                                                                              \
+    "smlal r10, r11, " acc ", r12\n\t"                                                                             \
+    "asr r11, r11, lr\n\t"                                                                                         \
+    "add r11, r11, r8\n\t"                                                                                         \
+    "ssat r11, #8, r11\n\t"                                                                                        \
+    "strb r11, [r3, #" at "]\n\t"
+#define DW_RQ                                                                                                      \
+    "ldr r8, [r0, #80]\n\t"                                                                                        \
+    DW_RQ1("r4", "16", "24", "0") DW_RQ1("r5", "32", "40", "1") DW_RQ1("r6", "48", "56", "2")                  \
+    DW_RQ1("r7", "64", "72", "3") "ldr lr, [sp, #36]\n\t"
+
+/* the same without the correction for a negative h (output offset -128) */
+#define DW_RQ_RELU1(acc, q, q8, at)                                                                                \
+    "ldrd r10, r11, [r0, #" q "]\n\t"                                                                              \
+    "ldrd r12, lr, [r0, #" q8 "]\n\t"                                                                              \
+    "smlal r10, r11, " acc ", r12\n\t"                                                                             \
+    "asr r11, r11, lr\n\t"                                                                                         \
+    "add r11, r11, r8\n\t"                                                                                         \
+    "ssat r11, #8, r11\n\t"                                                                                        \
+    "strb r11, [r3, #" at "]\n\t"
+#define DW_RQ_RELU                                                                                                 \
+    "ldr r8, [r0, #80]\n\t"                                                                                        \
+    DW_RQ_RELU1("r4", "16", "24", "0") DW_RQ_RELU1("r5", "32", "40", "1") DW_RQ_RELU1("r6", "48", "56", "2")  \
+    DW_RQ_RELU1("r7", "64", "72", "3") "ldr lr, [sp, #36]\n\t"
+
+/* and without the ADD (the offset folded into every shift): low, high, m, e - 1 by one LDM;
+ * lr untouched */
+#define DW_RQ_FOLDED1(acc, at)                                                                                     \
+    "ldm r12!, {r8-r11}\n\t"                                                                                       \
+    "smlal r8, r9, " acc ", r10\n\t"                                                                               \
+    "asr r9, r9, r11\n\t"                                                                                          \
+    "ssat r9, #8, r9\n\t"                                                                                          \
+    "strb r9, [r3, #" at "]\n\t"
+#define DW_RQ_RELU_FOLDED                                                                                          \
+    "add r12, r0, #16\n\t"                                                                                         \
+    DW_RQ_FOLDED1("r4", "0") DW_RQ_FOLDED1("r5", "1") DW_RQ_FOLDED1("r6", "2") DW_RQ_FOLDED1("r7", "3")
+
+/* r0 the job, r1 the first window's column in buffer 0, r2 the output pixels (>= 1), r3 the
+ * first output, [sp] the weights of the row's rotation (18 words; lr, and [sp, 36] after the
+ * push); r4-r7 the channels' sums. */
+#define DW_ROW(FIRST, RQ)                                                                                          \
+    __asm__("push {r4-r11, lr}\n\t"                                                                                \
+            "ldr lr, [sp, #36]\n"                                                                                  \
+            "1:\n\t"                                                                                               \
+            FIRST DW_TAP("8", "8") DW_TAP("16", "16")                                                              \
+            DW_TAP(DW_P1, "24") DW_TAP(DW_P1 "+8", "32") DW_TAP(DW_P1 "+16", "40")                                 \
+            DW_TAP(DW_P2, "48") DW_TAP(DW_P2 "+8", "56") DW_TAP(DW_P2 "+16", "64")                                 \
+            RQ                                                                                                     \
+            "ldr r8, [r0, #88]\n\t"                                                                                \
+            "add r3, r3, r8\n\t"                                                                                   \
+            "ldr r8, [r0, #84]\n\t"                                                                                \
+            "add r1, r1, r8\n\t"                                                                                   \
+            "subs r2, r2, #1\n\t"                                                                                  \
+            "bne 1b\n\t"                                                                                           \
+            "pop {r4-r11, pc}\n\t")
+
+typedef void dw_row_fn(const dw_job *job, const int32_t *ring, int32_t count, int8_t *out, const int32_t *ws);
+
+static void __attribute__((naked, noinline)) dw_row(const dw_job *job __attribute__((unused)),
+                                                    const int32_t *ring __attribute__((unused)),
+                                                    int32_t count __attribute__((unused)),
+                                                    int8_t *out __attribute__((unused)),
+                                                    const int32_t *ws __attribute__((unused)))
+{
+    DW_ROW(DW_TAP0_BIAS, DW_RQ);
+}
+
+static void __attribute__((naked, noinline)) dw_row_relu(const dw_job *job __attribute__((unused)),
+                                                         const int32_t *ring __attribute__((unused)),
+                                                         int32_t count __attribute__((unused)),
+                                                         int8_t *out __attribute__((unused)),
+                                                         const int32_t *ws __attribute__((unused)))
+{
+    DW_ROW(DW_TAP0, DW_RQ_RELU);
+}
+
+static void __attribute__((naked, noinline)) dw_row_relu_folded(const dw_job *job __attribute__((unused)),
+                                                                const int32_t *ring __attribute__((unused)),
+                                                                int32_t count __attribute__((unused)),
+                                                                int8_t *out __attribute__((unused)),
+                                                                const int32_t *ws __attribute__((unused)))
+{
+    DW_ROW(DW_TAP0, DW_RQ_RELU_FOLDED);
+}
+
+/* `count` input pixels (src, `channels` bytes apart) split into dst, two words each: two
+ * pixels per pass (two LDR, the pointer stepped by 2 `channels`, two SXTAB16 each, one STM
+ * of the four words), then an odd last one. r0 dst, r1 src, r2 count, r3 channels, [sp] off2. */
+static void __attribute__((naked, noinline)) split_row(int32_t *dst __attribute__((unused)),
+                                                       const int8_t *src __attribute__((unused)),
+                                                       int32_t count __attribute__((unused)),
+                                                       int32_t channels __attribute__((unused)),
+                                                       int32_t off2 __attribute__((unused)))
+{
+    __asm__("ldr r12, [sp, #0]\n\t"
+            "push {r4-r7}\n\t"
+            "subs r2, r2, #2\n\t"
+            "blt 2f\n"
+            "1:\n\t"
+            "ldr r6, [r1, r3]\n\t"
+            "ldr r4, [r1]\n\t"
+            "add r1, r1, r3, lsl #1\n\t"
+            "sxtab16 r5, r12, r4, ror #8\n\t"
+            "sxtab16 r4, r12, r4\n\t"
+            "sxtab16 r7, r12, r6, ror #8\n\t"
+            "sxtab16 r6, r12, r6\n\t"
+            "stm r0!, {r4-r7}\n\t"
+            "subs r2, r2, #2\n\t"
+            "bge 1b\n"
+            "2:\n\t"
+            "adds r2, r2, #2\n\t"
+            "beq 3f\n\t"
+            "ldr r4, [r1]\n\t"
+            "sxtab16 r5, r12, r4, ror #8\n\t"
+            "sxtab16 r4, r12, r4\n\t"
+            "strd r4, r5, [r0]\n"
+            "3:\n\t"
+            "pop {r4-r7}\n\t"
+            "bx lr\n\t");
+}
+
+/* n words of 0 (a loop GCC is told not to make a memset call: newlib's costs more for these
+ * few words). */
+static void __attribute__((noinline, optimize("O2", "no-tree-loop-distribute-patterns"))) zero_words(int32_t *dst,
+                                                                                                 int32_t n)
+{
+    for (; n > 0; --n) {
+        *dst++ = 0;
+    }
+}
+
+/* 1 when dw_ring_4ch takes the layer: a 3x3 window, dilation 1, the short requantization with
+ * the clamp all of int8. */
+static int dw_ring_ok(const el_conv_params *p, int mode)
+{
+    return p->filter_dims.h == 3 && p->filter_dims.w == 3 && p->dilation_h == 1 && p->dilation_w == 1 &&
+           (mode & (RQ_FAST | RQ_FULL)) == (RQ_FAST | RQ_FULL) && p->output_dims.w >= 1;
+}
+
+/* Channels c..c+3 of every output pixel of a layer dw_ring_ok accepted. */
+static void dw_ring_4ch(const el_conv_params *p, int32_t c, const int8_t *input, const int8_t *filter,
+                        const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int8_t *output,
+                        int mode)
+{
+    const int32_t in_h = p->input_dims.h, in_w = p->input_dims.w, channels = p->input_dims.c;
+    const int32_t out_h = p->output_dims.h, out_w = p->output_dims.w, stride_w = p->stride_w;
+    const int32_t off2 = el_dsp_offset2(p->input_offset);
+    /* output columns per chunk: (per - 1) stride_w + 3 <= DW_ENTRIES input columns */
+    const int32_t per = stride_w > DW_ENTRIES - 3 ? 1 : (DW_ENTRIES - 3) / stride_w + 1;
+    dw_row_fn *const row_fn = p->output_offset != -128 ? dw_row : (mode & RQ_FOLD) ? dw_row_relu_folded : dw_row_relu;
+    int32_t ring[3][2 * DW_ENTRIES];
+    int32_t ws[3][18]; /* per rotation r: buffer j's taps are window row (j - r) mod 3's */
+    int32_t held[3];
+    dw_job job;
+    int32_t k, n, oy, ox0, r, j;
+    for (k = 0; k < 4; ++k) {
+        el_dsp_rqf *const q = &job.rq[k];
+        job.b[k] = bias != NULL ? bias[c + k] : 0;
+        el_dsp_rqf_prepare(q, multiplier[c + k], shift[c + k], p->output_offset, (mode & RQ_FOLD) != 0);
+        if (row_fn != dw_row) {
+            /* dw_row_relu*: the bias in P, P + bias m (|P| <= 2^61 + 2^30, |bias m| < 2^62: no
+             * int64 overflow), so that SMLAL forms acc m + P = sum m + (P + bias m), the same
+             * 64-bit sum, from sums that start at the first tap's products. dw_row keeps the
+             * bias in its sums, whose sign it needs. */
+            const int64_t folded = (int64_t)q->high * ((int64_t)1 << 32) + (int64_t)q->low +
+                                   (int64_t)job.b[k] * q->multiplier;
+            q->low = (uint32_t)((uint64_t)folded & 0xFFFFFFFFu);
+            q->high = (int32_t)(folded >> 32);
+        }
+    }
+    job.add = (mode & RQ_FOLD) ? 0 : p->output_offset;
+    job.step = 8 * stride_w;
+    job.out_step = channels;
+    for (k = 0; k < 9; ++k) { /* rotation 0: buffer j holds window row j */
+        const int32_t wv = el_dsp_load4(filter + c + k * channels);
+        ws[0][2 * k] = __sxtb16(wv);
+        ws[0][2 * k + 1] = el_dsp_sxtb16_ror8(wv);
+    }
+    for (r = 1; r < 3; ++r) {
+        for (j = 0; j < 3; ++j) { /* its six words */
+            memcpy(&ws[r][6 * j], &ws[0][6 * (j >= r ? j - r : j - r + 3)], 6 * sizeof(int32_t));
+        }
+    }
+    for (n = 0; n < p->input_dims.n; ++n) {
+        const int8_t *const image = input + n * in_h * in_w * channels + c;
+        for (ox0 = 0; ox0 < out_w; ox0 += per) {
+            const int32_t count = out_w - ox0 < per ? out_w - ox0 : per;
+            const int32_t entries = (count - 1) * stride_w + 3; /* <= DW_ENTRIES */
+            /* entry k is input column x0 + k; those in [lo, hi) lie inside the image (int64:
+             * no overflow whatever the pad) */
+            const int64_t x0 = (int64_t)ox0 * stride_w - p->pad_w;
+            const int32_t lo = x0 >= 0 ? 0 : -x0 < entries ? (int32_t)-x0 : entries;
+            const int32_t hi_in = (int64_t)in_w - x0 < entries ? (int32_t)((int64_t)in_w - x0) : entries;
+            const int32_t hi = hi_in > lo ? hi_in : lo; /* [lo, hi) may be empty */
+            for (k = 0; k < 3; ++k) { /* the columns outside the image: 0 for the whole chunk */
+                zero_words(ring[k], 2 * lo);
+                zero_words(ring[k] + 2 * hi, 2 * (entries - hi));
+            }
+            held[0] = held[1] = held[2] = INT32_MIN; /* no row of this chunk yet */
+            for (oy = 0; oy < out_h; ++oy) {
+                const int32_t y0 = oy * p->stride_h - p->pad_h;
+                const int32_t rot = ((y0 % 3) + 3) % 3;
+                int32_t slot = rot, ky;
+                for (ky = 0; ky < 3; ++ky, slot = slot == 2 ? 0 : slot + 1) {
+                    const int32_t iy = y0 + ky;
+                    int32_t *const dst = ring[slot];
+                    if (held[slot] != iy) {
+                        held[slot] = iy;
+                        if (iy < 0 || iy >= in_h) { /* 0 where the last row held the image's columns */
+                            zero_words(dst + 2 * lo, 2 * (hi - lo));
+                        } else {
+                            split_row(dst + 2 * lo, image + (iy * in_w + (int32_t)(x0 + lo)) * channels, hi - lo,
+                                      channels, off2);
+                        }
+                    }
+                }
+                row_fn(&job, ring[0], count, output + ((n * out_h + oy) * out_w + ox0) * channels + c, ws[rot]);
+            }
+        }
+    }
+}
+
 /* depthwise_4ch with the layer's requantization (el_dsp_rq_mode) fixed at compile time. */
 static void depthwise_4ch_dsp(const el_conv_params *p, int32_t c, const int8_t *input, const int8_t *filter,
                               const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int8_t *output,
@@ -548,7 +848,11 @@ el_kernel_status el_depthwise_conv2d_s8_dsp(const el_context *ctx, const el_conv
         mode = RQ_SLOW; /* a clamp narrower than int8: rare enough to keep one copy of the loops */
     }
     for (c = 0; c + 4 <= channels; c += 4) {
-        depthwise_4ch_dsp(p, c, input, filter, bias, multiplier, shift, output, mode);
+        if (dw_ring_ok(p, mode)) {
+            dw_ring_4ch(p, c, input, filter, bias, multiplier, shift, output, mode);
+        } else {
+            depthwise_4ch_dsp(p, c, input, filter, bias, multiplier, shift, output, mode);
+        }
     }
     for (; c < channels; ++c) { /* the last 1..3 channels of a count not a multiple of 4 */
         for (n = 0; n < p->input_dims.n; ++n) {

@@ -128,7 +128,8 @@ static inline int32_t el_dsp_rqf_shift(int32_t multiplier, int32_t shift)
 }
 
 /* 1 when every channel meets the conditions above (shifts in [-31, 31] already); fold: the
- * output offset folded into the shift, which needs |round| <= 2^30. */
+ * output offset folded into the shift, which needs |round| <= 2^30. Unfolded, round =
+ * 2^(e-1) <= 2^30 for every e in [1, 31]: nothing to check. */
 static inline int el_dsp_rqf_layer_ok(const int32_t *multiplier, const int32_t *shift, int32_t channels,
                                       int32_t output_offset, int fold)
 {
@@ -137,6 +138,9 @@ static inline int el_dsp_rqf_layer_ok(const int32_t *multiplier, const int32_t *
         int64_t round;
         if (multiplier[c] < 0 || (shift[c] > -1 && multiplier[c] != 0)) {
             return 0;
+        }
+        if (!fold) {
+            continue;
         }
         round = el_dsp_rqf_round(el_dsp_rqf_shift(multiplier[c], shift[c]), output_offset, fold);
         if (round > ((int64_t)1 << 30) || round < -((int64_t)1 << 30)) {
