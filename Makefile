@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install toolchain train test test-fast test-portable bench clean clean-cache
+.PHONY: install toolchain train test test-fast test-portable bench clean clean-cache rpi-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ PORTABLE_CACHE ?= build/numba-haswell
 test-portable: $(STAMP) toolchain
 	OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CACHE_DIR=$(abspath $(PORTABLE_CACHE)) \
 	    $(PY) -m pytest -q -m "not long"
+
+## edge-lls on a Raspberry Pi userland (Debian bookworm arm64) under qemu-user, as root:
+## builds the root filesystem once (cached in $XDG_CACHE_HOME or ~/.cache, edge-lls/), then runs
+## unit tests, one training epoch, TFLite export and `edge-lls serve` inside, and compares them
+## with this machine's (tools/rpi/rpi_check.py, docs/raspberry-pi.md). RPI_CPU=cortex-a72: a Pi 4.
+RPI_CPU ?= cortex-a76
+rpi-check: $(STAMP)
+	$(PY) tools/rpi/rpi_check.py run --cpu $(RPI_CPU)
 
 ## Benchmarks against peers (PyTorch CPU installed on demand into the venv).
 bench: $(STAMP)
