@@ -5,6 +5,7 @@ schedule-free AdamW) on the same images, the same frozen int8 prefix, the same h
 
     .venv/bin/python tools/bench_board_accuracy.py [--train 2000] [--test 1000] [--epochs 3]
         [--train-last 1,2] [--seeds 0,1,2] [--last-block classifier,lls] [--schedule constant|linear]
+        [--lr-grid default|wide]
 
 Data: a real image set at the board's input size: the MNIST test digits of ../shared (the only
 MNIST here), 96x96 RGB through the folder reader, split into two balanced classes (0-4 / 5-9)
@@ -44,6 +45,8 @@ SHARED = REPO.parent / "shared"
 VWW_INT8 = SHARED / "models" / "vww" / "vww_96_int8.tflite"
 MNIST = SHARED / "data" / "mnist"
 LR_GRID = tuple((lr, classifier_lr) for lr in (0.003, 0.01, 0.03, 0.1) for classifier_lr in (0.003, 0.01, 0.03))
+LR_GRIDS = {"default": LR_GRID,
+            "wide": tuple((lr, classifier_lr) for lr in (0.03, 0.1, 0.3, 1.0) for classifier_lr in (0.01, 0.03, 0.1, 0.3))}
 HOST_SGD_LR = 0.03                  # the host with plain SGD (batch 32): the board's optimizer, float arithmetic
 
 
@@ -105,7 +108,11 @@ def main(argv=None) -> int:
     parser.add_argument("--schedule", default="constant", choices=("constant", "linear"),
                         help="the board's learning rates over the run: constant, or linear decay to 0 (set per "
                              "64-sample TRAIN batch)")
+    parser.add_argument("--lr-grid", default="default", choices=sorted(LR_GRIDS),
+                        help="the board's learning rates tried on the validation split: default (0.003-0.1 x "
+                             "0.003-0.03) or wide (0.03-1.0 x 0.01-0.3)")
     args = parser.parse_args(argv)
+    grid = LR_GRIDS[args.lr_grid]
     from edge_lls.data import load_dataset
     backbone = load_backbone(VWW_INT8)
     rows = []
@@ -128,8 +135,8 @@ def main(argv=None) -> int:
                 scores = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed,
                                                    last_block=signal, schedule=args.schedule),
                                          train.x[held], train.y[held])
-                          for pair in LR_GRID}
-                lr, classifier_lr = max(LR_GRID, key=lambda pair: scores[pair])
+                          for pair in grid}
+                lr, classifier_lr = max(grid, key=lambda pair: scores[pair])
                 board = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed,
                                            last_block=signal, schedule=args.schedule), test.x, test.y)
                 board_s = time.perf_counter() - t0
