@@ -55,8 +55,8 @@ def build(board: str) -> Path:
     result = subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"BOARD={board}", "SESSION=1", "firmware"],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        raise ConfigError(f"building the {board} bridge firmware failed: "
-                          f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
+        raise ConfigError(f"building the {board} bridge firmware failed: {lines[-1]}")
     return firmware_elf(board)
 
 

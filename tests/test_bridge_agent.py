@@ -211,14 +211,17 @@ def test_batches_longer_than_a_frame_and_than_max_batch_train_in_order(tmp_path,
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
-def test_vww_deploys_classifies_the_samples_as_the_runtime_and_trains_as_the_twin(server):
+def check_vww_on(url: str, train_last: int) -> None:
+    """VWW with its last `train_last` blocks trainable, on the board at url: the two samples
+    classified as the Python runtime does (person, no person), two TRAIN steps learning the
+    twin's weights. Shared with tests/test_firmware_session.py (the firmware on QEMU)."""
     from edge_lls.formats.tflite import read_tflite
     from test_firmware_vww import _bench
     vww = read_tflite(VWW_DIR / "vww_96_int8.tflite")
-    data = blob.build_image(vww, trainable_tail(vww, 2)).data
+    data = blob.build_image(vww, trainable_tail(vww, train_last)).data
     graph = prepare(vww, batch=1, fast=False, requantize="tflm")
     samples = [x for _, x in _bench().sample_inputs(vww, SAMPLES_DIR)]
-    with Board.open(server.url) as board:
+    with Board.open(url) as board:
         result = board.deploy(data)
         assert result["chunks"] == -(-len(data) // m.MAX_CHUNK)
         outputs = [board.infer(x)["output"] for x in samples]
@@ -229,8 +232,13 @@ def test_vww_deploys_classifies_the_samples_as_the_runtime_and_trains_as_the_twi
     twin = BoardTrainer(data, lr=0.2, classifier_lr=0.01, seed=12345)
     for f, y in zip(twin_features(vww, graph, data, samples), [1, 0]):
         twin.step(f, y)
+    assert sorted(weights) == sorted(twin.weights())
     assert all(np.array_equal(weights[op][0], w) and np.array_equal(weights[op][1], b)
                for op, (w, b) in twin.weights().items())
+
+
+def test_vww_deploys_classifies_the_samples_as_the_runtime_and_trains_as_the_twin(server):
+    check_vww_on(server.url, 2)
 
 
 # ------------------------------------------------------------------ interrupted deploys

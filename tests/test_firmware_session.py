@@ -28,9 +28,7 @@ import pytest
 from c_layouts import compile_host, printed_layouts
 from conftest import C_SANITIZE, FIRMWARE, MNIST_DIR, SAMPLES_DIR, VWW_DIR, require_tools
 from edge_lls.board_train import BoardTrainer
-from edge_lls.finetune import trainable_tail
 from edge_lls.formats import blob
-from edge_lls.program.interpreter import prepare
 from firmware_bridge import messages as m
 from firmware_bridge.agent import RECORD, RECORD_STATES, TRANSFER, ImageRunner, Record
 from firmware_bridge.board import Board, patched_image
@@ -377,23 +375,8 @@ def test_the_session_survives_5000_mutated_requests_under_asan(session_host, tmp
 @pytest.mark.long
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
 def test_vww_deploys_classifies_the_samples_and_trains_as_the_twin(emulator):
-    from edge_lls.formats.tflite import read_tflite
-    from test_firmware_vww import _bench
-    vww = read_tflite(VWW_DIR / "vww_96_int8.tflite")
-    data = blob.build_image(vww, trainable_tail(vww, 2 if emulator.board == "mps2-an500" else 1)).data
-    graph = prepare(vww, batch=1, fast=False, requantize="tflm")
-    samples = [x for _, x in _bench().sample_inputs(vww, SAMPLES_DIR)]
-    with Board.open(emulator.port) as board:
-        board.deploy(data)
-        outputs = [board.infer(x)["output"] for x in samples]
-        assert [o.tobytes() for o in outputs] == [graph.run([x])[0].tobytes() for x in samples]
-        assert [int(o.argmax()) for o in outputs] == [1, 0]           # person, no person
-        board.train(samples, [1, 0], lr=0.2, classifier_lr=0.01, seed=12345)
-        weights = board.get_weights()
-    twin = BoardTrainer(data, lr=0.2, classifier_lr=0.01, seed=12345)
-    for f, y in zip(twin_features(vww, graph, data, samples), [1, 0]):
-        twin.step(f, y)
-    assert equal_weights(weights, twin.weights())
+    from test_bridge_agent import check_vww_on
+    check_vww_on(emulator.port, 2 if emulator.board == "mps2-an500" else 1)
 
 
 # ------------------------------------------------------------------ make emulator

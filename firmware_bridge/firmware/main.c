@@ -204,8 +204,6 @@ static int train_samples(const el_model *model)
 #endif
 
 #ifdef EL_SESSION
-#include <string.h>
-
 #include "el_flash.h"
 #include "el_session.h"
 
@@ -225,31 +223,28 @@ static void uart_write(void *user, const uint8_t *data, size_t size)
 static void log_boot(const el_session *s, el_flash_status flash)
 {
     static const char digits[] = "0123456789abcdef";
-    char line[112] = "edge-lls bridge " EL_FW_VERSION " on " EL_BOARD_NAME ": ";
-    size_t n = strlen(line);
+    char slot[] = "slot 0, sha256 ", hash[17];
     uint32_t i;
+    el_semihost_write0("edge-lls bridge " EL_FW_VERSION " on " EL_BOARD_NAME ": ");
     if (flash != EL_FLASH_OK) {
-        el_semihost_write0(line);
         el_semihost_write0("no model storage (flash: ");
         el_semihost_write0(el_flash_status_name(flash));
         el_semihost_write0(")\n");
         return;
     }
-    if (!s->active) {
-        el_semihost_write0(line);
-        el_semihost_write0(s->slots.reverted ? "no model (a trial was reverted)\n" : "no model\n");
-        return;
+    if (s->active) {
+        slot[5] = (char)('0' + s->slots.active);
+        for (i = 0; i < 8u; ++i) { /* the first 8 bytes of the SHA-256, as the host prints them */
+            hash[2u * i] = digits[s->slots.record.sha256[i] >> 4];
+            hash[2u * i + 1u] = digits[s->slots.record.sha256[i] & 15u];
+        }
+        hash[16] = '\0';
+        el_semihost_write0(slot);
+        el_semihost_write0(hash);
+    } else {
+        el_semihost_write0("no model");
     }
-    memcpy(line + n, "slot 0, sha256 ", 15);
-    line[n + 5] = (char)('0' + s->slots.active);
-    n += 15;
-    for (i = 0; i < 8u; ++i) {
-        line[n++] = digits[s->slots.record.sha256[i] >> 4];
-        line[n++] = digits[s->slots.record.sha256[i] & 15u];
-    }
-    memcpy(line + n, s->slots.reverted ? " (a trial was reverted)\n" : "\n",
-           s->slots.reverted ? 25u : 2u);
-    el_semihost_write0(line);
+    el_semihost_write0(s->slots.reverted ? " (a trial was reverted)\n" : "\n");
 }
 
 int main(void)
