@@ -157,6 +157,25 @@ def stochastic_round_step(q, step, state):
 
 
 @njit(cache=True, error_model="numpy")
+def fraction_round_step(q, fraction, at, step, state):
+    """el_fraction_round_step: code q and fraction[at] (1/256 of a code) as M = 256 q + f;
+    M += floor(256 step + u), clamped to +-127 * 256; q = M / 256 rounded half up. Returns q."""
+    if step - step != f32(0.0) or step == f32(0.0):
+        return q
+    u = rng_uniform(state)
+    if step < f32(-256.0):
+        step = f32(-256.0)
+    if step > f32(256.0):
+        step = f32(256.0)
+    master = floorf_int(step * f32(256.0) + u) + 256 * q + np.int64(fraction[at])
+    most = 127 * 256
+    master = -most if master < -most else most if master > most else master
+    q = (master + 128 + 32768) // 256 - 128
+    fraction[at] = master - 256 * q
+    return q
+
+
+@njit(cache=True, error_model="numpy")
 def bias_step(bias, step, limit):
     most = f32(1073741824.0)
     if step - step != f32(0.0):
@@ -224,13 +243,16 @@ def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad
 @njit(cache=True, error_model="numpy")
 def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_v, lr, state,
                  dw_weights, dw_bias, dw_multiplier, dw_shift, dw_geometry, dw_range,
-                 pw_weights, pw_bias, pw_multiplier, pw_shift, pw_range, mid_grad, out_grad, dw_master, pw_master):
+                 pw_weights, pw_bias, pw_multiplier, pw_shift, pw_range, mid_grad, out_grad, dw_master, pw_master,
+                 dw_fraction, pw_fraction):
     """el_lls_update_dwsep. x (H,W,C), y (H',W',C), z (H',W',O) int8; dw_weights (KH,KW,C),
     pw_weights (O,C) int8 and both biases updated in place. dw_geometry: stride_h, stride_w,
     pad_h, pad_w, dilation_h, dilation_w; *_range: act_min, act_max.
     dw_master / pw_master: empty (the board: stochastic rounding), or float32 masters of the
     weights in code units (a host-only comparison, master_weights=True): the step goes to the
-    master and the int8 code is the master rounded to nearest."""
+    master and the int8 code is the master rounded to nearest.
+    dw_fraction / pw_fraction: empty (int8 codes only), or the flat int8 fractions of the
+    weights in 1/256 of a code (el_train_config.fractions = 1: fraction_round_step)."""
     oh, ow, cout = z.shape
     cin = y.shape[2]
     ih, iw = x.shape[0], x.shape[1]
@@ -276,6 +298,9 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
             if pw_master.size:
                 pw_master[o, c] = min(max(pw_master[o, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
                 pw_weights[o, c] = np.int64(np.round(pw_master[o, c]))
+            elif pw_fraction.size:
+                pw_weights[o, c] = fraction_round_step(np.int64(pw_weights[o, c]), pw_fraction, o * cin + c,
+                                                       -lr * g / s_w, state)
             else:
                 pw_weights[o, c] = stochastic_round_step(np.int64(pw_weights[o, c]), -lr * g / s_w, state)
     for t in range(hw * cin):
@@ -300,6 +325,9 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                 if dw_master.size:
                     dw_master[i, j, c] = min(max(dw_master[i, j, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
                     dw_weights[i, j, c] = np.int64(np.round(dw_master[i, j, c]))
+                elif dw_fraction.size:
+                    dw_weights[i, j, c] = fraction_round_step(np.int64(dw_weights[i, j, c]), dw_fraction,
+                                                              (i * kw + j) * cin + c, -lr * g / s_w, state)
                 else:
                     dw_weights[i, j, c] = stochastic_round_step(np.int64(dw_weights[i, j, c]), -lr * g / s_w,
                                                                 state)
@@ -434,9 +462,11 @@ def _check_tail(parsed: dict, where: str) -> None:
         raise ConfigError(f"{where}: the classifier's record does not match the tail's {k_classes} classes")
 
 
-def train_layout(image: bytes, where: str = "<image>") -> dict[str, int]:
+def train_layout(image: bytes, where: str = "<image>", fractions: bool = False) -> dict[str, int]:
     """The firmware's training buffer, part by part (bytes, each part padded to 16) and its
-    total: el_train_plan's sizes. Raises ConfigError for a tail the firmware would refuse."""
+    total: el_train_plan's sizes (total, or total_fractions with fractions=True: an int8
+    fraction per block weight after the rest). Raises ConfigError for a tail the firmware
+    would refuse."""
     parsed = blob.open_image(image, where)
     _check_tail(parsed, where)
     tail, ops = parsed["tail"], parsed["ops"]
@@ -464,6 +494,10 @@ def train_layout(image: bytes, where: str = "<image>") -> dict[str, int]:
     parts["features"] = _align(4 * max(features, depth))
     parts["feature_grad"] = _align(4 * features)    # dL/dv, the largest D
     parts["logits"] = _align(4 * classes)
+    if fractions:
+        for k, b in enumerate(tail["blocks"]):
+            for j, name in enumerate(("dw", "pw")):
+                parts[f"block{k}_{name}_fractions"] = _align(_volume(ops[b["first_op"] + j]["record"]["filter_dims"]))
     parts["total"] = sum(parts.values())
     return parts
 
@@ -509,9 +543,11 @@ class BoardTrainer:
     """The board's training state (el_trainer) and its step, from a model image."""
 
     def __init__(self, image: bytes, *, lr: float, classifier_lr: float, seed: int = 1, where: str = "<image>",
-                 master_weights: bool = False, last_block: str = "classifier"):
+                 master_weights: bool = False, last_block: str = "classifier", fractions: bool = False):
         """master_weights=True: not the board, a comparison: the block weights keep float32
         masters (round to nearest for the int8 forward) instead of stochastic rounding.
+        fractions=True: the board with el_train_config.fractions = 1 (16-bit masters: an int8
+        fraction per block weight, stochastic rounding at 1/256 of a code).
         last_block: the last block's learning signal (el_train_config.last_block):
         'classifier' (the board's default) the classifier's cross-entropy gradient at its input,
         'lls' its own LLS head."""
@@ -536,6 +572,11 @@ class BoardTrainer:
         no_master = (np.zeros((0, 0, 0), np.float32), np.zeros((0, 0), np.float32))
         self._masters = [(dw.weights[0].astype(np.float32), pw.weights.reshape(pw.weights.shape[0], -1)
                           .astype(np.float32)) if master_weights else no_master for _, (dw, pw), _ in self.blocks]
+        if master_weights and fractions:
+            raise ConfigError("master_weights and fractions are two representations; choose one")
+        self.fractions = fractions
+        self._fractions = [tuple(np.zeros(op.weights.size if fractions else 0, np.int8) for op in pair)
+                           for _, pair, _ in self.blocks]
         self.classifier = self._tail_op(self.tail["classifier_op"])
         fc = self.classifier.record
         depth = fc["filter_dims"][0]
@@ -649,7 +690,8 @@ class BoardTrainer:
         s_in, s_out = self._scale(fc["input"]), self._scale(fc["output"])
         last = len(self.blocks) - 1 if self.last_block == "classifier" else -1
         losses, loss, predicted = [], None, 0
-        for k, ((b, (dw, pw), basis), (dw_master, pw_master)) in enumerate(zip(self.blocks, self._masters)):
+        for k, ((b, (dw, pw), basis), (dw_master, pw_master), (dw_frac, pw_frac)) in enumerate(
+                zip(self.blocks, self._masters, self._fractions)):
             y = self._conv(dw, x)
             z = self._conv(pw, y)
             d, p = dw.record, pw.record
@@ -670,7 +712,7 @@ class BoardTrainer:
                          -p["input_offset"], pool, self._grad_v, self.lr, self.rng,
                          dw.weights[0], dw.bias, dw.multiplier, dw.shift, dw.geometry, dw.act_range,
                          pw.weights.reshape(pw.weights.shape[0], -1), pw.bias, pw.multiplier, pw.shift,
-                         pw.act_range, self._mid, self._out, dw_master, pw_master)
+                         pw.act_range, self._mid, self._out, dw_master, pw_master, dw_frac, pw_frac)
             x = z
         if loss is None:
             pooled = self._head_ops(x)

@@ -146,6 +146,23 @@ def test_vww_with_train_last_1_fits_cortex_m4_and_its_sram_is_what_the_parts_sum
     assert layout["total"] == 86_112 and plan.image_bytes == 250_064    # as docs/cli.md shows them
 
 
+@pytest.mark.shared(VWW_DIR)
+def test_sixteen_bit_masters_add_one_byte_per_block_weight_to_the_state():
+    """--master-bits 16: the training buffer grows by the block weights' int8 fractions
+    (train_layout(fractions=True), el_train_buffer_bytes_fractions), counted as their state."""
+    plain = board_plan(VWW_INT8, 1, "cortex-m4", stack_bytes=8192)
+    wide = board_plan(VWW_INT8, 1, "cortex-m4", stack_bytes=8192, master_bits=16)
+    image = blob.build_image(read_tflite(VWW_INT8), trainable_tail(read_tflite(VWW_INT8), 1)).data
+    fractions = sum(v for k, v in train_layout(image, fractions=True).items() if k.endswith("_fractions"))
+    assert fractions == 2_304 + 65_536                       # 3x3x256 depthwise + 256x256 pointwise
+    assert wide.sram_total == plain.sram_total + fractions and wide.fits
+    assert wide.sram["trainable_state"] == plain.sram["trainable_state"] + fractions
+    assert wide.to_dict()["master_bits"] == 16 and plain.to_dict()["master_bits"] == 8
+    assert wide.sram_total == 226_912                        # as docs/firmware.md shows it
+    with pytest.raises(ConfigError, match="--master-bits must be 8"):
+        board_plan(VWW_INT8, 1, "cortex-m4", master_bits=12)
+
+
 def test_a_measured_firmware_replaces_the_stored_bounds(small_file):
     fw = FirmwareFootprint(1000, 8, "measured: a test")
     plan = board_plan(small_file, 1, "cortex-m7", firmware=fw)
@@ -260,7 +277,8 @@ def test_a_block_the_firmware_does_not_train_is_refused(small_file, capsys):
     (["--backbone", VWW_INT8, "--device", "m4", "--batch", "8"], "--batch does not apply to --backbone"),
     (["--backbone", VWW_DIR / "vww_96_float.tflite", "--device", "m4"], "int8"),
     (["--model", VWW_INT8, "--device", "m4"], "use --backbone"),
-    (["--model", "smallconv", "--train-last", "1"], "--train-last and --stack apply to --backbone"),
+    (["--model", "smallconv", "--train-last", "1"], "--train-last, --stack and --master-bits apply to --backbone"),
+    (["--model", "smallconv", "--master-bits", "16"], "--train-last, --stack and --master-bits apply to --backbone"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, words):
     assert_one_line_error(*run_main(capsys, "profile", *args)[::2], words)

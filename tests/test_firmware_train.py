@@ -34,7 +34,8 @@ import pytest
 
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, SAMPLES_DIR, VWW_DIR
 from test_firmware_vww import _bench
-from edge_lls.board_train import (LAST_BLOCK_SIGNALS, BoardTrainer, expf, logf, rng_uniform, stochastic_round_step,
+from edge_lls.board_train import (LAST_BLOCK_SIGNALS, BoardTrainer, expf, fraction_round_step, logf, rng_uniform,
+                                  stochastic_round_step,
                                   train_layout)
 from edge_lls.errors import ConfigError
 from edge_lls.finetune import trainable_tail
@@ -66,20 +67,23 @@ def f32_bits(value: float) -> str:
 
 
 def run_harness(harness, image: bytes, samples, lr: float, classifier_lr: float, seed: int, folder: Path,
-                buffer: int | None = None, last_block: str = "lls") -> subprocess.CompletedProcess:
+                buffer: int | None = None, last_block: str = "lls", fractions: bool = False
+                ) -> subprocess.CompletedProcess:
     (folder / "model.bin").write_bytes(image)
     (folder / "samples.bin").write_bytes(b"".join(struct.pack("<I", int(label)) +
                                                   np.ascontiguousarray(x, np.int8).tobytes() for x, label in samples))
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
     cmd = [str(harness), str(folder / "model.bin"), str(folder / "samples.bin"), str(folder / "out.bin"),
            f32_bits(lr), f32_bits(classifier_lr), str(seed), str(LAST_BLOCK_SIGNALS[last_block])] + \
-        ([str(buffer)] if buffer is not None else [])
+        [str(buffer) if buffer is not None else "-", str(int(fractions))]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes, last_block="lls"):
+def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes, last_block="lls",
+               fractions=False):
     """(per-step stats tuples, {op: (weights, bias)}, outputs after training) from the C."""
-    result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder, last_block=last_block)
+    result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder, last_block=last_block,
+                         fractions=fractions)
     assert result.returncode == 0 and "runtime error" not in result.stderr, result.stderr[-4000:]
     raw, at = (folder / "out.bin").read_bytes(), 0
     stats = []
@@ -97,12 +101,13 @@ def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_
     return stats, weights, outputs, result.stdout
 
 
-def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="lls"):
+def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="lls", fractions=False):
     graph = prepare(program, batch=1, fast=False, requantize="tflm")
     tail = blob.open_image(image)["tail"]
     cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
     features = [graph.run_all([x])[cut] for x, _ in samples]
-    twin = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed, last_block=last_block)
+    twin = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed, last_block=last_block,
+                        fractions=fractions)
     before = twin.weights()
     stats = []
     for f, (_, label) in zip(features, samples):
@@ -113,11 +118,12 @@ def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="
     return stats, before, twin.weights(), outputs
 
 
-def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder, last_block="lls"):
+def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder, last_block="lls",
+                         fractions=False):
     twin_stats, before, twin_weights, twin_outputs = twin_training(program, image, samples, lr, classifier_lr, seed,
-                                                                   last_block)
+                                                                   last_block, fractions)
     c_stats, c_weights, c_outputs, _ = c_training(harness, image, samples, lr, classifier_lr, seed, folder,
-                                                   len(twin_outputs[0]), last_block)
+                                                   len(twin_outputs[0]), last_block, fractions)
     assert c_stats == twin_stats
     assert sorted(c_weights) == sorted(twin_weights)
     moved = 0
@@ -169,6 +175,25 @@ def test_the_last_block_learning_from_the_classifier_trains_vww_as_its_twin_pred
     # the same (later steps differ: the last block's update draws other random numbers)
     assert stats[0][:train_last - 1] == lls[0][:train_last - 1] and stats[0][4] == lls[0][4]
     assert [s[:5] for s in stats] != [s[:5] for s in lls]
+
+
+@pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
+@pytest.mark.parametrize("train_last,last_block,lr,classifier_lr,seed",
+                         [(1, "classifier", 0.03, 0.01, 3), (2, "lls", 0.2, 0.01, 44)])
+def test_sixteen_bit_masters_train_vww_as_the_twin_predicts(harness, train_last, last_block, lr, classifier_lr,
+                                                            seed, tmp_path):
+    """el_train_config.fractions = 1: an int8 fraction per block weight. Still bit for bit, and
+    not the int8-only run: small steps that stochastic rounding at the code turns into whole
+    codes or nothing now accumulate in the fraction."""
+    program = read_tflite(VWW_INT8)
+    image = blob.build_image(program, trainable_tail(program, train_last)).data
+    samples = _vww_samples(program, 6, seed)
+    stats = assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, tmp_path, last_block,
+                                 fractions=True)
+    plain = twin_training(program, image, samples, lr, classifier_lr, seed, last_block)
+    sixteen = twin_training(program, image, samples, lr, classifier_lr, seed, last_block, fractions=True)
+    assert stats == sixteen[0] and stats[0] == plain[0][0]       # the first step's losses: before any update
+    assert any(not np.array_equal(sixteen[2][op][0], plain[2][op][0]) for op in plain[2])
 
 
 def _small_program():
@@ -231,6 +256,7 @@ def test_the_small_model_learning_from_the_classifier_trains_as_the_twin(harness
     samples = [(rng.integers(-128, 128, (1, 10, 10, 3)).astype(np.int8), int(rng.integers(0, 10))) for _ in range(12)]
     stats = assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 77, tmp_path, "classifier")
     assert all(s[1] == s[4] for s in stats)
+    assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 78, tmp_path, "classifier", fractions=True)
 
 
 def test_the_last_block_gradient_is_the_classifier_weights_times_dlogits(small_program):
@@ -315,6 +341,15 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
         exact = run_harness(harness, image, [(x, 1)] * 2, 0.01, 0.01, 1, tmp_path, buffer=layout["total"],
                             last_block="classifier")
         assert exact.returncode == 0 and "runtime error" not in exact.stderr, exact.stderr
+        # 16-bit masters: one int8 fraction per block weight after the rest; one byte less refused
+        wide = train_layout(image, fractions=True)
+        weights = sum(v for k, v in layout.items() if k.endswith("_weights") and k.startswith("block"))
+        assert wide["total"] == layout["total"] + weights
+        sized = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, fractions=True)
+        assert sized.returncode == 0 and sized.stdout.split() == ["buffer", str(wide["total"])], sized.stderr
+        short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=wide["total"] - 1,
+                            fractions=True)
+        assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
     bad_label = run_harness(harness, image, [(x, 2)], 0.01, 0.01, 1, tmp_path)
     assert bad_label.returncode == 6 and "label out of range" in bad_label.stderr
     no_tail = run_harness(harness, blob.build_image(program).data, [(x, 0)], 0.01, 0.01, 1, tmp_path)
@@ -325,6 +360,10 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
     finally:
         del LAST_BLOCK_SIGNALS["bogus"]
     assert bad_signal.returncode == 5 and "head or classifier" in bad_signal.stderr, bad_signal.stderr
+    cmd = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path).args[:-1] + ["2"]
+    bad_fractions = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                                   env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert bad_fractions.returncode == 5 and "head or classifier" in bad_fractions.stderr, bad_fractions.stderr
 
 
 # ------------------------------------------------------------------ the twin's pieces
@@ -335,6 +374,26 @@ def test_exp_and_log_polynomials_are_accurate_to_a_few_ulp():
     ys = np.float32(2.0) ** np.linspace(-100, 100, 4001, dtype=np.float32)   # |log| up to 69
     got = np.array([logf(y) for y in ys], np.float64)
     assert np.max(np.abs(got - np.log(ys.astype(np.float64)))) < 2e-5     # |log| up to 70: a few ulp
+
+
+def test_the_fraction_step_is_unbiased_at_a_256th_and_splits_the_master_exactly():
+    state = np.array([777], np.uint32)
+    fraction = np.zeros(1, np.int8)
+    q = 0
+    for _ in range(1000):                               # 1000 steps of 0.01 code: 10 codes, in the mean
+        q = fraction_round_step(q, fraction, 0, np.float32(0.01), state)
+    assert abs((256 * q + int(fraction[0])) / 256 - 10.0) < 0.1 and -128 <= fraction[0] <= 127
+    for start, frac, step in [(0, 0, 0.5), (-127, -128, -3.0), (126, 100, 5.0), (3, 127, 1 / 256), (-5, 0, -0.75)]:
+        fraction[0] = frac
+        before = state.copy()
+        got = fraction_round_step(start, fraction, 0, np.float32(step), state)
+        u = rng_uniform(before)
+        master = int(np.floor(np.float32(step) * np.float32(256) + u)) + 256 * start + frac
+        master = max(-127 * 256, min(127 * 256, master))
+        assert got == (master + 128) // 256 and int(fraction[0]) == master - 256 * got and -128 <= fraction[0] <= 127
+    before = state.copy()
+    assert fraction_round_step(9, fraction, 0, np.float32(0.0), state) == 9 and state[0] == before[0]
+    assert fraction_round_step(9, fraction, 0, np.float32(np.nan), state) == 9 and state[0] == before[0]
 
 
 def test_stochastic_rounding_is_unbiased_and_clamped():

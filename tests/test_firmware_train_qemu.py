@@ -24,15 +24,17 @@ from edge_lls.formats.tflite import read_tflite
 
 QEMU_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "qemu-system-arm", "make", "gcc")
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
-# (board, blocks trained, stack reserve or None for the board's default, the last block's signal)
-PLANS = [("mps2-an386", 1, 8192, "lls"), ("mps2-an500", 2, None, "lls"),
-         ("mps2-an386", 1, 8192, "classifier"), ("mps2-an500", 2, None, "classifier"),
-         ("mps2-an500", 3, None, "classifier"), ("mps2-an500", 4, None, "classifier")]   # 6x6 maps, pool 2
+# (board, blocks trained, stack reserve or None for the board's default, the last block's signal,
+# 16-bit masters: el_train_config.fractions)
+PLANS = [("mps2-an386", 1, 8192, "lls", False), ("mps2-an500", 2, None, "lls", False),
+         ("mps2-an386", 1, 8192, "classifier", False), ("mps2-an500", 2, None, "classifier", False),
+         ("mps2-an500", 3, None, "classifier", False), ("mps2-an500", 4, None, "classifier", False),  # 6x6, pool 2
+         ("mps2-an386", 1, None, "classifier", True), ("mps2-an500", 2, None, "classifier", True)]
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
-@pytest.mark.parametrize("board,train_last,stack,last_block", PLANS)
-def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_block, tmp_path, capsys):
+@pytest.mark.parametrize("board,train_last,stack,last_block,fractions", PLANS)
+def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_block, fractions, tmp_path, capsys):
     require_tools(*QEMU_TOOLS)
     from edge_lls.devices import get_device
     from qemu_helper import run_elf
@@ -44,20 +46,22 @@ def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_
     images += [np.clip(images[0].astype(np.int16) + rng.integers(-20, 21, images[0].shape), -128, 127).astype(np.int8)]
     samples = list(zip(images, (1, 0, 1)))
     lr, classifier_lr, seed = 0.3, 0.05, 2024
-    train_h = bench.write_train_header(tmp_path / "train.h", samples, train_layout(image.data)["total"], lr,
-                                       classifier_lr, seed, last_block)
+    buffer = train_layout(image.data, fractions=fractions)["total"]
+    train_h = bench.write_train_header(tmp_path / "train.h", samples, buffer, lr, classifier_lr, seed, last_block,
+                                       fractions)
     extra = (f"STACK_BYTES={stack}",) if stack else ()
     elf = bench.build(board, model_c, train_h, tmp_path / board, mode="TRAIN", extra=extra)
     run = run_elf(elf, board, timeout=300)
     assert run.exit_status == 0, run.uart + run.semihost
     steps, crcs = bench.parse_train(run.uart)
-    twin_steps, twin_crcs = bench.twin_train_run(program, image, samples, lr, classifier_lr, seed, last_block)
+    twin_steps, twin_crcs = bench.twin_train_run(program, image, samples, lr, classifier_lr, seed, last_block,
+                                                 fractions)
     if last_block == "classifier":   # the last block reports the classifier's cross-entropy
         assert all(s["losses"][train_last - 1] == s["losses"][-1] for s in twin_steps)
     assert [{"losses": s["losses"], "predicted": s["predicted"]} for s in steps] == twin_steps
     assert crcs == twin_crcs and len(crcs) == 2 * train_last + 1
     # memory: the planned buffer, inside the profile's SRAM with the stack reserve
-    assert f"training buffer {train_layout(image.data)['total']} bytes planned" in run.uart
+    assert f"training buffer {buffer} bytes planned" in run.uart
     memory = bench.map_memory(elf.with_suffix(".map"))
     sram = memory["data"] + memory["bss"] + memory["stack"]
     assert sram <= get_device(bench.BOARDS[board]).memory_budget
@@ -69,5 +73,5 @@ def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_
     assert "sqrtf" not in undefined and "expf" not in undefined and "logf" not in undefined
     ratios = [s["train"] / s["infer"] for s in steps]
     with capsys.disabled():
-        print(f"\n{board} last {train_last} ({last_block}): training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
+        print(f"\n{board} last {train_last} ({last_block}{', 16-bit masters' if fractions else ''}): training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
               f"instructions; SRAM {sram:,} B (stack high water {high_water:,} B)")

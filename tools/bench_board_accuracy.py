@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -64,19 +65,26 @@ def write_folder(root: Path, train: int, test: int) -> None:
 
 
 def lr_scale(schedule: str, step: int, total: int, batch: int = 64) -> float:
-    """The learning-rate factor of a step: 1 (constant), or linear decay to 0 set per TRAIN
-    batch of `batch` samples (the host sends each batch's learning rate: the board needs no
-    change for a schedule)."""
+    """The learning-rate factor of a step, set per TRAIN batch of `batch` samples (the host
+    sends each batch's learning rate: the board needs no change for a schedule): 1
+    (constant), linear decay to 0, half a cosine to 0, or 1 then 0.1 for the last third."""
+    done = (step // batch) * batch / total
     if schedule == "constant":
         return 1.0
-    return 1.0 - (step // batch) * batch / total
+    if schedule == "linear":
+        return 1.0 - done
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    return 1.0 if done < 2 / 3 else 0.1
 
 
 def board_run(image: bytes, x, y, epochs: int, lr: float, classifier_lr: float, seed: int,
-              master_weights: bool = False, last_block: str = "classifier", schedule: str = "constant") -> BoardTrainer:
-    """The board's training: one sample per step, a fresh seeded order per epoch."""
+              master_weights: bool = False, last_block: str = "classifier", schedule: str = "constant",
+              fractions: bool = False) -> BoardTrainer:
+    """The board's training: one sample per step, a fresh seeded order per epoch (fractions:
+    the board with 16-bit masters, el_train_config.fractions = 1)."""
     trainer = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed + 1, master_weights=master_weights,
-                           last_block=last_block)
+                           last_block=last_block, fractions=fractions)
     rng = np.random.default_rng(seed)
     step, total = 0, epochs * len(x)
     for _ in range(epochs):
@@ -105,9 +113,9 @@ def main(argv=None) -> int:
     parser.add_argument("--last-block", default="classifier,lls",
                         help="the last block's learning signal(s), on the board and the host: classifier (the "
                              "board's default: the classifier's gradient at its input) and / or lls (its own head)")
-    parser.add_argument("--schedule", default="constant", choices=("constant", "linear"),
-                        help="the board's learning rates over the run: constant, or linear decay to 0 (set per "
-                             "64-sample TRAIN batch)")
+    parser.add_argument("--schedule", default="constant", choices=("constant", "linear", "cosine", "step"),
+                        help="the board's learning rates over the run (set per 64-sample TRAIN batch): constant, "
+                             "linear or cosine decay to 0, or step (x0.1 for the last third)")
     parser.add_argument("--lr-grid", default="default", choices=sorted(LR_GRIDS),
                         help="the board's learning rates tried on the validation split: default (0.003-0.1 x "
                              "0.003-0.03) or wide (0.03-1.0 x 0.01-0.3)")
@@ -144,6 +152,15 @@ def main(argv=None) -> int:
                 # accuracy cost of keeping the block weights int8 (same learning rates)
                 master = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed, True,
                                             last_block=signal, schedule=args.schedule), test.x, test.y)
+                # the board with 16-bit masters (an int8 fraction per block weight): its own
+                # learning rates, chosen on the same validation split
+                wide = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed,
+                                                 last_block=signal, schedule=args.schedule, fractions=True),
+                                       train.x[held], train.y[held])
+                        for pair in grid}
+                wide_lr = max(grid, key=lambda pair: wide[pair])
+                board16 = accuracy(board_run(image, train.x, train.y, args.epochs, *wide_lr, seed, last_block=signal,
+                                             schedule=args.schedule, fractions=True), test.x, test.y)
                 t0 = time.perf_counter()
                 _, host = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
                                    batch_size=args.host_batch, seed=seed, calibration_images=512, last_block=signal)
@@ -153,6 +170,7 @@ def main(argv=None) -> int:
                 row = {"train_last": train_last, "last_block": signal, "schedule": args.schedule, "seed": seed, "pretrained_int8": pretrained,
                        "host_fp32": host["fp32_accuracy"], "host_int8": host["int8_accuracy"],
                        "host_sgd_fp32": host_sgd["fp32_accuracy"], "board_int8": board, "float_master_int8": master,
+                       "board16_int8": board16, "board16_lr": list(wide_lr),
                        "board_lr": lr, "board_classifier_lr": classifier_lr,
                        "validation": {f"{a:g}/{b:g}": s for (a, b), s in scores.items()},
                        "board_minus_host_fp32_pt": round(100 * (board - host["fp32_accuracy"]), 2),
@@ -164,15 +182,18 @@ def main(argv=None) -> int:
     print(f"vww_96_int8 fine-tuned on MNIST 0-4 / 5-9 at 96x96: {args.train} train / {args.test} held-out test "
           f"images, {args.epochs} epochs; host batch {args.host_batch}, board batch 1")
     print("| blocks | last block's signal | seed | pretrained int8 | host fp32 (AdamW-SF, BN) | host int8 | host fp32 (SGD, BN) "
-          "| board (twin) int8 | same with float masters | board lr / classifier lr | board - host | board - host SGD |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| board (twin) int8 | same with float masters | board lr / classifier lr | board - host | board - host SGD "
+          "| board 16-bit masters | its lr / classifier lr | 16-bit - host | 16-bit - float masters |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['train_last']} | {r['last_block']} | {r['seed']} | {100 * r['pretrained_int8']:.2f}% | {100 * r['host_fp32']:.2f}% | "
               f"{100 * r['host_int8']:.2f}% | {100 * r['host_sgd_fp32']:.2f}% | {100 * r['board_int8']:.2f}% | "
               f"{100 * r['float_master_int8']:.2f}% | "
               f"{r['board_lr']:g} / "
               f"{r['board_classifier_lr']:g} | {r['board_minus_host_fp32_pt']:+.2f} pt | "
-              f"{r['board_minus_host_sgd_pt']:+.2f} pt |")
+              f"{r['board_minus_host_sgd_pt']:+.2f} pt | {100 * r['board16_int8']:.2f}% | "
+              f"{r['board16_lr'][0]:g} / {r['board16_lr'][1]:g} | {100 * (r['board16_int8'] - r['host_fp32']):+.2f} pt | "
+              f"{100 * (r['board16_int8'] - r['float_master_int8']):+.2f} pt |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

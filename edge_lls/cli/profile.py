@@ -183,6 +183,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", type=int, metavar="BYTES", default=None,
                         help="with --backbone: the build's stack reserve (make STACK_BYTES=BYTES; default the "
                              "board's memory.ld)")
+    parser.add_argument("--master-bits", type=int, metavar="BITS", default=None, choices=(8, 16),
+                        help="with --backbone: the trained block weights' bits on the board: 8 (int8 codes, "
+                             "stochastic rounding; the default) or 16 (plus an int8 fraction per weight, "
+                             "el_train_config.fractions)")
     parser.add_argument("--compare", action="store_true",
                         help="profile BP alongside and print the ratios rule/BP")
     parser.add_argument("--measure", action="store_true",
@@ -256,7 +260,8 @@ def render_board_plan(plan: BoardPlan) -> str:
     """The plan as a table: flash lines, SRAM lines, each total against the device's, the margin,
     and a last line 'fits ...' or 'does not fit ...'."""
     blocks = "inference only (no trainable tail)" if plan.train_last == 0 else (
-        f"training the last {plan.train_last} block{'s' if plan.train_last != 1 else ''} and the classifier")
+        f"training the last {plan.train_last} block{'s' if plan.train_last != 1 else ''} and the classifier"
+        + (", 16-bit masters" if plan.to_dict()["master_bits"] == 16 else ""))
     fw = plan.firmware
     stored = fw.source.startswith("stored")
     rows: list[tuple[str, str, str]] = []      # (label, bytes, note)
@@ -282,7 +287,8 @@ def render_board_plan(plan: BoardPlan) -> str:
     for key, size in plan.sram.items():
         if key in TRAINING_BUFFER_ITEMS:
             if key == next(k for k in plan.sram if k in TRAINING_BUFFER_ITEMS):
-                rows.append(("  training buffer", f"{plan.train_layout['total']:,}", "(el_train_buffer_bytes)"))
+                sized = "el_train_buffer_bytes_fractions" if plan.to_dict()["master_bits"] == 16 else "el_train_buffer_bytes"
+                rows.append(("  training buffer", f"{plan.train_layout['total']:,}", f"({sized})"))
             rows.append((f"    {SRAM_LABELS[key]}", f"{size:,}", ""))
         else:
             rows.append((f"  {SRAM_LABELS[key]}", f"{size:,}", notes.get(key, "")))
@@ -321,7 +327,8 @@ def _run_board_plan(args) -> int:
     board = board_for(device)
     train_last = DEFAULT_TRAIN_LAST if args.train_last is None else args.train_last
     firmware = measure_firmware(board.name) if args.measure else None
-    plan = board_plan(args.backbone, train_last, device, firmware=firmware, stack_bytes=args.stack)
+    plan = board_plan(args.backbone, train_last, device, firmware=firmware, stack_bytes=args.stack,
+                      master_bits=args.master_bits or 8)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_board_plan(plan), flush=True)
     plan.require_fit()
     return 0
@@ -330,8 +337,9 @@ def _run_board_plan(args) -> int:
 def run(args) -> int:
     if args.backbone is not None:
         return _run_board_plan(args)
-    if args.train_last is not None or args.stack is not None:
-        raise ConfigError("--train-last and --stack apply to --backbone FILE.tflite (the board's memory plan)")
+    if args.train_last is not None or args.stack is not None or args.master_bits is not None:
+        raise ConfigError("--train-last, --stack and --master-bits apply to --backbone FILE.tflite (the board's "
+                          "memory plan)")
     if args.model is None:
         raise ConfigError("--model is required: a zoo model name or a .tflite file")
     if str(args.model).endswith(".tflite"):

@@ -80,6 +80,9 @@ typedef struct {
     uint32_t *rng;
     float *mid_grad;                             /* scratch float32 [H'*W'*C] */
     float *out_grad;                             /* scratch float32 [H'*W'] */
+    int8_t *dw_fraction, *pw_fraction;           /* NULL: int8 codes only (the default); else each
+                                                    weight's fraction in 1/256 of a code, laid out
+                                                    as its weights (el_fraction_round_step) */
 } el_lls_dwsep;
 
 /* The block's local update, applied in place (batch 1, SGD on the real weights, stochastic
@@ -99,6 +102,12 @@ void el_lls_update_dwsep(const el_lls_dwsep *b);
  * in [0, 1) (unbiased), clamped to [-127, 127]. A zero step and a non-finite one (a channel
  * whose scale is 0) move nothing and draw no random number; a huge one is clamped to +-256. */
 int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng);
+
+/* The same step on a 16-bit master: code q and its fraction f (in 1/256 of a code, [-128, 127])
+ * hold M = 256 q + f; M moves by floor(256 step + u) (u as above: unbiased at 1/256 of a
+ * code), is clamped to [-127 * 256, 127 * 256], and is split again with q = M / 256 rounded
+ * half up. The forward reads q only. Zero and non-finite steps: as above. */
+int8_t el_fraction_round_step(int8_t q, int8_t *fraction, float step, uint32_t *rng);
 
 /* A bias code after a step (code units) rounded to nearest, kept within +-limit. */
 int32_t el_bias_step(int32_t bias, float step, int32_t limit);

@@ -36,7 +36,8 @@
  *   - EL_TRAIN_LAST_LLS: every block, the last one too, learns from its own LLS head (the
  *     rule as published).
  *
- * Representation of the trainable weights (docs/firmware.md has the measured cost):
+ * Representation of the trainable weights (docs/firmware.md has the measured cost; with
+ * config.fractions = 1 each block weight also keeps an int8 fraction, el_fraction_round_step):
  *   - block weights stay int8 with their exported per-channel scales, copied from flash to
  *     SRAM at el_train_init and updated in place: a real-valued SGD step (tiny-training's
  *     quantization-aware scaling: the update of code q is -lr * dL/dW_real / s_w, the real
@@ -91,6 +92,10 @@ typedef struct {
     float classifier_lr; /* classifier learning rate */
     uint32_t seed;       /* stochastic rounding; 0 is replaced by 1 (xorshift32 needs a nonzero state) */
     uint32_t last_block; /* el_train_last_block; any other value is refused (EL_TRAIN_ERR_HEAD) */
+    uint32_t fractions;  /* 0: block weights int8, stochastic rounding at the code (the default);
+                            1: plus an int8 fraction per block weight (16-bit masters, 1/256 of a
+                            code; the buffer grows to layout.total_fractions); else refused
+                            (EL_TRAIN_ERR_HEAD) */
 } el_train_config;
 
 /* Byte offsets of each part in the buffer; every part on a 16-byte boundary. */
@@ -105,7 +110,9 @@ typedef struct {
     uint32_t features;           /* float32, max(D, C): the pooled vector v, the classifier input */
     uint32_t feature_grad;       /* float32, max D */
     uint32_t logits;             /* float32 [K]: the logits, then the classifier's dL/dlogits */
-    uint32_t total;
+    uint32_t total;              /* the buffer without fractions (config.fractions = 0) */
+    uint32_t op_fraction[2 * EL_TRAIN_MAX_BLOCKS]; /* int8, one per block weight, after total */
+    uint32_t total_fractions;    /* the buffer with them (config.fractions = 1) */
 } el_train_layout;
 
 typedef struct {
@@ -134,6 +141,7 @@ typedef struct {
  * el_train covers: then el_train_init would refuse it with the same status). */
 el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32_t *failed_block);
 size_t el_train_buffer_bytes(const el_model *m);
+size_t el_train_buffer_bytes_fractions(const el_model *m); /* with config.fractions = 1 */
 
 /* Checks the tail, copies the trainable weights from the image into buffer, starts the
  * classifier's master from its dequantized int8 weights, and points the runner at the

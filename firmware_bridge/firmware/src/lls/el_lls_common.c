@@ -50,6 +50,31 @@ int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng)
     return (int8_t)(moved < -127 ? -127 : moved > 127 ? 127 : moved);
 }
 
+int8_t el_fraction_round_step(int8_t q, int8_t *fraction, float step, uint32_t *rng)
+{
+    const int32_t most = 127 * 256;
+    float u, f;
+    int32_t master;
+    if (step - step != 0.0f || step == 0.0f) {
+        return q;
+    }
+    u = el_rng_uniform(rng);
+    if (step < -256.0f) {
+        step = -256.0f;
+    }
+    if (step > 256.0f) {
+        step = 256.0f;
+    }
+    f = step * 256.0f + u; /* 256 step is exact: a power of two, |256 step| <= 2^16 */
+    master = (int32_t)f - ((float)(int32_t)f > f ? 1 : 0); /* floor */
+    master += 256 * (int32_t)q + (int32_t)*fraction;
+    master = master < -most ? -most : master > most ? most : master;
+    /* q = floor((M + 128) / 256) on a positive numerator (M + 128 + 2^15 >= 384) */
+    q = (int8_t)((master + 128 + 32768) / 256 - 128);
+    *fraction = (int8_t)(master - 256 * (int32_t)q);
+    return q;
+}
+
 int32_t el_bias_limit(int32_t taps)
 {
     int64_t room = (int64_t)INT32_MAX - (int64_t)taps * EL_KERNEL_MAX_PRODUCT;

@@ -64,7 +64,16 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                 g = g + b->out_grad[t] * (b->y_scale * (float)(b->y[t * cin + c] - y_zero));
                 b->mid_grad[t * cin + c] = b->mid_grad[t * cin + c] + b->out_grad[t] * w_real;
             }
-            *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
+            if (b->pw_fraction != NULL) {
+                *code = el_fraction_round_step(*code, &b->pw_fraction[o * cin + c], -b->lr * g / s_w, b->rng);
+            } else {
+                if (b->dw_fraction != NULL) {
+                    *code = el_fraction_round_step(*code, &b->dw_fraction[(i * kw + j) * cin + c], -b->lr * g / s_w,
+                                                   b->rng);
+                } else {
+                    *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
+                }
+            }
         }
     }
     /* the gradient at the depthwise pre-activation */
@@ -92,7 +101,12 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                                     (b->x_scale * (float)(b->x[((uint32_t)y_in * iw + (uint32_t)x_in) * cin + c] - x_zero));
                     }
                 }
-                *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
+                if (b->dw_fraction != NULL) {
+                    *code = el_fraction_round_step(*code, &b->dw_fraction[(i * kw + j) * cin + c], -b->lr * g / s_w,
+                                                   b->rng);
+                } else {
+                    *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
+                }
             }
         }
     }

@@ -117,6 +117,14 @@ el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32
     layout->logits = at;
     at += align16(4u * tail->num_classes);
     layout->total = at;
+    for (k = 0, n = 0; k < tail->block_count; ++k) { /* the fractions go last: a plan without them is a prefix */
+        const uint32_t first = m->tail_blocks[k].first_op;
+        layout->op_fraction[n++] = at;
+        at += align16(volume(&conv_record(m, first, EL_OP_DEPTHWISE_CONV_2D)->filter_dims));
+        layout->op_fraction[n++] = at;
+        at += align16(volume(&conv_record(m, first + 1u, EL_OP_CONV_2D)->filter_dims));
+    }
+    layout->total_fractions = at;
     return EL_TRAIN_OK;
 }
 
@@ -125,6 +133,13 @@ size_t el_train_buffer_bytes(const el_model *m)
     el_train_layout layout;
     uint32_t failed;
     return el_train_plan(m, &layout, &failed) == EL_TRAIN_OK ? layout.total : 0u;
+}
+
+size_t el_train_buffer_bytes_fractions(const el_model *m)
+{
+    el_train_layout layout;
+    uint32_t failed;
+    return el_train_plan(m, &layout, &failed) == EL_TRAIN_OK ? layout.total_fractions : 0u;
 }
 
 static float tensor_scale(const el_model *m, uint32_t tensor)
@@ -194,7 +209,11 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
     if (status != EL_TRAIN_OK) {
         return status;
     }
-    if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 || buffer_bytes < t->layout.total) {
+    if (config->fractions > 1u) {
+        return EL_TRAIN_ERR_HEAD;
+    }
+    if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 ||
+        buffer_bytes < (config->fractions ? t->layout.total_fractions : t->layout.total)) {
         return EL_TRAIN_ERR_BUFFER;
     }
     if (config->last_block == EL_TRAIN_LAST_CLASSIFIER) {
@@ -223,6 +242,9 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
             t->patches[n].bias = b;
             t->weight_count[n] = volume(&p->filter_dims);
             t->bias_count[n] = (uint32_t)p->output_dims.c;
+            if (config->fractions) {
+                memset(buffer + t->layout.op_fraction[n], 0, volume(&p->filter_dims)); /* M = 256 q */
+            }
         }
     }
     {
@@ -419,6 +441,8 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
         update.rng = &t->rng;
         update.mid_grad = (float *)(t->buffer + t->layout.mid_grad);
         update.out_grad = (float *)(t->buffer + t->layout.out_grad);
+        update.dw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k]) : NULL;
+        update.pw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k + 1u]) : NULL;
         el_lls_update_dwsep(&update);
     }
     if (!from_classifier) {
