@@ -144,14 +144,24 @@ def softmax_cross_entropy(logits, classes, temperature, label, grad):
 
 
 @njit(cache=True, error_model="numpy")
-def stochastic_round_step(q, step, state):
-    if step - step != f32(0.0) or step == f32(0.0):     # no step: no draw (el_lls_common.c)
-        return q
+def drawn_step(step, state):
+    """(the step clamped to +-256 codes, its uniform number u), or (step, -1) with no number
+    drawn for a zero or non-finite step (el_lls_common.c drawn_step)."""
+    if step - step != f32(0.0) or step == f32(0.0):     # no step: no draw
+        return step, f32(-1.0)
     u = rng_uniform(state)
     if step < f32(-256.0):
         step = f32(-256.0)
     if step > f32(256.0):
         step = f32(256.0)
+    return step, u
+
+
+@njit(cache=True, error_model="numpy")
+def stochastic_round_step(q, step, state):
+    step, u = drawn_step(step, state)
+    if u < f32(0.0):
+        return q
     moved = floorf_int(step + u) + q
     return -127 if moved < -127 else 127 if moved > 127 else moved
 
@@ -160,13 +170,9 @@ def stochastic_round_step(q, step, state):
 def fraction_round_step(q, fraction, at, step, state):
     """el_fraction_round_step: code q and fraction[at] (1/256 of a code) as M = 256 q + f;
     M += floor(256 step + u), clamped to +-127 * 256; q = M / 256 rounded half up. Returns q."""
-    if step - step != f32(0.0) or step == f32(0.0):
+    step, u = drawn_step(step, state)
+    if u < f32(0.0):
         return q
-    u = rng_uniform(state)
-    if step < f32(-256.0):
-        step = f32(-256.0)
-    if step > f32(256.0):
-        step = f32(256.0)
     master = floorf_int(step * f32(256.0) + u) + 256 * q + np.int64(fraction[at])
     most = 127 * 256
     master = -most if master < -most else most if master > most else master

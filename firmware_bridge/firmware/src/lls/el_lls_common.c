@@ -30,44 +30,49 @@ float el_softmax_cross_entropy(const float *logits, uint32_t classes, float temp
     return el_logf(sum) - target;
 }
 
+/* The step clamped to +-256 codes (no weight moves more in one step) and its uniform number
+ * u; 0 with no number drawn for a zero step or a non-finite one (a channel whose scale is 0). */
+static int drawn_step(float *step, float *u, uint32_t *rng)
+{
+    if (*step - *step != 0.0f || *step == 0.0f) {
+        return 0;
+    }
+    *u = el_rng_uniform(rng);
+    if (*step < -256.0f) {
+        *step = -256.0f;
+    }
+    if (*step > 256.0f) {
+        *step = 256.0f;
+    }
+    return 1;
+}
+
+static int32_t floor_to_int(float f)
+{
+    return (int32_t)f - ((float)(int32_t)f > f ? 1 : 0);
+}
+
 int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng)
 {
-    float u, f;
+    float u;
     int32_t moved;
-    if (step - step != 0.0f || step == 0.0f) { /* inf or NaN: a channel whose scale is 0 */
-        return q;                                /* no step, and no random number drawn */
+    if (!drawn_step(&step, &u, rng)) {
+        return q; /* no step, and no random number drawn */
     }
-    u = el_rng_uniform(rng);
-    if (step < -256.0f) { /* no weight moves 256 codes */
-        step = -256.0f;
-    }
-    if (step > 256.0f) {
-        step = 256.0f;
-    }
-    f = step + u;
-    moved = (int32_t)f - ((float)(int32_t)f > f ? 1 : 0); /* floor */
-    moved += q;
+    moved = floor_to_int(step + u) + q;
     return (int8_t)(moved < -127 ? -127 : moved > 127 ? 127 : moved);
 }
 
 int8_t el_fraction_round_step(int8_t q, int8_t *fraction, float step, uint32_t *rng)
 {
     const int32_t most = 127 * 256;
-    float u, f;
+    float u;
     int32_t master;
-    if (step - step != 0.0f || step == 0.0f) {
+    if (!drawn_step(&step, &u, rng)) {
         return q;
     }
-    u = el_rng_uniform(rng);
-    if (step < -256.0f) {
-        step = -256.0f;
-    }
-    if (step > 256.0f) {
-        step = 256.0f;
-    }
-    f = step * 256.0f + u; /* 256 step is exact: a power of two, |256 step| <= 2^16 */
-    master = (int32_t)f - ((float)(int32_t)f > f ? 1 : 0); /* floor */
-    master += 256 * (int32_t)q + (int32_t)*fraction;
+    /* 256 step is exact (a power of two, |256 step| <= 2^16) */
+    master = floor_to_int(step * 256.0f + u) + 256 * (int32_t)q + (int32_t)*fraction;
     master = master < -most ? -most : master > most ? most : master;
     /* q = floor((M + 128) / 256) on a positive numerator (M + 128 + 2^15 >= 384) */
     q = (int8_t)((master + 128 + 32768) / 256 - 128);
