@@ -181,6 +181,20 @@ def fraction_round_step(q, fraction, at, step, state):
     return q
 
 
+RMS_DECAY = np.float32(0.999)      # the host-only RMSprop variant (BoardTrainer(optimizer="rmsprop"))
+RMS_EPS = np.float32(1e-8)
+
+
+@njit(cache=True, error_model="numpy")
+def normalised(g, v, at, correction):
+    """g itself with no state (v empty: the board's SGD), else RMSprop's g / (sqrt(v / c) + eps)
+    after v[at] = d v[at] + (1 - d) g^2, c = 1 - d^t the bias correction (host-only variant)."""
+    if v.size == 0:
+        return g
+    v[at] = RMS_DECAY * v[at] + (f32(1.0) - RMS_DECAY) * (g * g)
+    return g / (np.sqrt(v[at] / correction) + RMS_EPS)
+
+
 @njit(cache=True, error_model="numpy")
 def bias_step(bias, step, limit):
     most = f32(1073741824.0)
@@ -250,7 +264,7 @@ def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad
 def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_v, lr, state,
                  dw_weights, dw_bias, dw_multiplier, dw_shift, dw_geometry, dw_range,
                  pw_weights, pw_bias, pw_multiplier, pw_shift, pw_range, mid_grad, out_grad, dw_master, pw_master,
-                 dw_fraction, pw_fraction):
+                 dw_fraction, pw_fraction, dw_v, pw_v, correction):
     """el_lls_update_dwsep. x (H,W,C), y (H',W',C), z (H',W',O) int8; dw_weights (KH,KW,C),
     pw_weights (O,C) int8 and both biases updated in place. dw_geometry: stride_h, stride_w,
     pad_h, pad_w, dilation_h, dilation_w; *_range: act_min, act_max.
@@ -258,7 +272,10 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     weights in code units (a host-only comparison, master_weights=True): the step goes to the
     master and the int8 code is the master rounded to nearest.
     dw_fraction / pw_fraction: empty (int8 codes only), or the flat int8 fractions of the
-    weights in 1/256 of a code (el_train_config.fractions = 1: fraction_round_step)."""
+    weights in 1/256 of a code (el_train_config.fractions = 1: fraction_round_step).
+    dw_v / pw_v: empty (the board's SGD), or RMSprop's second moments, the weights' then the
+    biases' (a host-only variant, not on the board yet; correction = 1 - 0.999^t). A skipped
+    pointwise row keeps its moments (lazy, as sparse Adam)."""
     oh, ow, cout = z.shape
     cin = y.shape[2]
     ih, iw = x.shape[0], x.shape[1]
@@ -294,6 +311,7 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                 live = live or g != f32(0.0)
         if not live:
             continue                        # a row that cannot move: skipped, as on the board
+        bias_grad = normalised(bias_grad, pw_v, cout * cin + o, correction)
         pw_bias[o] = bias_step(np.int64(pw_bias[o]), -lr * bias_grad / (y_scale * s_w), pw_limit)
         for c in range(cin):
             w_real = s_w * f32(pw_weights[o, c])
@@ -301,6 +319,7 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
             for t in range(hw):
                 g = g + out_grad[t] * (y_scale * f32(np.int64(yf[t, c]) - y_zero))
                 mid_grad[t * cin + c] = mid_grad[t * cin + c] + out_grad[t] * w_real
+            g = normalised(g, pw_v, o * cin + c, correction)
             if pw_master.size:
                 pw_master[o, c] = min(max(pw_master[o, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
                 pw_weights[o, c] = np.int64(np.round(pw_master[o, c]))
@@ -328,6 +347,7 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                         if xi < 0 or xi >= iw:
                             continue
                         g = g + mid_grad[(r * ow + q) * cin + c] * (x_scale * f32(np.int64(x[yi, xi, c]) - x_zero))
+                g = normalised(g, dw_v, (i * kw + j) * cin + c, correction)
                 if dw_master.size:
                     dw_master[i, j, c] = min(max(dw_master[i, j, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
                     dw_weights[i, j, c] = np.int64(np.round(dw_master[i, j, c]))
@@ -342,6 +362,7 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
         g = f32(0.0)
         for t in range(hw):
             g = g + mid_grad[t * cin + c]
+        g = normalised(g, dw_v, kh * kw * cin + c, correction)
         dw_bias[c] = bias_step(np.int64(dw_bias[c]), -lr * g / (x_scale * s_w), dw_limit)
 
 
@@ -549,11 +570,15 @@ class BoardTrainer:
     """The board's training state (el_trainer) and its step, from a model image."""
 
     def __init__(self, image: bytes, *, lr: float, classifier_lr: float, seed: int = 1, where: str = "<image>",
-                 master_weights: bool = False, last_block: str = "classifier", fractions: bool = False):
+                 master_weights: bool = False, last_block: str = "classifier", fractions: bool = False,
+                 optimizer: str = "sgd"):
         """master_weights=True: not the board, a comparison: the block weights keep float32
         masters (round to nearest for the int8 forward) instead of stochastic rounding.
         fractions=True: the board with el_train_config.fractions = 1 (16-bit masters: an int8
         fraction per block weight, stochastic rounding at 1/256 of a code).
+        optimizer: 'sgd' (the board) or 'rmsprop' (host-only, not on the board yet: a float32
+        second moment per block weight and bias, decay 0.999, bias-corrected, eps 1e-8; the
+        block's step becomes lr * g / sqrt(v); the classifier keeps SGD).
         last_block: the last block's learning signal (el_train_config.last_block):
         'classifier' (the board's default) the classifier's cross-entropy gradient at its input,
         'lls' its own LLS head."""
@@ -581,6 +606,12 @@ class BoardTrainer:
         if master_weights and fractions:
             raise ConfigError("master_weights and fractions are two representations; choose one")
         self.fractions = fractions
+        if optimizer not in ("sgd", "rmsprop"):
+            raise ConfigError(f"unknown optimizer {optimizer!r}; choose sgd or rmsprop")
+        self.optimizer = optimizer
+        self._moments = [tuple(np.zeros(op.weights.size + op.bias.size if optimizer == "rmsprop" else 0, np.float32)
+                               for op in pair) for _, pair, _ in self.blocks]
+        self._decay_power = f32(1.0)
         self._fractions = [tuple(np.zeros(op.weights.size if fractions else 0, np.int8) for op in pair)
                            for _, pair, _ in self.blocks]
         self.classifier = self._tail_op(self.tail["classifier_op"])
@@ -696,8 +727,10 @@ class BoardTrainer:
         s_in, s_out = self._scale(fc["input"]), self._scale(fc["output"])
         last = len(self.blocks) - 1 if self.last_block == "classifier" else -1
         losses, loss, predicted = [], None, 0
-        for k, ((b, (dw, pw), basis), (dw_master, pw_master), (dw_frac, pw_frac)) in enumerate(
-                zip(self.blocks, self._masters, self._fractions)):
+        self._decay_power = f32(self._decay_power * RMS_DECAY)      # 0.999^t, in float32
+        correction = f32(f32(1.0) - self._decay_power)
+        for k, ((b, (dw, pw), basis), (dw_master, pw_master), (dw_frac, pw_frac), (dw_v, pw_v)) in enumerate(
+                zip(self.blocks, self._masters, self._fractions, self._moments)):
             y = self._conv(dw, x)
             z = self._conv(pw, y)
             d, p = dw.record, pw.record
@@ -718,7 +751,8 @@ class BoardTrainer:
                          -p["input_offset"], pool, self._grad_v, self.lr, self.rng,
                          dw.weights[0], dw.bias, dw.multiplier, dw.shift, dw.geometry, dw.act_range,
                          pw.weights.reshape(pw.weights.shape[0], -1), pw.bias, pw.multiplier, pw.shift,
-                         pw.act_range, self._mid, self._out, dw_master, pw_master, dw_frac, pw_frac)
+                         pw.act_range, self._mid, self._out, dw_master, pw_master, dw_frac, pw_frac, dw_v, pw_v,
+                         correction)
             x = z
         if loss is None:
             pooled = self._head_ops(x)

@@ -34,8 +34,8 @@ import pytest
 
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, SAMPLES_DIR, VWW_DIR
 from test_firmware_vww import _bench
-from edge_lls.board_train import (LAST_BLOCK_SIGNALS, BoardTrainer, expf, fraction_round_step, logf, rng_uniform,
-                                  stochastic_round_step,
+from edge_lls.board_train import (LAST_BLOCK_SIGNALS, BoardTrainer, expf, fraction_round_step, logf, normalised,
+                                  rng_uniform, stochastic_round_step,
                                   train_layout)
 from edge_lls.errors import ConfigError
 from edge_lls.finetune import trainable_tail
@@ -321,6 +321,35 @@ def test_repeated_steps_on_one_sample_lower_its_losses(small_program):
     assert last.loss < 0.5 * first.loss
     assert last.block_loss[1] < first.block_loss[1]
     assert last.predicted == 7
+
+
+def test_the_rmsprop_variant_normalises_each_step_and_still_learns(small_program):
+    """optimizer='rmsprop' (host-only, not on the board yet): v = 0.999 v + 0.001 g^2, the
+    step g / (sqrt(v / (1 - 0.999^t)) + 1e-8); its first step is g / |g| (about +-1) for
+    every gradient, whatever its size; repeated steps on one sample lower the losses."""
+    v = np.zeros(1, np.float32)
+    correction = np.float32(1.0) - np.float32(0.999)
+    for g in (1e-3, 3.0, -250.0):          # |g| >> eps: the step is sign(g), to 1e-4
+        v[0] = 0.0
+        assert abs(abs(normalised(np.float32(g), v, 0, correction)) - 1.0) < 1e-4
+    assert normalised(np.float32(0.5), np.zeros(0, np.float32), 0, correction) == np.float32(0.5)   # SGD: g
+    image = blob.build_image(small_program, _tail_with_pool(small_program, 2, 2)).data
+    graph = prepare(small_program, batch=1, fast=False, requantize="tflm")
+    x = np.random.default_rng(3).integers(-128, 128, (1, 10, 10, 3)).astype(np.int8)
+    cut = small_program.operators[blob.open_image(image)["tail"]["blocks"][0]["first_op"]].inputs[0]
+    features = graph.run_all([x])[cut]
+    twin = BoardTrainer(image, lr=0.01, classifier_lr=0.1, seed=4, last_block="lls", optimizer="rmsprop",
+                        fractions=True)
+    sgd = BoardTrainer(image, lr=0.01, classifier_lr=0.1, seed=4, last_block="lls", fractions=True)
+    first = twin.step(features, 7)
+    sgd.step(features, 7)
+    for _ in range(30):
+        last = twin.step(features, 7)
+        sgd.step(features, 7)
+    assert last.loss < 0.5 * first.loss and last.block_loss[1] < first.block_loss[1]
+    assert any(not np.array_equal(w, sgd.weights()[op][0]) for op, (w, _) in twin.weights().items())
+    with pytest.raises(ConfigError, match="unknown optimizer 'adam'"):
+        BoardTrainer(image, lr=0.01, classifier_lr=0.1, optimizer="adam")
 
 
 # ------------------------------------------------------------------ the buffer and what is refused

@@ -47,7 +47,9 @@ VWW_INT8 = SHARED / "models" / "vww" / "vww_96_int8.tflite"
 MNIST = SHARED / "data" / "mnist"
 LR_GRID = tuple((lr, classifier_lr) for lr in (0.003, 0.01, 0.03, 0.1) for classifier_lr in (0.003, 0.01, 0.03))
 LR_GRIDS = {"default": LR_GRID,
-            "wide": tuple((lr, classifier_lr) for lr in (0.03, 0.1, 0.3, 1.0) for classifier_lr in (0.01, 0.03, 0.1, 0.3))}
+            "wide": tuple((lr, classifier_lr) for lr in (0.03, 0.1, 0.3, 1.0) for classifier_lr in (0.01, 0.03, 0.1, 0.3)),
+            # RMSprop's block step is lr * g / sqrt(v): about lr per weight, so smaller rates
+            "rmsprop": tuple((lr, classifier_lr) for lr in (0.0003, 0.001, 0.003) for classifier_lr in (0.003, 0.01, 0.03))}
 HOST_SGD_LR = 0.03                  # the host with plain SGD (batch 32): the board's optimizer, float arithmetic
 
 
@@ -80,11 +82,11 @@ def lr_scale(schedule: str, step: int, total: int, batch: int = 64) -> float:
 
 def board_run(image: bytes, x, y, epochs: int, lr: float, classifier_lr: float, seed: int,
               master_weights: bool = False, last_block: str = "classifier", schedule: str = "constant",
-              fractions: bool = False) -> BoardTrainer:
+              fractions: bool = False, optimizer: str = "sgd") -> BoardTrainer:
     """The board's training: one sample per step, a fresh seeded order per epoch (fractions:
     the board with 16-bit masters, el_train_config.fractions = 1)."""
     trainer = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed + 1, master_weights=master_weights,
-                           last_block=last_block, fractions=fractions)
+                           last_block=last_block, fractions=fractions, optimizer=optimizer)
     rng = np.random.default_rng(seed)
     step, total = 0, epochs * len(x)
     for _ in range(epochs):
@@ -116,11 +118,15 @@ def main(argv=None) -> int:
     parser.add_argument("--schedule", default="constant", choices=("constant", "linear", "cosine", "step"),
                         help="the board's learning rates over the run (set per 64-sample TRAIN batch): constant, "
                              "linear or cosine decay to 0, or step (x0.1 for the last third)")
-    parser.add_argument("--lr-grid", default="default", choices=sorted(LR_GRIDS),
+    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "rmsprop"),
+                        help="the block's update in the board columns: sgd (the board's) or rmsprop (a host-only "
+                             "variant of the twin, not on the board yet: a float32 second moment per weight)")
+    parser.add_argument("--lr-grid", default=None, choices=sorted(LR_GRIDS),
                         help="the board's learning rates tried on the validation split: default (0.003-0.1 x "
                              "0.003-0.03) or wide (0.03-1.0 x 0.01-0.3)")
     args = parser.parse_args(argv)
-    grid = LR_GRIDS[args.lr_grid]
+    grid = LR_GRIDS[args.lr_grid or ("rmsprop" if args.optimizer == "rmsprop" else "default")]
+    opt = {"optimizer": args.optimizer}
     from edge_lls.data import load_dataset
     backbone = load_backbone(VWW_INT8)
     rows = []
@@ -141,33 +147,33 @@ def main(argv=None) -> int:
             for seed, signal in ((int(v), sig) for v in args.seeds.split(",") for sig in args.last_block.split(",")):
                 t0 = time.perf_counter()
                 scores = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed,
-                                                   last_block=signal, schedule=args.schedule),
+                                                   last_block=signal, schedule=args.schedule, **opt),
                                          train.x[held], train.y[held])
                           for pair in grid}
                 lr, classifier_lr = max(grid, key=lambda pair: scores[pair])
                 board = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed,
-                                           last_block=signal, schedule=args.schedule), test.x, test.y)
+                                           last_block=signal, schedule=args.schedule, **opt), test.x, test.y)
                 board_s = time.perf_counter() - t0
                 # the same update with float master weights instead of stochastic rounding: the
                 # accuracy cost of keeping the block weights int8 (same learning rates)
                 master = accuracy(board_run(image, train.x, train.y, args.epochs, lr, classifier_lr, seed, True,
-                                            last_block=signal, schedule=args.schedule), test.x, test.y)
+                                            last_block=signal, schedule=args.schedule, **opt), test.x, test.y)
                 # the board with 16-bit masters (an int8 fraction per block weight): its own
                 # learning rates, chosen on the same validation split
                 wide = {pair: accuracy(board_run(image, train.x[fit], train.y[fit], args.epochs, *pair, seed,
-                                                 last_block=signal, schedule=args.schedule, fractions=True),
+                                                 last_block=signal, schedule=args.schedule, fractions=True, **opt),
                                        train.x[held], train.y[held])
                         for pair in grid}
                 wide_lr = max(grid, key=lambda pair: wide[pair])
                 board16 = accuracy(board_run(image, train.x, train.y, args.epochs, *wide_lr, seed, last_block=signal,
-                                             schedule=args.schedule, fractions=True), test.x, test.y)
+                                             schedule=args.schedule, fractions=True, **opt), test.x, test.y)
                 t0 = time.perf_counter()
                 _, host = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
                                    batch_size=args.host_batch, seed=seed, calibration_images=512, last_block=signal)
                 _, host_sgd = finetune(backbone, data, train_last=train_last, epochs=args.epochs,
                                        batch_size=args.host_batch, seed=seed, calibration_images=512,
                                        optimizer="sgd", lr=HOST_SGD_LR, last_block=signal)
-                row = {"train_last": train_last, "last_block": signal, "schedule": args.schedule, "seed": seed, "pretrained_int8": pretrained,
+                row = {"train_last": train_last, "last_block": signal, "schedule": args.schedule, "optimizer": args.optimizer, "seed": seed, "pretrained_int8": pretrained,
                        "host_fp32": host["fp32_accuracy"], "host_int8": host["int8_accuracy"],
                        "host_sgd_fp32": host_sgd["fp32_accuracy"], "board_int8": board, "float_master_int8": master,
                        "board16_int8": board16, "board16_lr": list(wide_lr),
