@@ -97,7 +97,7 @@ IMAGE_ITEMS = ("frozen_weights", "trainable_initial", "lls_bases", "requantizati
 SRAM_LABELS = {
     "arena": "inference arena (activations)",
     "trainable_weights": "trainable weights and biases (int8, int32 copies)",
-    "trainable_state": "their state: the classifier's float32 master (+ int8 fractions, 16-bit masters)",
+    "trainable_state": "their state: the classifier's float32 master (+ fractions, RMSprop moments)",
     "lls_head_scratch": "LLS head and step scratch",
     "training_other": "training buffer, other parts",
     "stack": "stack reserve",
@@ -167,8 +167,9 @@ class BoardPlan:
             return {"items": dict(items), "labels": {k: labels[k] for k in items}, "total_bytes": total,
                     "limit_bytes": limit, "margin_bytes": limit - total, "used_fraction": total / limit}
         master_bits = 16 if self.train_layout and any(k.endswith("_fractions") for k in self.train_layout) else 8
+        optimizer = "rmsprop" if self.train_layout and any(k.endswith("_moments") for k in self.train_layout) else "sgd"
         return {"model": self.model, "device": self.device, "board": self.board, "train_last": self.train_last,
-                "master_bits": master_bits,
+                "master_bits": master_bits, "optimizer": optimizer,
                 "fits": self.fits, "image_bytes": self.image_bytes, "arena_bytes": self.arena_bytes,
                 "flash": region(self.flash, FLASH_LABELS, self.flash_total, self.flash_limit),
                 "sram": region(self.sram, SRAM_LABELS, self.sram_total, self.sram_limit),
@@ -297,7 +298,7 @@ def _split_layout(layout: dict[str, int]) -> dict[str, int]:
             continue
         if re.fullmatch(r"block\d+_(dw|pw)_(weights|bias)|classifier_(weights|bias)", name):
             groups["trainable_weights"] += size
-        elif name in _STATE_PARTS or re.fullmatch(r"block\d+_(dw|pw)_fractions", name):
+        elif name in _STATE_PARTS or re.fullmatch(r"block\d+_(dw|pw)_(fractions|moments)", name):
             groups["trainable_state"] += size
         elif name in _SCRATCH_PARTS:
             groups["lls_head_scratch"] += size
@@ -311,14 +312,16 @@ def _split_layout(layout: dict[str, int]) -> dict[str, int]:
 
 def board_plan(program_or_path, train_last: int, device: str | DeviceProfile, *,
                firmware: FirmwareFootprint | None = None, stack_bytes: int | None = None,
-               master_bits: int = 8) -> BoardPlan:
+               master_bits: int = 8, optimizer: str = "sgd") -> BoardPlan:
     """The flash and SRAM plan of fine-tuning the last `train_last` blocks (0: inference only)
     of an int8 program (or .tflite path) on a microcontroller profile. Raises ConfigError
     for a device that is not one, a train_last out of range, or a tail the firmware refuses;
     FormatError for an unreadable model. A plan that does not fit is returned (fits False):
     require_fit() refuses it. stack_bytes: the build's stack reserve (make STACK_BYTES=N), by
     default the board's (memory.ld). master_bits: 8 (the block weights' int8 codes, the
-    default) or 16 (plus an int8 fraction per block weight: el_train_config.fractions = 1)."""
+    default) or 16 (plus an int8 fraction per block weight: el_train_config.fractions = 1).
+    optimizer: the blocks' step, sgd (the default) or rmsprop (a float32 moment per block
+    weight and bias: el_train_config.optimizer = EL_TRAIN_RMSPROP)."""
     from .board_train import train_layout
     from .finetune import trainable_tail
     from .formats import blob
@@ -341,7 +344,10 @@ def board_plan(program_or_path, train_last: int, device: str | DeviceProfile, *,
     header = blob.open_image(image.data, name)["header"]
     if master_bits not in (8, 16) or isinstance(master_bits, bool):
         raise ConfigError(f"--master-bits must be 8 (int8 codes) or 16 (int8 codes and fractions), got {master_bits!r}")
-    layout = train_layout(image.data, name, fractions=master_bits == 16) if tail is not None else None
+    if optimizer not in ("sgd", "rmsprop"):
+        raise ConfigError(f"--board-optimizer must be sgd or rmsprop, got {optimizer!r}")
+    layout = (train_layout(image.data, name, fractions=master_bits == 16, optimizer=optimizer)
+              if tail is not None else None)
     trainable = set()
     if tail is not None:
         trainable = {op for b in tail.blocks for op in b.ops} | {tail.classifier_op}

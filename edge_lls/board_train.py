@@ -181,14 +181,14 @@ def fraction_round_step(q, fraction, at, step, state):
     return q
 
 
-RMS_DECAY = np.float32(0.999)      # the host-only RMSprop variant (BoardTrainer(optimizer="rmsprop"))
+RMS_DECAY = np.float32(0.999)      # EL_TRAIN_RMSPROP (BoardTrainer(optimizer="rmsprop")), el_rms_normalise
 RMS_EPS = np.float32(1e-8)
 
 
 @njit(cache=True, error_model="numpy")
 def normalised(g, v, at, correction):
-    """g itself with no state (v empty: the board's SGD), else RMSprop's g / (sqrt(v / c) + eps)
-    after v[at] = d v[at] + (1 - d) g^2, c = 1 - d^t the bias correction (host-only variant)."""
+    """el_rms_normalise: g itself with no state (v empty: SGD), else RMSprop's
+    g / (sqrt(v / c) + eps) after v[at] = d v[at] + (1 - d) g^2, c = 1 - d^t the bias correction."""
     if v.size == 0:
         return g
     v[at] = RMS_DECAY * v[at] + (f32(1.0) - RMS_DECAY) * (g * g)
@@ -273,9 +273,9 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     master and the int8 code is the master rounded to nearest.
     dw_fraction / pw_fraction: empty (int8 codes only), or the flat int8 fractions of the
     weights in 1/256 of a code (el_train_config.fractions = 1: fraction_round_step).
-    dw_v / pw_v: empty (the board's SGD), or RMSprop's second moments, the weights' then the
-    biases' (a host-only variant, not on the board yet; correction = 1 - 0.999^t). A skipped
-    pointwise row keeps its moments (lazy, as sparse Adam)."""
+    dw_v / pw_v: empty (SGD), or RMSprop's second moments, the weights' then the biases'
+    (EL_TRAIN_RMSPROP; correction = 1 - 0.999^t). A skipped pointwise row keeps its moments
+    (lazy, as sparse Adam)."""
     oh, ow, cout = z.shape
     cin = y.shape[2]
     ih, iw = x.shape[0], x.shape[1]
@@ -489,11 +489,12 @@ def _check_tail(parsed: dict, where: str) -> None:
         raise ConfigError(f"{where}: the classifier's record does not match the tail's {k_classes} classes")
 
 
-def train_layout(image: bytes, where: str = "<image>", fractions: bool = False) -> dict[str, int]:
+def train_layout(image: bytes, where: str = "<image>", fractions: bool = False,
+                 optimizer: str = "sgd") -> dict[str, int]:
     """The firmware's training buffer, part by part (bytes, each part padded to 16) and its
-    total: el_train_plan's sizes (total, or total_fractions with fractions=True: an int8
-    fraction per block weight after the rest). Raises ConfigError for a tail the firmware
-    would refuse."""
+    total: el_train_plan_config's sizes (with fractions=True an int8 fraction per block weight
+    after the rest, with optimizer='rmsprop' then a float32 moment per block weight and bias).
+    Raises ConfigError for a tail the firmware would refuse."""
     parsed = blob.open_image(image, where)
     _check_tail(parsed, where)
     tail, ops = parsed["tail"], parsed["ops"]
@@ -525,6 +526,13 @@ def train_layout(image: bytes, where: str = "<image>", fractions: bool = False) 
         for k, b in enumerate(tail["blocks"]):
             for j, name in enumerate(("dw", "pw")):
                 parts[f"block{k}_{name}_fractions"] = _align(_volume(ops[b["first_op"] + j]["record"]["filter_dims"]))
+    if optimizer == "rmsprop":
+        for k, b in enumerate(tail["blocks"]):
+            for j, name in enumerate(("dw", "pw")):
+                r = ops[b["first_op"] + j]["record"]
+                parts[f"block{k}_{name}_moments"] = _align(4 * (_volume(r["filter_dims"]) + r["output_dims"][3]))
+    elif optimizer != "sgd":
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose sgd or rmsprop")
     parts["total"] = sum(parts.values())
     return parts
 
@@ -576,9 +584,9 @@ class BoardTrainer:
         masters (round to nearest for the int8 forward) instead of stochastic rounding.
         fractions=True: the board with el_train_config.fractions = 1 (16-bit masters: an int8
         fraction per block weight, stochastic rounding at 1/256 of a code).
-        optimizer: 'sgd' (the board) or 'rmsprop' (host-only, not on the board yet: a float32
-        second moment per block weight and bias, decay 0.999, bias-corrected, eps 1e-8; the
-        block's step becomes lr * g / sqrt(v); the classifier keeps SGD).
+        optimizer: el_train_config.optimizer, 'sgd' (the default) or 'rmsprop' (a float32 second
+        moment per block weight and bias, decay 0.999, bias-corrected, eps 1e-8: the block's step
+        becomes lr * g / sqrt(v); the classifier keeps SGD).
         last_block: the last block's learning signal (el_train_config.last_block):
         'classifier' (the board's default) the classifier's cross-entropy gradient at its input,
         'lls' its own LLS head."""

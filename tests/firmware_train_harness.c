@@ -54,9 +54,9 @@ int main(int argc, char **argv)
     el_train_status trained;
     FILE *out;
     uint32_t i;
-    if (argc < 8 || argc > 10) {
+    if (argc < 8 || argc > 11) {
         fprintf(stderr, "usage: firmware_train_harness IMAGE SAMPLES OUTPUT LR_BITS CLASSIFIER_LR_BITS SEED "
-                        "LAST_BLOCK [BUFFER_BYTES|- [FRACTIONS]]\n");
+                        "LAST_BLOCK [BUFFER_BYTES|- [FRACTIONS [OPTIMIZER]]]\n");
         return 2;
     }
     image = read_file("firmware_train_harness", argv[1], &image_size);
@@ -72,11 +72,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "el_runner_init: %s (op %u)\n", el_runner_status_name(status), (unsigned)runner.failed_op);
         return 4;
     }
-    config.fractions = argc == 10 ? (uint32_t)strtoul(argv[9], NULL, 0) : 0u;
+    config.fractions = argc >= 10 ? (uint32_t)strtoul(argv[9], NULL, 0) : 0u;
+    config.optimizer = argc >= 11 ? (uint32_t)strtoul(argv[10], NULL, 0) : 0u;
     buffer_bytes = argc >= 9 && strcmp(argv[8], "-") != 0 ? (size_t)strtoul(argv[8], NULL, 0)
-                   : config.fractions ? el_train_buffer_bytes_fractions(&model) : el_train_buffer_bytes(&model);
-    printf("buffer %u\n", (unsigned)(config.fractions ? el_train_buffer_bytes_fractions(&model)
-                                                        : el_train_buffer_bytes(&model)));
+                                                          : el_train_buffer_bytes_config(&model, &config);
+    printf("buffer %u\n", (unsigned)el_train_buffer_bytes_config(&model, &config));
     buffer = malloc(buffer_bytes > 0 ? buffer_bytes : 1u);
     config.lr = f32_from(argv[4]);
     config.classifier_lr = f32_from(argv[5]);

@@ -163,6 +163,20 @@ def test_sixteen_bit_masters_add_one_byte_per_block_weight_to_the_state():
         board_plan(VWW_INT8, 1, "cortex-m4", master_bits=12)
 
 
+@pytest.mark.shared(VWW_DIR)
+def test_rmsprop_moments_fit_the_cortex_m7_and_not_the_m4():
+    """--board-optimizer rmsprop: 4 bytes of state per block weight and bias (273,408 B for
+    VWW's last block): the M4 refuses it, the M7 takes it."""
+    plain = board_plan(VWW_INT8, 1, "cortex-m7")
+    rms = board_plan(VWW_INT8, 1, "cortex-m7", optimizer="rmsprop")
+    assert rms.sram_total - plain.sram_total == 4 * (2_304 + 256 + 65_536 + 256) == 273_408 and rms.fits
+    assert rms.to_dict()["optimizer"] == "rmsprop"
+    m4 = board_plan(VWW_INT8, 1, "cortex-m4", stack_bytes=8192, optimizer="rmsprop")
+    assert not m4.fits and "does not fit cortex-m4" in m4.refusal()
+    with pytest.raises(ConfigError, match="--board-optimizer must be sgd or rmsprop"):
+        board_plan(VWW_INT8, 1, "cortex-m7", optimizer="adam")
+
+
 def test_a_measured_firmware_replaces_the_stored_bounds(small_file):
     fw = FirmwareFootprint(1000, 8, "measured: a test")
     plan = board_plan(small_file, 1, "cortex-m7", firmware=fw)
@@ -277,8 +291,9 @@ def test_a_block_the_firmware_does_not_train_is_refused(small_file, capsys):
     (["--backbone", VWW_INT8, "--device", "m4", "--batch", "8"], "--batch does not apply to --backbone"),
     (["--backbone", VWW_DIR / "vww_96_float.tflite", "--device", "m4"], "int8"),
     (["--model", VWW_INT8, "--device", "m4"], "use --backbone"),
-    (["--model", "smallconv", "--train-last", "1"], "--train-last, --stack and --master-bits apply to --backbone"),
-    (["--model", "smallconv", "--master-bits", "16"], "--train-last, --stack and --master-bits apply to --backbone"),
+    (["--model", "smallconv", "--train-last", "1"], "--train-last, --stack, --master-bits and --board-optimizer apply"),
+    (["--model", "smallconv", "--master-bits", "16"], "--train-last, --stack, --master-bits and --board-optimizer apply"),
+    (["--model", "smallconv", "--board-optimizer", "rmsprop"], "--board-optimizer apply to --backbone"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, words):
     assert_one_line_error(*run_main(capsys, "profile", *args)[::2], words)

@@ -47,6 +47,7 @@ from edge_lls.rules.basis import lls_basis, nhwc_to_channel_major
 SOURCES = [FIRMWARE / "src" / "el_model.c", FIRMWARE / "src" / "el_crc32.c", FIRMWARE / "src" / "el_runner.c",
            *sorted((FIRMWARE / "src" / "kernels").glob("el_*.c")), *sorted((FIRMWARE / "src" / "lls").glob("*.c"))]
 HARNESS = Path(__file__).with_name("firmware_train_harness.c")
+OPTIMIZERS = {"sgd": 0, "rmsprop": 1}          # el_train_optimizer: EL_TRAIN_SGD, EL_TRAIN_RMSPROP
 FLOAT_FLAGS = ["-ffp-contract=off", "-fno-math-errno"]   # as the firmware's Makefile
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 STATS = struct.Struct("<5fI")
@@ -67,23 +68,23 @@ def f32_bits(value: float) -> str:
 
 
 def run_harness(harness, image: bytes, samples, lr: float, classifier_lr: float, seed: int, folder: Path,
-                buffer: int | None = None, last_block: str = "lls", fractions: bool = False
-                ) -> subprocess.CompletedProcess:
+                buffer: int | None = None, last_block: str = "lls", fractions: bool = False,
+                optimizer: str = "sgd") -> subprocess.CompletedProcess:
     (folder / "model.bin").write_bytes(image)
     (folder / "samples.bin").write_bytes(b"".join(struct.pack("<I", int(label)) +
                                                   np.ascontiguousarray(x, np.int8).tobytes() for x, label in samples))
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
     cmd = [str(harness), str(folder / "model.bin"), str(folder / "samples.bin"), str(folder / "out.bin"),
            f32_bits(lr), f32_bits(classifier_lr), str(seed), str(LAST_BLOCK_SIGNALS[last_block])] + \
-        [str(buffer) if buffer is not None else "-", str(int(fractions))]
+        [str(buffer) if buffer is not None else "-", str(int(fractions)), str(OPTIMIZERS[optimizer])]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes, last_block="lls",
-               fractions=False):
+               fractions=False, optimizer="sgd"):
     """(per-step stats tuples, {op: (weights, bias)}, outputs after training) from the C."""
     result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder, last_block=last_block,
-                         fractions=fractions)
+                         fractions=fractions, optimizer=optimizer)
     assert result.returncode == 0 and "runtime error" not in result.stderr, result.stderr[-4000:]
     raw, at = (folder / "out.bin").read_bytes(), 0
     stats = []
@@ -101,13 +102,14 @@ def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_
     return stats, weights, outputs, result.stdout
 
 
-def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="lls", fractions=False):
+def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="lls", fractions=False,
+                  optimizer="sgd"):
     graph = prepare(program, batch=1, fast=False, requantize="tflm")
     tail = blob.open_image(image)["tail"]
     cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
     features = [graph.run_all([x])[cut] for x, _ in samples]
     twin = BoardTrainer(image, lr=lr, classifier_lr=classifier_lr, seed=seed, last_block=last_block,
-                        fractions=fractions)
+                        fractions=fractions, optimizer=optimizer)
     before = twin.weights()
     stats = []
     for f, (_, label) in zip(features, samples):
@@ -119,11 +121,11 @@ def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="
 
 
 def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder, last_block="lls",
-                         fractions=False):
+                         fractions=False, optimizer="sgd"):
     twin_stats, before, twin_weights, twin_outputs = twin_training(program, image, samples, lr, classifier_lr, seed,
-                                                                   last_block, fractions)
+                                                                   last_block, fractions, optimizer)
     c_stats, c_weights, c_outputs, _ = c_training(harness, image, samples, lr, classifier_lr, seed, folder,
-                                                   len(twin_outputs[0]), last_block, fractions)
+                                                   len(twin_outputs[0]), last_block, fractions, optimizer)
     assert c_stats == twin_stats
     assert sorted(c_weights) == sorted(twin_weights)
     moved = 0
@@ -196,6 +198,20 @@ def test_sixteen_bit_masters_train_vww_as_the_twin_predicts(harness, train_last,
     assert any(not np.array_equal(sixteen[2][op][0], plain[2][op][0]) for op in plain[2])
 
 
+@pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
+@pytest.mark.parametrize("train_last,fractions,lr,seed", [(1, False, 0.003, 5), (2, True, 0.001, 55)])
+def test_rmsprop_trains_vww_as_the_twin_predicts(harness, train_last, fractions, lr, seed, tmp_path):
+    """el_train_config.optimizer = EL_TRAIN_RMSPROP: a float32 second moment per block weight
+    and bias; still bit for bit (sqrt and division are correctly rounded on both sides)."""
+    program = read_tflite(VWW_INT8)
+    image = blob.build_image(program, trainable_tail(program, train_last)).data
+    samples = _vww_samples(program, 6, seed)
+    stats = assert_c_equals_twin(harness, program, image, samples, lr, 0.01, seed, tmp_path, "classifier",
+                                 fractions=fractions, optimizer="rmsprop")
+    sgd = twin_training(program, image, samples, lr, 0.01, seed, "classifier", fractions)
+    assert stats[0] == sgd[0][0] and stats != sgd[0]        # the same first forward, then other steps
+
+
 def _small_program():
     """Stem conv, a stride-2 dwsep (SAME padding), a dwsep on 5x5, ReLU6, 10 classes: int8 by PTQ."""
     from edge_lls.nn.model import Model
@@ -257,6 +273,7 @@ def test_the_small_model_learning_from_the_classifier_trains_as_the_twin(harness
     stats = assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 77, tmp_path, "classifier")
     assert all(s[1] == s[4] for s in stats)
     assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 78, tmp_path, "classifier", fractions=True)
+    assert_c_equals_twin(harness, program, image, samples, 0.01, 0.1, 79, tmp_path, "lls", optimizer="rmsprop")
 
 
 def test_the_last_block_gradient_is_the_classifier_weights_times_dlogits(small_program):
@@ -379,6 +396,15 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
         short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=wide["total"] - 1,
                             fractions=True)
         assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
+        # RMSprop: a float32 moment per block weight and bias after them
+        rms = train_layout(image, fractions=True, optimizer="rmsprop")
+        biases = sum(v for k, v in layout.items() if k.endswith("_bias") and k.startswith("block"))
+        assert rms["total"] == wide["total"] + 4 * weights + biases
+        sized = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, fractions=True, optimizer="rmsprop")
+        assert sized.returncode == 0 and sized.stdout.split() == ["buffer", str(rms["total"])], sized.stderr
+        short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=rms["total"] - 1,
+                            fractions=True, optimizer="rmsprop")
+        assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
     bad_label = run_harness(harness, image, [(x, 2)], 0.01, 0.01, 1, tmp_path)
     assert bad_label.returncode == 6 and "label out of range" in bad_label.stderr
     no_tail = run_harness(harness, blob.build_image(program).data, [(x, 0)], 0.01, 0.01, 1, tmp_path)
@@ -389,10 +415,13 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
     finally:
         del LAST_BLOCK_SIGNALS["bogus"]
     assert bad_signal.returncode == 5 and "head or classifier" in bad_signal.stderr, bad_signal.stderr
-    cmd = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path).args[:-1] + ["2"]
+    cmd = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path).args[:-2] + ["2", "0"]
     bad_fractions = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
                                    env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
     assert bad_fractions.returncode == 5 and "head or classifier" in bad_fractions.stderr, bad_fractions.stderr
+    bad_optimizer = subprocess.run(cmd[:-2] + ["0", "2"], capture_output=True, text=True, timeout=60,
+                                   env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert bad_optimizer.returncode == 5 and "head or classifier" in bad_optimizer.stderr, bad_optimizer.stderr
 
 
 # ------------------------------------------------------------------ the twin's pieces

@@ -25,16 +25,19 @@ from edge_lls.formats.tflite import read_tflite
 QEMU_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "qemu-system-arm", "make", "gcc")
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 # (board, blocks trained, stack reserve or None for the board's default, the last block's signal,
-# 16-bit masters: el_train_config.fractions)
-PLANS = [("mps2-an386", 1, 8192, "lls", False), ("mps2-an500", 2, None, "lls", False),
-         ("mps2-an386", 1, 8192, "classifier", False), ("mps2-an500", 2, None, "classifier", False),
-         ("mps2-an500", 3, None, "classifier", False), ("mps2-an500", 4, None, "classifier", False),  # 6x6, pool 2
-         ("mps2-an386", 1, None, "classifier", True), ("mps2-an500", 2, None, "classifier", True)]
+# 16-bit masters: el_train_config.fractions, the blocks' optimizer)
+PLANS = [("mps2-an386", 1, 8192, "lls", False, "sgd"), ("mps2-an500", 2, None, "lls", False, "sgd"),
+         ("mps2-an386", 1, 8192, "classifier", False, "sgd"), ("mps2-an500", 2, None, "classifier", False, "sgd"),
+         ("mps2-an500", 3, None, "classifier", False, "sgd"),
+         ("mps2-an500", 4, None, "classifier", False, "sgd"),  # 6x6 maps, pool 2
+         ("mps2-an386", 1, None, "classifier", True, "sgd"), ("mps2-an500", 2, None, "classifier", True, "sgd"),
+         ("mps2-an500", 1, None, "classifier", False, "rmsprop"), ("mps2-an500", 1, None, "classifier", True, "rmsprop")]
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
-@pytest.mark.parametrize("board,train_last,stack,last_block,fractions", PLANS)
-def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_block, fractions, tmp_path, capsys):
+@pytest.mark.parametrize("board,train_last,stack,last_block,fractions,optimizer", PLANS)
+def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_block, fractions, optimizer, tmp_path,
+                                                 capsys):
     require_tools(*QEMU_TOOLS)
     from edge_lls.devices import get_device
     from qemu_helper import run_elf
@@ -45,17 +48,17 @@ def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_
     images = [x for _, x in bench.sample_inputs(program, SAMPLES_DIR)]
     images += [np.clip(images[0].astype(np.int16) + rng.integers(-20, 21, images[0].shape), -128, 127).astype(np.int8)]
     samples = list(zip(images, (1, 0, 1)))
-    lr, classifier_lr, seed = 0.3, 0.05, 2024
-    buffer = train_layout(image.data, fractions=fractions)["total"]
+    lr, classifier_lr, seed = (0.3 if optimizer == "sgd" else 0.003), 0.05, 2024
+    buffer = train_layout(image.data, fractions=fractions, optimizer=optimizer)["total"]
     train_h = bench.write_train_header(tmp_path / "train.h", samples, buffer, lr, classifier_lr, seed, last_block,
-                                       fractions)
+                                       fractions, optimizer)
     extra = (f"STACK_BYTES={stack}",) if stack else ()
     elf = bench.build(board, model_c, train_h, tmp_path / board, mode="TRAIN", extra=extra)
     run = run_elf(elf, board, timeout=300)
     assert run.exit_status == 0, run.uart + run.semihost
     steps, crcs = bench.parse_train(run.uart)
     twin_steps, twin_crcs = bench.twin_train_run(program, image, samples, lr, classifier_lr, seed, last_block,
-                                                 fractions)
+                                                 fractions, optimizer)
     if last_block == "classifier":   # the last block reports the classifier's cross-entropy
         assert all(s["losses"][train_last - 1] == s["losses"][-1] for s in twin_steps)
     assert [{"losses": s["losses"], "predicted": s["predicted"]} for s in steps] == twin_steps
@@ -73,5 +76,5 @@ def test_the_board_learns_what_the_twin_predicts(board, train_last, stack, last_
     assert "sqrtf" not in undefined and "expf" not in undefined and "logf" not in undefined
     ratios = [s["train"] / s["infer"] for s in steps]
     with capsys.disabled():
-        print(f"\n{board} last {train_last} ({last_block}{', 16-bit masters' if fractions else ''}): training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
+        print(f"\n{board} last {train_last} ({last_block}{', 16-bit masters' if fractions else ''}, {optimizer}): training step / inference {', '.join(f'{r:.3f}' for r in ratios)} "
               f"instructions; SRAM {sram:,} B (stack high water {high_water:,} B)")

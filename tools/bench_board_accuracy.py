@@ -119,8 +119,9 @@ def main(argv=None) -> int:
                         help="the board's learning rates over the run (set per 64-sample TRAIN batch): constant, "
                              "linear or cosine decay to 0, or step (x0.1 for the last third)")
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "rmsprop"),
-                        help="the block's update in the board columns: sgd (the board's) or rmsprop (a host-only "
-                             "variant of the twin, not on the board yet: a float32 second moment per weight)")
+                        help="the blocks' update in the board columns (el_train_config.optimizer): sgd (the "
+                             "default) or rmsprop (a float32 second moment per block weight and bias; the "
+                             "Cortex-M7's plans)")
     parser.add_argument("--lr-grid", default=None, choices=sorted(LR_GRIDS),
                         help="the board's learning rates tried on the validation split: default (0.003-0.1 x "
                              "0.003-0.03) or wide (0.03-1.0 x 0.01-0.3)")

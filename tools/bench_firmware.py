@@ -110,13 +110,15 @@ def _c_float(value: float) -> str:
 
 
 LAST_BLOCK_MACROS = {"classifier": "EL_TRAIN_LAST_CLASSIFIER", "lls": "EL_TRAIN_LAST_LLS"}
+OPTIMIZER_MACROS = {"sgd": "EL_TRAIN_SGD", "rmsprop": "EL_TRAIN_RMSPROP"}
 
 
 def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classifier_lr: float, seed: int,
-                       last_block: str = "classifier", fractions: bool = False) -> Path:
+                       last_block: str = "classifier", fractions: bool = False, optimizer: str = "sgd") -> Path:
     """The header main.c reads with TRAIN=: (int8 input, label) samples and the step's settings
     (last_block: the last block's signal, el_train_config.last_block; the board's default is
-    the classifier's; fractions: el_train_config.fractions, 16-bit masters)."""
+    the classifier's; fractions: el_train_config.fractions, 16-bit masters; optimizer:
+    el_train_config.optimizer, sgd or rmsprop)."""
     rows = [np.ascontiguousarray(x, np.int8).reshape(-1) for x, _ in samples]
     size = rows[0].size
     lines = ["/* training samples for main.c (make TRAIN=...): written by tools/bench_firmware.py */",
@@ -125,6 +127,7 @@ def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classi
              f"#define EL_TRAIN_CLASSIFIER_LR {_c_float(classifier_lr)}", f"#define EL_TRAIN_SEED {seed}u",
              f"#define EL_TRAIN_LAST_BLOCK {LAST_BLOCK_MACROS[last_block]}",
              f"#define EL_TRAIN_FRACTIONS {int(fractions)}u",
+             f"#define EL_TRAIN_OPTIMIZER {OPTIMIZER_MACROS[optimizer]}",
              "static const uint32_t el_train_labels[EL_TRAIN_SAMPLE_COUNT] = {" +
              ", ".join(f"{int(label)}u" for _, label in samples) + "};",
              "static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES] = {"]
@@ -167,7 +170,7 @@ def parse_train(uart: str) -> tuple[list[dict], dict[int, tuple[int, int]]]:
 
 
 def twin_train_run(program, image: blob.Image, samples, lr: float, classifier_lr: float, seed: int,
-                   last_block: str = "classifier", fractions: bool = False):
+                   last_block: str = "classifier", fractions: bool = False, optimizer: str = "sgd"):
     """What the board must print for samples: (steps as parse_train gives them without the
     instruction counts, {op: (weights crc, bias crc)}), from the Python twin."""
     import struct
@@ -179,7 +182,7 @@ def twin_train_run(program, image: blob.Image, samples, lr: float, classifier_lr
     tail = blob.open_image(image.data)["tail"]
     cut = program.operators[tail["blocks"][0]["first_op"]].inputs[0]
     twin = BoardTrainer(image.data, lr=lr, classifier_lr=classifier_lr, seed=seed, last_block=last_block,
-                        fractions=fractions)
+                        fractions=fractions, optimizer=optimizer)
     steps = []
     bits = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]   # noqa: E731
     for x, label in samples:
@@ -261,38 +264,43 @@ TRAIN_PLANS = (("mps2-an386", 1, 8192), ("mps2-an386", 2, None), ("mps2-an500", 
 # With 16-bit masters (a byte more per block weight) the last two blocks no longer fit the
 # Cortex-M4 (edge-lls profile --train-last 2 --master-bits 16 refuses it; so does the linker).
 TRAIN_PLANS_16 = (("mps2-an386", 1, 8192), ("mps2-an500", 1, None), ("mps2-an500", 2, None))
+# RMSprop keeps 4 bytes a block weight: the Cortex-M7's plans only (273 KB for one VWW block)
+TRAIN_PLANS_RMSPROP = (("mps2-an500", 1, None), ("mps2-an500", 2, None))
 TRAIN_SETTINGS = (0.3, 0.05, 2024)          # block lr, classifier lr, seed
+TRAIN_RMSPROP_LR = 0.003                     # RMSprop's block lr (its step is about lr per weight)
 
 
 def measure_training(program, samples, folder: Path, plans=TRAIN_PLANS, last_block: str = "classifier",
-                     fractions: bool = False) -> list[dict]:
+                     fractions: bool = False, optimizer: str = "sgd") -> list[dict]:
     """Per plan: build main.c with TRAIN=, run it under QEMU, check every printed loss and
     weight CRC against the Python twin, and report instructions per inference and per
     training step (the same sample, one after the other), SRAM and the stack high water
-    (fractions: 16-bit masters, el_train_config.fractions = 1)."""
+    (fractions: 16-bit masters, el_train_config.fractions = 1; optimizer: sgd or rmsprop, whose
+    block learning rate is TRAIN_RMSPROP_LR)."""
     from edge_lls.board_train import train_layout
     from edge_lls.finetune import trainable_tail
     lr, classifier_lr, seed = TRAIN_SETTINGS
+    lr = TRAIN_RMSPROP_LR if optimizer == "rmsprop" else lr
     rows = []
     for board, train_last, stack in plans:
         model_c, image = write_model_c(program, folder, f"vww_train{train_last}", trainable_tail(program, train_last))
-        buffer = train_layout(image.data, fractions=fractions)["total"]
+        buffer = train_layout(image.data, fractions=fractions, optimizer=optimizer)["total"]
         bits = 16 if fractions else 8
-        header = write_train_header(folder / f"train{train_last}-{bits}.h", samples, buffer, lr, classifier_lr, seed,
-                                    last_block, fractions)
-        elf = build(board, model_c, header, folder / f"{board}-train{train_last}-{bits}", mode="TRAIN",
+        header = write_train_header(folder / f"train{train_last}-{bits}-{optimizer}.h", samples, buffer, lr,
+                                    classifier_lr, seed, last_block, fractions, optimizer)
+        elf = build(board, model_c, header, folder / f"{board}-train{train_last}-{bits}-{optimizer}", mode="TRAIN",
                     extra=(f"STACK_BYTES={stack}",) if stack else ())
         run = run_elf(elf, board, timeout=300)
         if run.exit_status != 0:
             raise RuntimeError(f"{board}: exit {run.exit_status}\n{run.uart}{run.semihost}")
         steps, crcs = parse_train(run.uart)
         twin_steps, twin_crcs = twin_train_run(program, image, samples, lr, classifier_lr, seed, last_block,
-                                               fractions)
+                                               fractions, optimizer)
         if [{"losses": st["losses"], "predicted": st["predicted"]} for st in steps] != twin_steps or crcs != twin_crcs:
             raise RuntimeError(f"{board} last {train_last}: the board's training differs from the twin's")
         mem = map_memory(elf.with_suffix(".map"))
         rows.append({"board": board, "device": BOARDS[board], "train_last": train_last, "last_block": last_block,
-                     "master_bits": bits, "buffer": buffer,
+                     "master_bits": bits, "optimizer": optimizer, "buffer": buffer,
                      "arena": image.arena_bytes, "sram": mem["data"] + mem["bss"] + mem["stack"],
                      "stack": mem["stack"], "ram": banner_value(run.uart, r"^ram (\d+) bytes"),
                      "stack_high_water": banner_value(run.uart, r"^stack high water (\d+) bytes"),
@@ -304,16 +312,17 @@ def measure_training(program, samples, folder: Path, plans=TRAIN_PLANS, last_blo
 def print_training(rows: list[dict], names: str) -> None:
     lr, classifier_lr, seed = TRAIN_SETTINGS
     print(f"\ntraining (make TRAIN=, DSP kernels): per sample one inference, then one el_train_step "
-          f"(lr {lr}, classifier lr {classifier_lr}, seed {seed}, labels person 1 / no_person 0); every loss and "
+          f"(lr {lr}, RMSprop's {TRAIN_RMSPROP_LR}, classifier lr {classifier_lr}, seed {seed}, labels person 1 / no_person 0); every loss and "
           f"weight CRC printed equals the Python twin's: yes")
-    head = ("board", "blocks", "last block's signal", "weight bits", "training buffer", "SRAM used (arena+buffer+stack+rest)", "stack high water",
+    head = ("board", "blocks", "last block's signal", "weight bits", "optimizer", "training buffer", "SRAM used (arena+buffer+stack+rest)", "stack high water",
             "instr/inference", "instr/training step", "step / inference")
     print(" | ".join(head))
     for r in rows:
         ratio = " / ".join(f"{t / i:.3f}" for t, i in zip(r["train"], r["infer"]))
         rest = r["sram"] - r["arena"] - r["buffer"] - r["stack"]
         print(" | ".join((r["board"], f"last {r['train_last']} + classifier", r["last_block"],
-                          "int8" if r["master_bits"] == 8 else "16 (int8 + fraction)", f"{r['buffer']:,} B",
+                          "int8" if r["master_bits"] == 8 else "16 (int8 + fraction)", r["optimizer"],
+                          f"{r['buffer']:,} B",
                           f"{r['sram']:,} of {r['ram']:,} ({r['arena']:,}+{r['buffer']:,}+{r['stack']:,}+{rest:,})",
                           f"{r['stack_high_water']:,} B", " / ".join(f"{n:,}" for n in r["infer"]),
                           " / ".join(f"{n:,}" for n in r["train"]), ratio)))
@@ -331,7 +340,13 @@ def main(argv=None) -> int:
     parser.add_argument("--master-bits", default="8",
                         help="the block weights' bits in the training plans: 8 (int8 codes, the default), 16 (an "
                              "int8 fraction per weight too, el_train_config.fractions), or 8,16")
+    parser.add_argument("--optimizer", default="sgd",
+                        help="the blocks' optimizer in the training plans: sgd (the default), rmsprop (the "
+                             "Cortex-M7's plans), or sgd,rmsprop")
     args = parser.parse_args(argv)
+    optimizers = [v.strip() for v in args.optimizer.split(",")]
+    if any(v not in ("sgd", "rmsprop") for v in optimizers):
+        parser.error(f"--optimizer: sgd, rmsprop or sgd,rmsprop, got {args.optimizer!r}")
     bit_choices = [v.strip() for v in args.master_bits.split(",")]
     if not bit_choices or any(v not in ("8", "16") for v in bit_choices):
         parser.error(f"--master-bits: 8, 16 or 8,16, got {args.master_bits!r}")
@@ -351,10 +366,12 @@ def main(argv=None) -> int:
                 elf = build(board, model_c, inputs_h, tmp / f"{board}-{kernels}", kernels)
                 rows.append(measure(board, elf, expected) | {"kernels": kernels})
         training = [] if args.no_train else [
-            row for signal in args.last_block.split(",") for bits in bit_choices for row in measure_training(
+            row for signal in args.last_block.split(",") for optimizer in optimizers for bits in bit_choices
+            for row in measure_training(
                 program, [(x, label) for (_, x), label in zip(samples, (1, 0))], tmp,
-                [p for p in (TRAIN_PLANS_16 if bits == "16" else TRAIN_PLANS) if p[0] in args.boards.split(",")],
-                signal, bits == "16")]
+                [p for p in (TRAIN_PLANS_RMSPROP if optimizer == "rmsprop" else TRAIN_PLANS_16 if bits == "16"
+                             else TRAIN_PLANS) if p[0] in args.boards.split(",")],
+                signal, bits == "16", optimizer)]
     names = ", ".join(name for name, _ in samples)
     mac_count = macs(program)
     print(f"{args.model.name} on the firmware under QEMU (-icount shift=0), -Os, {mac_count:,} MACs per inference")

@@ -187,6 +187,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --backbone: the trained block weights' bits on the board: 8 (int8 codes, "
                              "stochastic rounding; the default) or 16 (plus an int8 fraction per weight, "
                              "el_train_config.fractions)")
+    parser.add_argument("--board-optimizer", default=None, choices=("sgd", "rmsprop"),
+                        help="with --backbone: the trained blocks' optimizer on the board: sgd (the default, no "
+                             "state) or rmsprop (a float32 second moment per block weight and bias)")
     parser.add_argument("--compare", action="store_true",
                         help="profile BP alongside and print the ratios rule/BP")
     parser.add_argument("--measure", action="store_true",
@@ -261,7 +264,8 @@ def render_board_plan(plan: BoardPlan) -> str:
     and a last line 'fits ...' or 'does not fit ...'."""
     blocks = "inference only (no trainable tail)" if plan.train_last == 0 else (
         f"training the last {plan.train_last} block{'s' if plan.train_last != 1 else ''} and the classifier"
-        + (", 16-bit masters" if plan.to_dict()["master_bits"] == 16 else ""))
+        + (", 16-bit masters" if plan.to_dict()["master_bits"] == 16 else "")
+        + (", RMSprop" if plan.to_dict()["optimizer"] == "rmsprop" else ""))
     fw = plan.firmware
     stored = fw.source.startswith("stored")
     rows: list[tuple[str, str, str]] = []      # (label, bytes, note)
@@ -287,7 +291,8 @@ def render_board_plan(plan: BoardPlan) -> str:
     for key, size in plan.sram.items():
         if key in TRAINING_BUFFER_ITEMS:
             if key == next(k for k in plan.sram if k in TRAINING_BUFFER_ITEMS):
-                sized = "el_train_buffer_bytes_fractions" if plan.to_dict()["master_bits"] == 16 else "el_train_buffer_bytes"
+                sized = ("el_train_buffer_bytes_config" if plan.to_dict()["master_bits"] == 16
+                         or plan.to_dict()["optimizer"] == "rmsprop" else "el_train_buffer_bytes")
                 rows.append(("  training buffer", f"{plan.train_layout['total']:,}", f"({sized})"))
             rows.append((f"    {SRAM_LABELS[key]}", f"{size:,}", ""))
         else:
@@ -328,7 +333,7 @@ def _run_board_plan(args) -> int:
     train_last = DEFAULT_TRAIN_LAST if args.train_last is None else args.train_last
     firmware = measure_firmware(board.name) if args.measure else None
     plan = board_plan(args.backbone, train_last, device, firmware=firmware, stack_bytes=args.stack,
-                      master_bits=args.master_bits or 8)
+                      master_bits=args.master_bits or 8, optimizer=args.board_optimizer or "sgd")
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_board_plan(plan), flush=True)
     plan.require_fit()
     return 0
@@ -337,9 +342,10 @@ def _run_board_plan(args) -> int:
 def run(args) -> int:
     if args.backbone is not None:
         return _run_board_plan(args)
-    if args.train_last is not None or args.stack is not None or args.master_bits is not None:
-        raise ConfigError("--train-last, --stack and --master-bits apply to --backbone FILE.tflite (the board's "
-                          "memory plan)")
+    if (args.train_last is not None or args.stack is not None or args.master_bits is not None
+            or args.board_optimizer is not None):
+        raise ConfigError("--train-last, --stack, --master-bits and --board-optimizer apply to --backbone "
+                          "FILE.tflite (the board's memory plan)")
     if args.model is None:
         raise ConfigError("--model is required: a zoo model name or a .tflite file")
     if str(args.model).endswith(".tflite"):

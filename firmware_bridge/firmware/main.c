@@ -33,7 +33,8 @@
  * el_train_buffer_bytes), EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED, optionally
  * EL_TRAIN_LAST_BLOCK (the last block's signal, el_train_last_block; default
  * EL_TRAIN_LAST_CLASSIFIER), optionally EL_TRAIN_FRACTIONS (el_train_config.fractions: 1 for
- * 16-bit masters, default 0),
+ * 16-bit masters, default 0), optionally EL_TRAIN_OPTIMIZER (el_train_optimizer, default
+ * EL_TRAIN_SGD),
  * `static const uint32_t el_train_labels[]` and
  * `static const int8_t el_train_inputs[EL_TRAIN_SAMPLE_COUNT][EL_TRAIN_SAMPLE_BYTES]`.
  */
@@ -131,6 +132,9 @@ EL_ALIGNED(16) static uint8_t el_train_buffer[EL_TRAIN_BUFFER_BYTES];
 #ifndef EL_TRAIN_FRACTIONS
 #define EL_TRAIN_FRACTIONS 0u
 #endif
+#ifndef EL_TRAIN_OPTIMIZER
+#define EL_TRAIN_OPTIMIZER EL_TRAIN_SGD
+#endif
 
 static void put_crc(const char *label, const void *data, uint32_t bytes)
 {
@@ -155,15 +159,14 @@ static int train_samples(const el_model *model)
     static el_runner runner;
     static el_trainer trainer;
     const el_train_config config = {EL_TRAIN_LR, EL_TRAIN_CLASSIFIER_LR, EL_TRAIN_SEED, EL_TRAIN_LAST_BLOCK,
-                                    EL_TRAIN_FRACTIONS};
+                                    EL_TRAIN_FRACTIONS, EL_TRAIN_OPTIMIZER};
     el_train_status trained;
     el_runner_status status;
     uint32_t k, i;
     if (start_runner(&runner, model) != 0) {
         return 1;
     }
-    put_line("training buffer ", (uint32_t)(EL_TRAIN_FRACTIONS ? el_train_buffer_bytes_fractions(model)
-                                                                 : el_train_buffer_bytes(model)), " bytes planned, ");
+    put_line("training buffer ", (uint32_t)el_train_buffer_bytes_config(model, &config), " bytes planned, ");
     put_line("", (uint32_t)sizeof el_train_buffer, " reserved\n");
     trained = el_train_init(&trainer, &runner, el_train_buffer, sizeof el_train_buffer, &config);
     if (trained != EL_TRAIN_OK || el_runner_input_bytes(&runner) != EL_TRAIN_SAMPLE_BYTES) {

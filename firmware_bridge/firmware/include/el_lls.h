@@ -83,6 +83,9 @@ typedef struct {
     int8_t *dw_fraction, *pw_fraction;           /* NULL: int8 codes only (the default); else each
                                                     weight's fraction in 1/256 of a code, laid out
                                                     as its weights (el_fraction_round_step) */
+    float *dw_moment, *pw_moment;                /* NULL: SGD; else RMSprop's second moments, float32,
+                                                    the op's weights then its biases */
+    float correction;                            /* 1 - 0.999^t (RMSprop's bias correction) */
 } el_lls_dwsep;
 
 /* The block's local update, applied in place (batch 1, SGD on the real weights, stochastic
@@ -102,6 +105,10 @@ void el_lls_update_dwsep(const el_lls_dwsep *b);
  * in [0, 1) (unbiased), clamped to [-127, 127]. A zero step and a non-finite one (a channel
  * whose scale is 0) move nothing and draw no random number; a huge one is clamped to +-256. */
 int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng);
+
+/* The gradient g itself with no moment (v NULL: SGD), else RMSprop's
+ * g / (sqrt(*v / correction) + 1e-8) after *v = 0.999 *v + 0.001 g^2 (float32, in that order). */
+float el_rms_normalise(float g, float *v, float correction);
 
 /* The same step on a 16-bit master: code q and its fraction f (in 1/256 of a code, [-128, 127])
  * hold M = 256 q + f; M moves by floor(256 step + u) (u as above: unbiased at 1/256 of a

@@ -87,6 +87,14 @@ typedef enum {
     EL_TRAIN_LAST_LLS = 1         /* the block's own LLS head */
 } el_train_last_block;
 
+/* el_train_config.optimizer: the trainable blocks' step (the classifier keeps SGD). */
+typedef enum {
+    EL_TRAIN_SGD = 0,    /* lr * g (the default; no state) */
+    EL_TRAIN_RMSPROP = 1 /* lr * g / (sqrt(v / (1 - 0.999^t)) + 1e-8), v = 0.999 v + 0.001 g^2: a
+                            float32 second moment per block weight and bias in the buffer; a
+                            skipped pointwise row keeps its moments (el_rms_normalise) */
+} el_train_optimizer;
+
 typedef struct {
     float lr;            /* block learning rate (SGD on the real weights) */
     float classifier_lr; /* classifier learning rate */
@@ -94,8 +102,9 @@ typedef struct {
     uint32_t last_block; /* el_train_last_block; any other value is refused (EL_TRAIN_ERR_HEAD) */
     uint32_t fractions;  /* 0: block weights int8, stochastic rounding at the code (the default);
                             1: plus an int8 fraction per block weight (16-bit masters, 1/256 of a
-                            code; the buffer grows to layout.total_fractions); else refused
+                            code; the buffer grows: el_train_buffer_bytes_config); else refused
                             (EL_TRAIN_ERR_HEAD) */
+    uint32_t optimizer;  /* el_train_optimizer: the blocks' step; else refused (EL_TRAIN_ERR_HEAD) */
 } el_train_config;
 
 /* Byte offsets of each part in the buffer; every part on a 16-byte boundary. */
@@ -112,7 +121,8 @@ typedef struct {
     uint32_t logits;             /* float32 [K]: the logits, then the classifier's dL/dlogits */
     uint32_t total;              /* the buffer without fractions (config.fractions = 0) */
     uint32_t op_fraction[2 * EL_TRAIN_MAX_BLOCKS]; /* int8, one per block weight, after total */
-    uint32_t total_fractions;    /* the buffer with them (config.fractions = 1) */
+    uint32_t op_moment[2 * EL_TRAIN_MAX_BLOCKS];   /* float32, per block weight then bias, after them */
+    uint32_t total_config;       /* the buffer for the config planned (el_train_plan_config) */
 } el_train_layout;
 
 typedef struct {
@@ -135,13 +145,18 @@ typedef struct {
     uint8_t *buffer;
     uint32_t failed_block;
     uint32_t steps;
+    float decay_power;         /* 0.999^steps in float32 (EL_TRAIN_RMSPROP's bias correction) */
 } el_trainer;
 
 /* The buffer's layout and size for a model (0 with status set when the tail is not one
  * el_train covers: then el_train_init would refuse it with the same status). */
 el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32_t *failed_block);
 size_t el_train_buffer_bytes(const el_model *m);
-size_t el_train_buffer_bytes_fractions(const el_model *m); /* with config.fractions = 1 */
+/* The same for a config (fractions and moments after the rest, in that order, when it asks
+ * for them): layout->total_config is its buffer; el_train_plan plans the default config. */
+el_train_status el_train_plan_config(const el_model *m, const el_train_config *config, el_train_layout *layout,
+                                     uint32_t *failed_block);
+size_t el_train_buffer_bytes_config(const el_model *m, const el_train_config *config);
 
 /* Checks the tail, copies the trainable weights from the image into buffer, starts the
  * classifier's master from its dequantized int8 weights, and points the runner at the

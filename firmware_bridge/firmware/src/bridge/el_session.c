@@ -409,8 +409,8 @@ static outcome train(el_session *s, const uint8_t *p)
             return train_reply(s, EL_XFER_WRONG_OFFSET, 0);
         }
         if (!s->trainer_on || (m.flags & EL_TRAIN_RESTART) != 0u) {
-            /* the session trains with int8 codes only (fractions 0): its buffer is el_train_buffer_bytes */
-            const el_train_config config = {m.lr, m.classifier_lr, m.seed, EL_TRAIN_LAST_CLASSIFIER, 0u};
+            /* the session trains with int8 codes and SGD: its buffer is el_train_buffer_bytes */
+            const el_train_config config = {m.lr, m.classifier_lr, m.seed, EL_TRAIN_LAST_CLASSIFIER, 0u, EL_TRAIN_SGD};
             if (el_train_init(&s->trainer, &s->runner, s->pool + ALIGN16(s->model.header->arena_bytes),
                               s->train_buffer_bytes, &config) != EL_TRAIN_OK) {
                 return fail(EL_STATUS_NOT_TRAINABLE, s->trainer.failed_block);

@@ -1,4 +1,6 @@
 /* el_lls_common.c - the small pieces the LLS head, the block update and the classifier share. */
+#include <math.h>
+
 #include "el_lls.h"
 
 #include "el_mathf.h"
@@ -78,6 +80,15 @@ int8_t el_fraction_round_step(int8_t q, int8_t *fraction, float step, uint32_t *
     q = (int8_t)((master + 128 + 32768) / 256 - 128);
     *fraction = (int8_t)(master - 256 * (int32_t)q);
     return q;
+}
+
+float el_rms_normalise(float g, float *v, float correction)
+{
+    if (v == NULL) {
+        return g;
+    }
+    *v = 0.999f * *v + (1.0f - 0.999f) * (g * g);
+    return g / (sqrtf(*v / correction) + 1e-8f);
 }
 
 int32_t el_bias_limit(int32_t taps)

@@ -55,6 +55,8 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
         if (!live) {
             continue; /* every step of the row would be zero: nothing moves, nothing is drawn */
         }
+        bias_grad = el_rms_normalise(bias_grad, b->pw_moment != NULL ? &b->pw_moment[cout * cin + o] : NULL,
+                                     b->correction);
         b->pw_bias[o] = el_bias_step(b->pw_bias[o], -b->lr * bias_grad / (b->y_scale * s_w), pw_limit);
         for (c = 0; c < cin; ++c) {
             int8_t *code = &b->pw_weights[o * cin + c];
@@ -64,15 +66,11 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                 g = g + b->out_grad[t] * (b->y_scale * (float)(b->y[t * cin + c] - y_zero));
                 b->mid_grad[t * cin + c] = b->mid_grad[t * cin + c] + b->out_grad[t] * w_real;
             }
+            g = el_rms_normalise(g, b->pw_moment != NULL ? &b->pw_moment[o * cin + c] : NULL, b->correction);
             if (b->pw_fraction != NULL) {
                 *code = el_fraction_round_step(*code, &b->pw_fraction[o * cin + c], -b->lr * g / s_w, b->rng);
             } else {
-                if (b->dw_fraction != NULL) {
-                    *code = el_fraction_round_step(*code, &b->dw_fraction[(i * kw + j) * cin + c], -b->lr * g / s_w,
-                                                   b->rng);
-                } else {
-                    *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
-                }
+                *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
             }
         }
     }
@@ -101,6 +99,8 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                                     (b->x_scale * (float)(b->x[((uint32_t)y_in * iw + (uint32_t)x_in) * cin + c] - x_zero));
                     }
                 }
+                g = el_rms_normalise(g, b->dw_moment != NULL ? &b->dw_moment[(i * kw + j) * cin + c] : NULL,
+                                     b->correction);
                 if (b->dw_fraction != NULL) {
                     *code = el_fraction_round_step(*code, &b->dw_fraction[(i * kw + j) * cin + c], -b->lr * g / s_w,
                                                    b->rng);
@@ -116,6 +116,7 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
         for (t = 0; t < hw; ++t) {
             g = g + b->mid_grad[t * cin + c];
         }
+        g = el_rms_normalise(g, b->dw_moment != NULL ? &b->dw_moment[kh * kw * cin + c] : NULL, b->correction);
         b->dw_bias[c] = el_bias_step(b->dw_bias[c], -b->lr * g / (b->x_scale * s_w), dw_limit);
     }
 }

@@ -56,6 +56,12 @@ static int dwsep_ok(const el_model *m, const el_tail_block *b)
 
 el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32_t *failed_block)
 {
+    return el_train_plan_config(m, NULL, layout, failed_block);
+}
+
+el_train_status el_train_plan_config(const el_model *m, const el_train_config *config, el_train_layout *layout,
+                                     uint32_t *failed_block)
+{
     const el_tail_header *tail = m->tail;
     const el_fc_params *fc;
     uint32_t at = 0, k, n = 0, input_copy = 0, mid = 0, out = 0, features = 0; /* the largest D */
@@ -117,14 +123,22 @@ el_train_status el_train_plan(const el_model *m, el_train_layout *layout, uint32
     layout->logits = at;
     at += align16(4u * tail->num_classes);
     layout->total = at;
-    for (k = 0, n = 0; k < tail->block_count; ++k) { /* the fractions go last: a plan without them is a prefix */
-        const uint32_t first = m->tail_blocks[k].first_op;
+    for (k = 0, n = 0; config != NULL && config->fractions && k < tail->block_count; ++k) {
+        const uint32_t first = m->tail_blocks[k].first_op; /* after the rest: a plan without them is a prefix */
         layout->op_fraction[n++] = at;
         at += align16(volume(&conv_record(m, first, EL_OP_DEPTHWISE_CONV_2D)->filter_dims));
         layout->op_fraction[n++] = at;
         at += align16(volume(&conv_record(m, first + 1u, EL_OP_CONV_2D)->filter_dims));
     }
-    layout->total_fractions = at;
+    for (k = 0, n = 0; config != NULL && config->optimizer == EL_TRAIN_RMSPROP && k < tail->block_count; ++k) {
+        const el_conv_params *dw = conv_record(m, m->tail_blocks[k].first_op, EL_OP_DEPTHWISE_CONV_2D);
+        const el_conv_params *pw = conv_record(m, m->tail_blocks[k].first_op + 1u, EL_OP_CONV_2D);
+        layout->op_moment[n++] = at;
+        at += align16(4u * (volume(&dw->filter_dims) + (uint32_t)dw->output_dims.c));
+        layout->op_moment[n++] = at;
+        at += align16(4u * (volume(&pw->filter_dims) + (uint32_t)pw->output_dims.c));
+    }
+    layout->total_config = at;
     return EL_TRAIN_OK;
 }
 
@@ -135,11 +149,11 @@ size_t el_train_buffer_bytes(const el_model *m)
     return el_train_plan(m, &layout, &failed) == EL_TRAIN_OK ? layout.total : 0u;
 }
 
-size_t el_train_buffer_bytes_fractions(const el_model *m)
+size_t el_train_buffer_bytes_config(const el_model *m, const el_train_config *config)
 {
     el_train_layout layout;
     uint32_t failed;
-    return el_train_plan(m, &layout, &failed) == EL_TRAIN_OK ? layout.total_fractions : 0u;
+    return el_train_plan_config(m, config, &layout, &failed) == EL_TRAIN_OK ? layout.total_config : 0u;
 }
 
 static float tensor_scale(const el_model *m, uint32_t tensor)
@@ -205,15 +219,14 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
     memset(t, 0, sizeof *t);
     t->runner = r;
     t->model = m;
-    status = el_train_plan(m, &t->layout, &t->failed_block);
+    status = el_train_plan_config(m, config, &t->layout, &t->failed_block);
     if (status != EL_TRAIN_OK) {
         return status;
     }
-    if (config->fractions > 1u) {
+    if (config->fractions > 1u || config->optimizer > EL_TRAIN_RMSPROP) {
         return EL_TRAIN_ERR_HEAD;
     }
-    if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 ||
-        buffer_bytes < (config->fractions ? t->layout.total_fractions : t->layout.total)) {
+    if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 || buffer_bytes < t->layout.total_config) {
         return EL_TRAIN_ERR_BUFFER;
     }
     if (config->last_block == EL_TRAIN_LAST_CLASSIFIER) {
@@ -228,6 +241,7 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
     t->buffer = buffer;
     t->config = *config;
     t->rng = config->seed != 0u ? config->seed : 1u;
+    t->decay_power = 1.0f;
     for (k = 0, n = 0; k < m->tail->block_count; ++k) {
         uint32_t j;
         for (j = 0; j < 2u; ++j, ++n) {
@@ -244,6 +258,9 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
             t->bias_count[n] = (uint32_t)p->output_dims.c;
             if (config->fractions) {
                 memset(buffer + t->layout.op_fraction[n], 0, volume(&p->filter_dims)); /* M = 256 q */
+            }
+            if (config->optimizer == EL_TRAIN_RMSPROP) {
+                memset(buffer + t->layout.op_moment[n], 0, 4u * (volume(&p->filter_dims) + (uint32_t)p->output_dims.c));
             }
         }
     }
@@ -361,6 +378,8 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
     /* the classifier's dL/dlogits overwrites its logits in place: no stack array (the stack
      * high water is that of el_lls_head / el_lls_update_dwsep under this frame) */
     float *grad = (float *)(t->buffer + t->layout.logits);
+    const int rms = t->config.optimizer == EL_TRAIN_RMSPROP;
+    float correction;
     uint32_t k;
     memset(stats, 0, sizeof *stats);
     if (t->buffer == NULL) {
@@ -369,6 +388,8 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
     if (label >= tail->num_classes) {
         return EL_TRAIN_ERR_LABEL;
     }
+    t->decay_power = t->decay_power * 0.999f; /* 0.999^t, as the twin's float32 product */
+    correction = 1.0f - t->decay_power;
     if (features != NULL) {
         const el_conv_params *dw = (const el_conv_params *)el_model_record(m, m->tail_blocks[0].first_op);
         int8_t *cut = (int8_t *)(uintptr_t)arena_tensor(t, dw->input);
@@ -443,6 +464,9 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
         update.out_grad = (float *)(t->buffer + t->layout.out_grad);
         update.dw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k]) : NULL;
         update.pw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k + 1u]) : NULL;
+        update.dw_moment = rms ? (float *)(t->buffer + t->layout.op_moment[2u * k]) : NULL;
+        update.pw_moment = rms ? (float *)(t->buffer + t->layout.op_moment[2u * k + 1u]) : NULL;
+        update.correction = correction;
         el_lls_update_dwsep(&update);
     }
     if (!from_classifier) {
