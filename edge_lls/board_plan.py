@@ -97,7 +97,7 @@ IMAGE_ITEMS = ("frozen_weights", "trainable_initial", "lls_bases", "requantizati
 SRAM_LABELS = {
     "arena": "inference arena (activations)",
     "trainable_weights": "trainable weights and biases (int8, int32 copies)",
-    "trainable_state": "their state: the classifier's float32 master (+ fractions, RMSprop moments)",
+    "trainable_state": "their state: the classifier's float32 master (+ fractions, optimizer moments)",
     "lls_head_scratch": "LLS head and step scratch",
     "training_other": "training buffer, other parts",
     "stack": "stack reserve",
@@ -125,6 +125,7 @@ class BoardPlan:
     firmware: FirmwareFootprint
     board_source: str                       # where the stack reserve was read
     notes: dict[str, str] = field(default_factory=dict)
+    optimizer: str = "sgd"                  # the blocks' step: edge_lls.board_train.OPTIMIZERS
 
     @property
     def flash_total(self) -> int:
@@ -167,7 +168,7 @@ class BoardPlan:
             return {"items": dict(items), "labels": {k: labels[k] for k in items}, "total_bytes": total,
                     "limit_bytes": limit, "margin_bytes": limit - total, "used_fraction": total / limit}
         master_bits = 16 if self.train_layout and any(k.endswith("_fractions") for k in self.train_layout) else 8
-        optimizer = "rmsprop" if self.train_layout and any(k.endswith("_moments") for k in self.train_layout) else "sgd"
+        optimizer = self.optimizer if self.train_layout else "sgd"
         return {"model": self.model, "device": self.device, "board": self.board, "train_last": self.train_last,
                 "master_bits": master_bits, "optimizer": optimizer,
                 "fits": self.fits, "image_bytes": self.image_bytes, "arena_bytes": self.arena_bytes,
@@ -320,9 +321,10 @@ def board_plan(program_or_path, train_last: int, device: str | DeviceProfile, *,
     require_fit() refuses it. stack_bytes: the build's stack reserve (make STACK_BYTES=N), by
     default the board's (memory.ld). master_bits: 8 (the block weights' int8 codes, the
     default) or 16 (plus an int8 fraction per block weight: el_train_config.fractions = 1).
-    optimizer: the blocks' step, sgd (the default) or rmsprop (a float32 moment per block
-    weight and bias: el_train_config.optimizer = EL_TRAIN_RMSPROP)."""
-    from .board_train import train_layout
+    optimizer: the blocks' step, sgd (the default), rmsprop (a float32 moment per block
+    weight and bias: el_train_config.optimizer = EL_TRAIN_RMSPROP) or rmsprop-factored (row and
+    column sums of each weight matrix: EL_TRAIN_RMSPROP_FACTORED)."""
+    from .board_train import OPTIMIZERS, train_layout
     from .finetune import trainable_tail
     from .formats import blob
     from .program.ir import Program
@@ -344,8 +346,8 @@ def board_plan(program_or_path, train_last: int, device: str | DeviceProfile, *,
     header = blob.open_image(image.data, name)["header"]
     if master_bits not in (8, 16) or isinstance(master_bits, bool):
         raise ConfigError(f"--master-bits must be 8 (int8 codes) or 16 (int8 codes and fractions), got {master_bits!r}")
-    if optimizer not in ("sgd", "rmsprop"):
-        raise ConfigError(f"--board-optimizer must be sgd or rmsprop, got {optimizer!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--board-optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     layout = (train_layout(image.data, name, fractions=master_bits == 16, optimizer=optimizer)
               if tail is not None else None)
     trainable = set()
@@ -367,7 +369,8 @@ def board_plan(program_or_path, train_last: int, device: str | DeviceProfile, *,
     sram["firmware_static"] = fw.static_bytes
     return BoardPlan(name, profile.name, board.name, train_last, flash, sram, profile.flash_bytes,
                      profile.memory_budget, len(image.data), header["arena_bytes"], layout, fw,
-                     board.source if stack_bytes is None else f"--stack: make STACK_BYTES={stack_bytes}")
+                     board.source if stack_bytes is None else f"--stack: make STACK_BYTES={stack_bytes}",
+                     optimizer=optimizer)
 
 
 __all__ = ["BoardPlan", "Board", "FirmwareFootprint", "DEFAULT_TRAIN_LAST", "FIRMWARE_BOUNDS", "TRAINING_BUFFER_ITEMS",

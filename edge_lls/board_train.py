@@ -195,6 +195,47 @@ def normalised(g, v, at, correction):
     return g / (np.sqrt(v[at] / correction) + RMS_EPS)
 
 
+# EL_TRAIN_RMSPROP_FACTORED (BoardTrainer(optimizer="rmsprop-factored")): a rows x cols weight
+# matrix (pointwise O x C, depthwise KH*KW x C) keeps its second moment as Adafactor's rank-1
+# estimate, v[r, c] ~ row[r] col[c] / sum(row), in the flat state
+#   [row (rows) | col (cols) | this step's column sums of g^2 (cols) | bias moments (bias count)]
+# (el_factored_* in el_lls_common.c). The step's moment is that estimate decayed plus the
+# current g^2, so the first step is sign(g) as RMSprop's; row and column sums follow exactly.
+
+@njit(cache=True, error_model="numpy")
+def factored_total(v, rows):
+    """el_factored_begin: sum(row) at the op's start (float32, in order)."""
+    total = f32(0.0)
+    for r in range(rows):
+        total = total + v[r]
+    return total
+
+
+@njit(cache=True, error_model="numpy")
+def factored_normalise(g, v, rows, cols, r, c, total, correction):
+    """el_factored_normalise: g / (sqrt(m / c) + eps), m = d (row[r] col[c] / total) + (1 - d) g^2,
+    g^2 added to this step's column sum (the caller adds it to its row sum)."""
+    history = (v[r] * v[rows + c]) / total if total > f32(0.0) else f32(0.0)
+    g2 = g * g
+    v[rows + cols + c] = v[rows + cols + c] + g2
+    moment = RMS_DECAY * history + (f32(1.0) - RMS_DECAY) * g2
+    return g / (np.sqrt(moment / correction) + RMS_EPS)
+
+
+@njit(cache=True, error_model="numpy")
+def factored_row_end(v, r, row_sum):
+    """el_factored_row_end: row[r] = d row[r] + (1 - d) (this step's sum of g^2 over the row)."""
+    v[r] = RMS_DECAY * v[r] + (f32(1.0) - RMS_DECAY) * row_sum
+
+
+@njit(cache=True, error_model="numpy")
+def factored_end(v, rows, cols):
+    """el_factored_end: col = d col + (1 - d) (this step's column sums), which restart at 0."""
+    for c in range(cols):
+        v[rows + c] = RMS_DECAY * v[rows + c] + (f32(1.0) - RMS_DECAY) * v[rows + cols + c]
+        v[rows + cols + c] = f32(0.0)
+
+
 @njit(cache=True, error_model="numpy")
 def bias_step(bias, step, limit):
     most = f32(1073741824.0)
@@ -264,7 +305,7 @@ def lls_head(output, scale, zero_point, pool, basis, temperature, label, v, grad
 def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_v, lr, state,
                  dw_weights, dw_bias, dw_multiplier, dw_shift, dw_geometry, dw_range,
                  pw_weights, pw_bias, pw_multiplier, pw_shift, pw_range, mid_grad, out_grad, dw_master, pw_master,
-                 dw_fraction, pw_fraction, dw_v, pw_v, correction):
+                 dw_fraction, pw_fraction, dw_v, pw_v, correction, factored):
     """el_lls_update_dwsep. x (H,W,C), y (H',W',C), z (H',W',O) int8; dw_weights (KH,KW,C),
     pw_weights (O,C) int8 and both biases updated in place. dw_geometry: stride_h, stride_w,
     pad_h, pad_w, dilation_h, dilation_w; *_range: act_min, act_max.
@@ -275,7 +316,8 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     weights in 1/256 of a code (el_train_config.fractions = 1: fraction_round_step).
     dw_v / pw_v: empty (SGD), or RMSprop's second moments, the weights' then the biases'
     (EL_TRAIN_RMSPROP; correction = 1 - 0.999^t). A skipped pointwise row keeps its moments
-    (lazy, as sparse Adam)."""
+    (lazy, as sparse Adam). factored: dw_v / pw_v are factored moments instead
+    (EL_TRAIN_RMSPROP_FACTORED, factored_normalise); a skipped row's moments decay, exactly."""
     oh, ow, cout = z.shape
     cin = y.shape[2]
     ih, iw = x.shape[0], x.shape[1]
@@ -285,6 +327,10 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     pw_limit = bias_limit(cin)
     dw_limit = bias_limit(kh * kw)
     yf = y.reshape(hw, cin)
+    taps = kh * kw
+    pw_bias_at = cout + 2 * cin if factored else cout * cin     # where the bias moments start
+    dw_bias_at = taps + 2 * cin if factored else taps * cin
+    pw_total = factored_total(pw_v, cout) if factored else f32(0.0)
     for t in range(hw * cin):
         mid_grad[t] = f32(0.0)
     for o in range(cout):
@@ -309,9 +355,13 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                 out_grad[r * ow + q] = g
                 bias_grad = bias_grad + g
                 live = live or g != f32(0.0)
-        if not live:
-            continue                        # a row that cannot move: skipped, as on the board
-        bias_grad = normalised(bias_grad, pw_v, cout * cin + o, correction)
+        if not live:                        # a row that cannot move: skipped, as on the board
+            if factored:
+                factored_row_end(pw_v, o, f32(0.0))
+                pw_v[pw_bias_at + o] = RMS_DECAY * pw_v[pw_bias_at + o]
+            continue
+        bias_grad = normalised(bias_grad, pw_v, pw_bias_at + o, correction)
+        row_sum = f32(0.0)
         pw_bias[o] = bias_step(np.int64(pw_bias[o]), -lr * bias_grad / (y_scale * s_w), pw_limit)
         for c in range(cin):
             w_real = s_w * f32(pw_weights[o, c])
@@ -319,7 +369,11 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
             for t in range(hw):
                 g = g + out_grad[t] * (y_scale * f32(np.int64(yf[t, c]) - y_zero))
                 mid_grad[t * cin + c] = mid_grad[t * cin + c] + out_grad[t] * w_real
-            g = normalised(g, pw_v, o * cin + c, correction)
+            if factored:
+                row_sum = row_sum + g * g
+                g = factored_normalise(g, pw_v, cout, cin, o, c, pw_total, correction)
+            else:
+                g = normalised(g, pw_v, o * cin + c, correction)
             if pw_master.size:
                 pw_master[o, c] = min(max(pw_master[o, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
                 pw_weights[o, c] = np.int64(np.round(pw_master[o, c]))
@@ -328,6 +382,11 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                                                        -lr * g / s_w, state)
             else:
                 pw_weights[o, c] = stochastic_round_step(np.int64(pw_weights[o, c]), -lr * g / s_w, state)
+        if factored:
+            factored_row_end(pw_v, o, row_sum)
+    if factored:
+        factored_end(pw_v, cout, cin)
+    dw_total = factored_total(dw_v, taps) if factored else f32(0.0)
     for t in range(hw * cin):
         code = yf[t // cin, t % cin]
         if not (code > dw_range[0] and code < dw_range[1]):
@@ -335,6 +394,7 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = dw_geometry
     for i in range(kh):
         for j in range(kw):
+            row_sum = f32(0.0)
             for c in range(cin):
                 s_w = weight_scale(dw_multiplier[c], dw_shift[c], x_scale, y_scale)
                 g = f32(0.0)
@@ -347,7 +407,11 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                         if xi < 0 or xi >= iw:
                             continue
                         g = g + mid_grad[(r * ow + q) * cin + c] * (x_scale * f32(np.int64(x[yi, xi, c]) - x_zero))
-                g = normalised(g, dw_v, (i * kw + j) * cin + c, correction)
+                if factored:
+                    row_sum = row_sum + g * g
+                    g = factored_normalise(g, dw_v, taps, cin, i * kw + j, c, dw_total, correction)
+                else:
+                    g = normalised(g, dw_v, (i * kw + j) * cin + c, correction)
                 if dw_master.size:
                     dw_master[i, j, c] = min(max(dw_master[i, j, c] - lr * g / s_w, f32(-127.0)), f32(127.0))
                     dw_weights[i, j, c] = np.int64(np.round(dw_master[i, j, c]))
@@ -357,12 +421,16 @@ def update_dwsep(x, y, z, x_scale, y_scale, z_scale, x_zero, y_zero, pool, grad_
                 else:
                     dw_weights[i, j, c] = stochastic_round_step(np.int64(dw_weights[i, j, c]), -lr * g / s_w,
                                                                 state)
+            if factored:
+                factored_row_end(dw_v, i * kw + j, row_sum)
+    if factored:
+        factored_end(dw_v, taps, cin)
     for c in range(cin):
         s_w = weight_scale(dw_multiplier[c], dw_shift[c], x_scale, y_scale)
         g = f32(0.0)
         for t in range(hw):
             g = g + mid_grad[t * cin + c]
-        g = normalised(g, dw_v, kh * kw * cin + c, correction)
+        g = normalised(g, dw_v, dw_bias_at + c, correction)
         dw_bias[c] = bias_step(np.int64(dw_bias[c]), -lr * g / (x_scale * s_w), dw_limit)
 
 
@@ -489,11 +557,31 @@ def _check_tail(parsed: dict, where: str) -> None:
         raise ConfigError(f"{where}: the classifier's record does not match the tail's {k_classes} classes")
 
 
+OPTIMIZERS = {"sgd": 0, "rmsprop": 1, "rmsprop-factored": 2}    # el_train_optimizer
+
+
+def _check_optimizer(optimizer: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+
+
+def moment_floats(record: dict, optimizer: str) -> int:
+    """The float32 moments an op's weights and biases keep (el_train_plan_config): none for
+    SGD, one per weight and bias for RMSprop, rows + 2 cols + biases for the factored moment of
+    its rows x cols matrix (pointwise O x C, depthwise KH*KW x C)."""
+    dims, biases = record["filter_dims"], record["output_dims"][3]
+    if optimizer == "rmsprop":
+        return _volume(dims) + biases
+    if optimizer == "rmsprop-factored":
+        return dims[0] * dims[1] * dims[2] + 2 * dims[3] + biases   # (1,KH,KW,C) or (O,1,1,C): the rows
+    return 0
+
+
 def train_layout(image: bytes, where: str = "<image>", fractions: bool = False,
                  optimizer: str = "sgd") -> dict[str, int]:
     """The firmware's training buffer, part by part (bytes, each part padded to 16) and its
     total: el_train_plan_config's sizes (with fractions=True an int8 fraction per block weight
-    after the rest, with optimizer='rmsprop' then a float32 moment per block weight and bias).
+    after the rest, then the optimizer's float32 moments: moment_floats).
     Raises ConfigError for a tail the firmware would refuse."""
     parsed = blob.open_image(image, where)
     _check_tail(parsed, where)
@@ -526,13 +614,12 @@ def train_layout(image: bytes, where: str = "<image>", fractions: bool = False,
         for k, b in enumerate(tail["blocks"]):
             for j, name in enumerate(("dw", "pw")):
                 parts[f"block{k}_{name}_fractions"] = _align(_volume(ops[b["first_op"] + j]["record"]["filter_dims"]))
-    if optimizer == "rmsprop":
+    _check_optimizer(optimizer)
+    if optimizer != "sgd":
         for k, b in enumerate(tail["blocks"]):
             for j, name in enumerate(("dw", "pw")):
-                r = ops[b["first_op"] + j]["record"]
-                parts[f"block{k}_{name}_moments"] = _align(4 * (_volume(r["filter_dims"]) + r["output_dims"][3]))
-    elif optimizer != "sgd":
-        raise ConfigError(f"unknown optimizer {optimizer!r}; choose sgd or rmsprop")
+                parts[f"block{k}_{name}_moments"] = _align(4 * moment_floats(ops[b["first_op"] + j]["record"],
+                                                                             optimizer))
     parts["total"] = sum(parts.values())
     return parts
 
@@ -586,7 +673,8 @@ class BoardTrainer:
         fraction per block weight, stochastic rounding at 1/256 of a code).
         optimizer: el_train_config.optimizer, 'sgd' (the default) or 'rmsprop' (a float32 second
         moment per block weight and bias, decay 0.999, bias-corrected, eps 1e-8: the block's step
-        becomes lr * g / sqrt(v); the classifier keeps SGD).
+        becomes lr * g / sqrt(v); the classifier keeps SGD) or 'rmsprop-factored' (the same step
+        with each weight matrix's moment as row and column sums: factored_normalise).
         last_block: the last block's learning signal (el_train_config.last_block):
         'classifier' (the board's default) the classifier's cross-entropy gradient at its input,
         'lls' its own LLS head."""
@@ -614,11 +702,10 @@ class BoardTrainer:
         if master_weights and fractions:
             raise ConfigError("master_weights and fractions are two representations; choose one")
         self.fractions = fractions
-        if optimizer not in ("sgd", "rmsprop"):
-            raise ConfigError(f"unknown optimizer {optimizer!r}; choose sgd or rmsprop")
+        _check_optimizer(optimizer)
         self.optimizer = optimizer
-        self._moments = [tuple(np.zeros(op.weights.size + op.bias.size if optimizer == "rmsprop" else 0, np.float32)
-                               for op in pair) for _, pair, _ in self.blocks]
+        self._moments = [tuple(np.zeros(moment_floats(op.record, optimizer), np.float32) for op in pair)
+                         for _, pair, _ in self.blocks]
         self._decay_power = f32(1.0)
         self._fractions = [tuple(np.zeros(op.weights.size if fractions else 0, np.int8) for op in pair)
                            for _, pair, _ in self.blocks]
@@ -760,7 +847,7 @@ class BoardTrainer:
                          dw.weights[0], dw.bias, dw.multiplier, dw.shift, dw.geometry, dw.act_range,
                          pw.weights.reshape(pw.weights.shape[0], -1), pw.bias, pw.multiplier, pw.shift,
                          pw.act_range, self._mid, self._out, dw_master, pw_master, dw_frac, pw_frac, dw_v, pw_v,
-                         correction)
+                         correction, self.optimizer == "rmsprop-factored")
             x = z
         if loss is None:
             pooled = self._head_ops(x)
@@ -778,4 +865,4 @@ class BoardTrainer:
         return {op.op: (op.weights.reshape(-1).copy(), op.bias.copy()) for op in ops}
 
 
-__all__ = ["BoardTrainer", "LAST_BLOCK_SIGNALS", "StepStats", "train_layout", "expf", "logf"]
+__all__ = ["BoardTrainer", "LAST_BLOCK_SIGNALS", "OPTIMIZERS", "moment_floats", "StepStats", "train_layout", "expf", "logf"]

@@ -10,8 +10,10 @@
  * last_block (0 from the classifier, 1 its LLS head; el_train_last_block). The training buffer is exactly
  * BUFFER_BYTES (default el_train_buffer_bytes) in its own allocation, so ASan sees a byte past
  * it. For each sample, one el_train_step; OUTPUT gets, per step, "<IIIII I" the bits of
- * block_loss[0..3] and loss, then predicted; then per trainable op "<III" op, weight count,
- * bias count, the int8 weights and int32 biases; then, per sample, the classifier's int8
+ * block_loss[0..3] and loss, then predicted; then "<I" the trainable op count and per op "<III" op,
+ * weight count, bias count, the int8 weights and int32 biases; then per block op its optimizer
+ * state: "<I" fraction count and the int8 fractions, "<I" moment count and the float32
+ * moments (counts 0 where the config keeps none); then, per sample, the classifier's int8
  * output after training (el_runner_invoke with the learned weights). stdout: "buffer N" (the plan's bytes).
  * Exit status 0; 2 usage or I/O; 3 el_model_open refuses; 4 el_runner_init refuses;
  * 5 el_train_init refuses (the line names the status and block); 6 a step or inference fails.
@@ -115,6 +117,7 @@ int main(int argc, char **argv)
         put_f32(out, stats.loss);
         put_u32(out, stats.predicted);
     }
+    put_u32(out, trainer.op_count);
     for (i = 0; i < trainer.op_count; ++i) {
         const el_runner_patch *p = &trainer.patches[i];
         put_u32(out, p->op);
@@ -122,6 +125,15 @@ int main(int argc, char **argv)
         put_u32(out, trainer.bias_count[i]);
         fwrite(p->weights, 1, trainer.weight_count[i], out);
         fwrite(p->bias, 4, trainer.bias_count[i], out);
+    }
+    for (i = 0; i + 1u < trainer.op_count; ++i) { /* the block ops; the classifier keeps none */
+        const uint32_t fractions = config.fractions ? trainer.weight_count[i] : 0u;
+        const uint32_t moments = el_train_moment_floats(
+            (const el_conv_params *)el_model_record(&model, trainer.patches[i].op), config.optimizer);
+        put_u32(out, fractions);
+        fwrite(trainer.buffer + trainer.layout.op_fraction[i], 1, fractions, out);
+        put_u32(out, moments);
+        fwrite(trainer.buffer + trainer.layout.op_moment[i], 4, moments, out);
     }
     for (k = 0; k < count; ++k) {
         memcpy(el_runner_input(&runner), samples + k * record + 4u, el_runner_input_bytes(&runner));

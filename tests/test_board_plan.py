@@ -173,8 +173,22 @@ def test_rmsprop_moments_fit_the_cortex_m7_and_not_the_m4():
     assert rms.to_dict()["optimizer"] == "rmsprop"
     m4 = board_plan(VWW_INT8, 1, "cortex-m4", stack_bytes=8192, optimizer="rmsprop")
     assert not m4.fits and "does not fit cortex-m4" in m4.refusal()
-    with pytest.raises(ConfigError, match="--board-optimizer must be sgd or rmsprop"):
+    with pytest.raises(ConfigError, match="--board-optimizer must be one of sgd, rmsprop, rmsprop-factored"):
         board_plan(VWW_INT8, 1, "cortex-m7", optimizer="adam")
+
+
+@pytest.mark.shared(VWW_DIR)
+def test_factored_rmsprop_fits_the_cortex_m4_with_int8_codes_and_with_16_bit_masters():
+    """--board-optimizer rmsprop-factored: rows + 2 cols + biases float32 a weight matrix (the
+    depthwise 9 taps x 256, the pointwise 256 x 256), each part padded to 16 bytes: 3,120 +
+    4,096 B for VWW's last block, 38x less than RMSprop's."""
+    sgd = board_plan(VWW_INT8, 1, "cortex-m4", stack_bytes=8192)
+    factored = board_plan(VWW_INT8, 1, "cortex-m4", stack_bytes=8192, optimizer="rmsprop-factored")
+    assert factored.sram_total - sgd.sram_total == 3_120 + 4_096 and factored.fits
+    assert factored.to_dict()["optimizer"] == "rmsprop-factored"
+    wide = board_plan(VWW_INT8, 1, "cortex-m4", master_bits=16, optimizer="rmsprop-factored")
+    assert wide.fits and wide.sram_total == 226_912 + 8_192 + 3_120 + 4_096    # the board's 16 KiB stack
+    assert not board_plan(VWW_INT8, 2, "cortex-m4", master_bits=16, optimizer="rmsprop-factored").fits
 
 
 def test_a_measured_firmware_replaces_the_stored_bounds(small_file):

@@ -34,9 +34,9 @@ import pytest
 
 from conftest import C_SANITIZE as SANITIZE, C_STRICT as STRICT, FIRMWARE, SAMPLES_DIR, VWW_DIR
 from test_firmware_vww import _bench
-from edge_lls.board_train import (LAST_BLOCK_SIGNALS, BoardTrainer, expf, fraction_round_step, logf, normalised,
-                                  rng_uniform, stochastic_round_step,
-                                  train_layout)
+from edge_lls.board_train import (LAST_BLOCK_SIGNALS, OPTIMIZERS, BoardTrainer, expf, factored_end,
+                                  factored_normalise, factored_row_end, factored_total, fraction_round_step, logf,
+                                  normalised, rng_uniform, stochastic_round_step, train_layout)
 from edge_lls.errors import ConfigError
 from edge_lls.finetune import trainable_tail
 from edge_lls.formats import blob
@@ -47,7 +47,6 @@ from edge_lls.rules.basis import lls_basis, nhwc_to_channel_major
 SOURCES = [FIRMWARE / "src" / "el_model.c", FIRMWARE / "src" / "el_crc32.c", FIRMWARE / "src" / "el_runner.c",
            *sorted((FIRMWARE / "src" / "kernels").glob("el_*.c")), *sorted((FIRMWARE / "src" / "lls").glob("*.c"))]
 HARNESS = Path(__file__).with_name("firmware_train_harness.c")
-OPTIMIZERS = {"sgd": 0, "rmsprop": 1}          # el_train_optimizer: EL_TRAIN_SGD, EL_TRAIN_RMSPROP
 FLOAT_FLAGS = ["-ffp-contract=off", "-fno-math-errno"]   # as the firmware's Makefile
 VWW_INT8 = VWW_DIR / "vww_96_int8.tflite"
 STATS = struct.Struct("<5fI")
@@ -82,7 +81,8 @@ def run_harness(harness, image: bytes, samples, lr: float, classifier_lr: float,
 
 def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_bytes, last_block="lls",
                fractions=False, optimizer="sgd"):
-    """(per-step stats tuples, {op: (weights, bias)}, outputs after training) from the C."""
+    """(per-step stats tuples, {op: (weights, bias)}, outputs after training, stdout, the block
+    ops' [(fractions, moments)]) from the C."""
     result = run_harness(harness, image, samples, lr, classifier_lr, seed, folder, last_block=last_block,
                          fractions=fractions, optimizer=optimizer)
     assert result.returncode == 0 and "runtime error" not in result.stderr, result.stderr[-4000:]
@@ -91,15 +91,24 @@ def c_training(harness, image, samples, lr, classifier_lr, seed, folder, output_
     for _ in samples:
         stats.append(STATS.unpack_from(raw, at))
         at += STATS.size
-    weights = {}
-    while len(raw) - at > len(samples) * output_bytes:
+    weights, state = {}, []
+    (op_count,) = struct.unpack_from("<I", raw, at)
+    at += 4
+    for _ in range(op_count):
         op, nw, nb = struct.unpack_from("<III", raw, at)
         at += 12
         weights[op] = (np.frombuffer(raw, np.int8, nw, at).copy(), np.frombuffer(raw, np.int32, nb, at + nw).copy())
         at += nw + 4 * nb
+    for _ in range(op_count - 1):
+        (nf,) = struct.unpack_from("<I", raw, at)
+        fractions = np.frombuffer(raw, np.int8, nf, at + 4).copy()
+        at += 4 + nf
+        (nm,) = struct.unpack_from("<I", raw, at)
+        state.append((fractions, np.frombuffer(raw, np.float32, nm, at + 4).copy()))
+        at += 4 + 4 * nm
     outputs = [raw[at + k * output_bytes:at + (k + 1) * output_bytes] for k in range(len(samples))]
     assert at + len(samples) * output_bytes == len(raw)
-    return stats, weights, outputs, result.stdout
+    return stats, weights, outputs, result.stdout, state
 
 
 def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="lls", fractions=False,
@@ -117,15 +126,18 @@ def twin_training(program, image, samples, lr, classifier_lr, seed, last_block="
         losses = s.block_loss + [0.0] * (4 - len(s.block_loss))
         stats.append(tuple(float(np.float32(v)) for v in (*losses, s.loss)) + (s.predicted,))
     outputs = [twin.predict(f).tobytes() for f in features]
-    return stats, before, twin.weights(), outputs
+    state = [(fraction.reshape(-1), moment) for fractions, moments in zip(twin._fractions, twin._moments)
+             for fraction, moment in zip(fractions, moments)]
+    return stats, before, twin.weights(), outputs, state
 
 
 def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, seed, folder, last_block="lls",
                          fractions=False, optimizer="sgd"):
-    twin_stats, before, twin_weights, twin_outputs = twin_training(program, image, samples, lr, classifier_lr, seed,
-                                                                   last_block, fractions, optimizer)
-    c_stats, c_weights, c_outputs, _ = c_training(harness, image, samples, lr, classifier_lr, seed, folder,
-                                                   len(twin_outputs[0]), last_block, fractions, optimizer)
+    twin_stats, before, twin_weights, twin_outputs, twin_state = twin_training(
+        program, image, samples, lr, classifier_lr, seed, last_block, fractions, optimizer)
+    c_stats, c_weights, c_outputs, _, c_state = c_training(
+        harness, image, samples, lr, classifier_lr, seed, folder, len(twin_outputs[0]), last_block, fractions,
+        optimizer)
     assert c_stats == twin_stats
     assert sorted(c_weights) == sorted(twin_weights)
     moved = 0
@@ -134,6 +146,12 @@ def assert_c_equals_twin(harness, program, image, samples, lr, classifier_lr, se
         assert np.array_equal(c_weights[op][1], b), f"op {op}: biases differ"
         moved += np.count_nonzero(w != before[op][0])
     assert moved > 0.005 * sum(w.size for w, _ in twin_weights.values()), moved   # equality of moved weights
+    # the optimizer's state bit for bit: a step's moment can differ by an ulp and round a weight
+    # the same way, so the weights alone would not show it
+    assert len(c_state) == len(twin_state)
+    for k, ((c_frac, c_moment), (frac, moment)) in enumerate(zip(c_state, twin_state)):
+        assert np.array_equal(c_frac, frac), f"block op {k}: fractions differ"
+        assert c_moment.tobytes() == moment.tobytes(), f"block op {k}: {np.count_nonzero(c_moment != moment)} moments differ"
     # the board's int8 inference with the learned weights: the twin's, classifier byte for byte
     assert c_outputs == twin_outputs
     return c_stats
@@ -199,15 +217,18 @@ def test_sixteen_bit_masters_train_vww_as_the_twin_predicts(harness, train_last,
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)
-@pytest.mark.parametrize("train_last,fractions,lr,seed", [(1, False, 0.003, 5), (2, True, 0.001, 55)])
-def test_rmsprop_trains_vww_as_the_twin_predicts(harness, train_last, fractions, lr, seed, tmp_path):
-    """el_train_config.optimizer = EL_TRAIN_RMSPROP: a float32 second moment per block weight
-    and bias; still bit for bit (sqrt and division are correctly rounded on both sides)."""
+@pytest.mark.parametrize("train_last,fractions,lr,seed,optimizer",
+                         [(1, False, 0.003, 5, "rmsprop"), (2, True, 0.001, 55, "rmsprop"),
+                          (1, True, 0.003, 6, "rmsprop-factored"), (2, False, 0.001, 56, "rmsprop-factored")])
+def test_rmsprop_trains_vww_as_the_twin_predicts(harness, train_last, fractions, lr, seed, optimizer, tmp_path):
+    """el_train_config.optimizer = EL_TRAIN_RMSPROP (a float32 second moment per block weight
+    and bias) or EL_TRAIN_RMSPROP_FACTORED (row and column sums a weight matrix, skipped rows
+    decaying); still bit for bit (sqrt and division are correctly rounded on both sides)."""
     program = read_tflite(VWW_INT8)
     image = blob.build_image(program, trainable_tail(program, train_last)).data
     samples = _vww_samples(program, 6, seed)
     stats = assert_c_equals_twin(harness, program, image, samples, lr, 0.01, seed, tmp_path, "classifier",
-                                 fractions=fractions, optimizer="rmsprop")
+                                 fractions=fractions, optimizer=optimizer)
     sgd = twin_training(program, image, samples, lr, 0.01, seed, "classifier", fractions)
     assert stats[0] == sgd[0][0] and stats != sgd[0]        # the same first forward, then other steps
 
@@ -274,6 +295,8 @@ def test_the_small_model_learning_from_the_classifier_trains_as_the_twin(harness
     assert all(s[1] == s[4] for s in stats)
     assert_c_equals_twin(harness, program, image, samples, 0.2, 0.1, 78, tmp_path, "classifier", fractions=True)
     assert_c_equals_twin(harness, program, image, samples, 0.01, 0.1, 79, tmp_path, "lls", optimizer="rmsprop")
+    assert_c_equals_twin(harness, program, image, samples, 0.01, 0.1, 80, tmp_path, "lls", fractions=True,
+                         optimizer="rmsprop-factored")
 
 
 def test_the_last_block_gradient_is_the_classifier_weights_times_dlogits(small_program):
@@ -369,6 +392,41 @@ def test_the_rmsprop_variant_normalises_each_step_and_still_learns(small_program
         BoardTrainer(image, lr=0.01, classifier_lr=0.1, optimizer="adam")
 
 
+def test_the_factored_moment_is_rmsprop_s_exactly_when_the_squared_gradients_are_rank_one():
+    """EL_TRAIN_RMSPROP_FACTORED's estimate row[r] col[c] / sum(row) is exact for a rank-1
+    history (g[r, c]^2 = s_t a[r] b[c], any sign, s_t a step's scale): then its steps equal the per-weight
+    RMSprop's. Float32 on both sides, each moment a short chain of roundings: rtol 1e-5. On a
+    g^2 that is not rank-1 the two differ (the estimate is an approximation, not a copy)."""
+    rng = np.random.default_rng(11)
+    rows, cols, steps = 5, 7, 12
+    a, b = rng.uniform(0.1, 4.0, rows), rng.uniform(0.1, 4.0, cols)
+
+    def run(full_rank: bool):
+        v = np.zeros(rows * cols, np.float32)
+        f = np.zeros(rows + 2 * cols, np.float32)
+        power, worst = np.float32(1.0), 0.0
+        for _ in range(steps):
+            power = power * np.float32(0.999)
+            correction = np.float32(1.0) - power
+            g2 = rng.uniform(0.1, 4.0, (rows, cols)) if full_rank else rng.uniform(0.1, 4.0) * np.outer(a, b)
+            g = (np.sqrt(g2) * rng.choice([-1.0, 1.0], (rows, cols))).astype(np.float32)
+            total = factored_total(f, rows)
+            for r in range(rows):
+                row_sum = np.float32(0.0)
+                for c in range(cols):
+                    row_sum = row_sum + g[r, c] * g[r, c]
+                    got = factored_normalise(g[r, c], f, rows, cols, r, c, total, correction)
+                    want = normalised(g[r, c], v, r * cols + c, correction)
+                    worst = max(worst, abs(got / want - 1.0))
+                factored_row_end(f, r, row_sum)
+            factored_end(f, rows, cols)
+            assert not f[rows + cols:].any()                  # this step's column sums restart at 0
+        return worst
+
+    assert run(full_rank=False) < 1e-5
+    assert run(full_rank=True) > 1e-2
+
+
 # ------------------------------------------------------------------ the buffer and what is refused
 @pytest.mark.shared(VWW_DIR)
 def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_refused(harness, tmp_path):
@@ -405,6 +463,22 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
         short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=rms["total"] - 1,
                             fractions=True, optimizer="rmsprop")
         assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
+        # factored: rows + 2 cols + biases float32 an op (depthwise 3x3 taps x C, pointwise O x C)
+        factored = train_layout(image, optimizer="rmsprop-factored")
+        parsed = blob.open_image(image)
+        moment_bytes = 0
+        for b in parsed["tail"]["blocks"]:
+            dw, pw = (parsed["ops"][b["first_op"] + j]["record"] for j in (0, 1))
+            assert dw["filter_dims"][1:3] == (3, 3) and pw["filter_dims"][1:3] == (1, 1)
+            c, o = dw["filter_dims"][3], pw["filter_dims"][0]
+            moment_bytes += -(-4 * (9 + 2 * c + c) // 16) * 16 + -(-4 * (o + 2 * c + o) // 16) * 16
+        assert factored["total"] == layout["total"] + moment_bytes
+        assert moment_bytes < (rms["total"] - wide["total"]) / 30
+        sized = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, optimizer="rmsprop-factored")
+        assert sized.returncode == 0 and sized.stdout.split() == ["buffer", str(factored["total"])], sized.stderr
+        short = run_harness(harness, image, [(x, 0)], 0.01, 0.01, 1, tmp_path, buffer=factored["total"] - 1,
+                            optimizer="rmsprop-factored")
+        assert short.returncode == 5 and "training buffer too small" in short.stderr, short.stderr
     bad_label = run_harness(harness, image, [(x, 2)], 0.01, 0.01, 1, tmp_path)
     assert bad_label.returncode == 6 and "label out of range" in bad_label.stderr
     no_tail = run_harness(harness, blob.build_image(program).data, [(x, 0)], 0.01, 0.01, 1, tmp_path)
@@ -419,7 +493,7 @@ def test_the_buffer_is_the_plan_that_train_layout_computes_and_one_byte_less_is_
     bad_fractions = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
                                    env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
     assert bad_fractions.returncode == 5 and "head or classifier" in bad_fractions.stderr, bad_fractions.stderr
-    bad_optimizer = subprocess.run(cmd[:-2] + ["0", "2"], capture_output=True, text=True, timeout=60,
+    bad_optimizer = subprocess.run(cmd[:-2] + ["0", str(max(OPTIMIZERS.values()) + 1)], capture_output=True, text=True, timeout=60,
                                    env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
     assert bad_optimizer.returncode == 5 and "head or classifier" in bad_optimizer.stderr, bad_optimizer.stderr
 

@@ -31,7 +31,10 @@ PLANS = [("mps2-an386", 1, 8192, "lls", False, "sgd"), ("mps2-an500", 2, None, "
          ("mps2-an500", 3, None, "classifier", False, "sgd"),
          ("mps2-an500", 4, None, "classifier", False, "sgd"),  # 6x6 maps, pool 2
          ("mps2-an386", 1, None, "classifier", True, "sgd"), ("mps2-an500", 2, None, "classifier", True, "sgd"),
-         ("mps2-an500", 1, None, "classifier", False, "rmsprop"), ("mps2-an500", 1, None, "classifier", True, "rmsprop")]
+         ("mps2-an500", 1, None, "classifier", False, "rmsprop"), ("mps2-an500", 1, None, "classifier", True, "rmsprop"),
+         ("mps2-an386", 1, 8192, "classifier", False, "rmsprop-factored"),
+         ("mps2-an386", 1, None, "classifier", True, "rmsprop-factored"),
+         ("mps2-an500", 2, None, "lls", False, "rmsprop-factored")]
 
 
 @pytest.mark.shared(VWW_DIR, SAMPLES_DIR)

@@ -118,15 +118,15 @@ def main(argv=None) -> int:
     parser.add_argument("--schedule", default="constant", choices=("constant", "linear", "cosine", "step"),
                         help="the board's learning rates over the run (set per 64-sample TRAIN batch): constant, "
                              "linear or cosine decay to 0, or step (x0.1 for the last third)")
-    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "rmsprop"),
+    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "rmsprop", "rmsprop-factored"),
                         help="the blocks' update in the board columns (el_train_config.optimizer): sgd (the "
-                             "default) or rmsprop (a float32 second moment per block weight and bias; the "
-                             "Cortex-M7's plans)")
+                             "default), rmsprop (a float32 second moment per block weight and bias) or "
+                             "rmsprop-factored (the moment of each weight matrix as row and column sums)")
     parser.add_argument("--lr-grid", default=None, choices=sorted(LR_GRIDS),
                         help="the board's learning rates tried on the validation split: default (0.003-0.1 x "
                              "0.003-0.03) or wide (0.03-1.0 x 0.01-0.3)")
     args = parser.parse_args(argv)
-    grid = LR_GRIDS[args.lr_grid or ("rmsprop" if args.optimizer == "rmsprop" else "default")]
+    grid = LR_GRIDS[args.lr_grid or ("default" if args.optimizer == "sgd" else "rmsprop")]
     opt = {"optimizer": args.optimizer}
     from edge_lls.data import load_dataset
     backbone = load_backbone(VWW_INT8)

@@ -110,7 +110,8 @@ def _c_float(value: float) -> str:
 
 
 LAST_BLOCK_MACROS = {"classifier": "EL_TRAIN_LAST_CLASSIFIER", "lls": "EL_TRAIN_LAST_LLS"}
-OPTIMIZER_MACROS = {"sgd": "EL_TRAIN_SGD", "rmsprop": "EL_TRAIN_RMSPROP"}
+OPTIMIZER_MACROS = {"sgd": "EL_TRAIN_SGD", "rmsprop": "EL_TRAIN_RMSPROP",
+                    "rmsprop-factored": "EL_TRAIN_RMSPROP_FACTORED"}
 
 
 def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classifier_lr: float, seed: int,
@@ -118,7 +119,7 @@ def write_train_header(path: Path, samples, buffer_bytes: int, lr: float, classi
     """The header main.c reads with TRAIN=: (int8 input, label) samples and the step's settings
     (last_block: the last block's signal, el_train_config.last_block; the board's default is
     the classifier's; fractions: el_train_config.fractions, 16-bit masters; optimizer:
-    el_train_config.optimizer, sgd or rmsprop)."""
+    el_train_config.optimizer: OPTIMIZER_MACROS' keys)."""
     rows = [np.ascontiguousarray(x, np.int8).reshape(-1) for x, _ in samples]
     size = rows[0].size
     lines = ["/* training samples for main.c (make TRAIN=...): written by tools/bench_firmware.py */",
@@ -266,6 +267,7 @@ TRAIN_PLANS = (("mps2-an386", 1, 8192), ("mps2-an386", 2, None), ("mps2-an500", 
 TRAIN_PLANS_16 = (("mps2-an386", 1, 8192), ("mps2-an500", 1, None), ("mps2-an500", 2, None))
 # RMSprop keeps 4 bytes a block weight: the Cortex-M7's plans only (273 KB for one VWW block)
 TRAIN_PLANS_RMSPROP = (("mps2-an500", 1, None), ("mps2-an500", 2, None))
+# the factored moment (7 KB for one VWW block) fits wherever SGD does: TRAIN_PLANS / TRAIN_PLANS_16
 TRAIN_SETTINGS = (0.3, 0.05, 2024)          # block lr, classifier lr, seed
 TRAIN_RMSPROP_LR = 0.003                     # RMSprop's block lr (its step is about lr per weight)
 
@@ -275,12 +277,12 @@ def measure_training(program, samples, folder: Path, plans=TRAIN_PLANS, last_blo
     """Per plan: build main.c with TRAIN=, run it under QEMU, check every printed loss and
     weight CRC against the Python twin, and report instructions per inference and per
     training step (the same sample, one after the other), SRAM and the stack high water
-    (fractions: 16-bit masters, el_train_config.fractions = 1; optimizer: sgd or rmsprop, whose
-    block learning rate is TRAIN_RMSPROP_LR)."""
+    (fractions: 16-bit masters, el_train_config.fractions = 1; optimizer: OPTIMIZER_MACROS' keys,
+    the RMSprops' block learning rate TRAIN_RMSPROP_LR)."""
     from edge_lls.board_train import train_layout
     from edge_lls.finetune import trainable_tail
     lr, classifier_lr, seed = TRAIN_SETTINGS
-    lr = TRAIN_RMSPROP_LR if optimizer == "rmsprop" else lr
+    lr = lr if optimizer == "sgd" else TRAIN_RMSPROP_LR
     rows = []
     for board, train_last, stack in plans:
         model_c, image = write_model_c(program, folder, f"vww_train{train_last}", trainable_tail(program, train_last))
@@ -341,12 +343,12 @@ def main(argv=None) -> int:
                         help="the block weights' bits in the training plans: 8 (int8 codes, the default), 16 (an "
                              "int8 fraction per weight too, el_train_config.fractions), or 8,16")
     parser.add_argument("--optimizer", default="sgd",
-                        help="the blocks' optimizer in the training plans: sgd (the default), rmsprop (the "
-                             "Cortex-M7's plans), or sgd,rmsprop")
+                        help="the blocks' optimizers in the training plans, comma-separated: sgd (the default), "
+                             "rmsprop (the Cortex-M7's plans), rmsprop-factored")
     args = parser.parse_args(argv)
     optimizers = [v.strip() for v in args.optimizer.split(",")]
-    if any(v not in ("sgd", "rmsprop") for v in optimizers):
-        parser.error(f"--optimizer: sgd, rmsprop or sgd,rmsprop, got {args.optimizer!r}")
+    if not optimizers or any(v not in OPTIMIZER_MACROS for v in optimizers):
+        parser.error(f"--optimizer: one or more of {', '.join(OPTIMIZER_MACROS)}, got {args.optimizer!r}")
     bit_choices = [v.strip() for v in args.master_bits.split(",")]
     if not bit_choices or any(v not in ("8", "16") for v in bit_choices):
         parser.error(f"--master-bits: 8, 16 or 8,16, got {args.master_bits!r}")

@@ -187,9 +187,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --backbone: the trained block weights' bits on the board: 8 (int8 codes, "
                              "stochastic rounding; the default) or 16 (plus an int8 fraction per weight, "
                              "el_train_config.fractions)")
-    parser.add_argument("--board-optimizer", default=None, choices=("sgd", "rmsprop"),
+    parser.add_argument("--board-optimizer", default=None, choices=("sgd", "rmsprop", "rmsprop-factored"),
                         help="with --backbone: the trained blocks' optimizer on the board: sgd (the default, no "
-                             "state) or rmsprop (a float32 second moment per block weight and bias)")
+                             "state), rmsprop (a float32 second moment per block weight and bias) or "
+                             "rmsprop-factored (the same step, each weight matrix's moment as row and column sums)")
     parser.add_argument("--compare", action="store_true",
                         help="profile BP alongside and print the ratios rule/BP")
     parser.add_argument("--measure", action="store_true",
@@ -265,7 +266,7 @@ def render_board_plan(plan: BoardPlan) -> str:
     blocks = "inference only (no trainable tail)" if plan.train_last == 0 else (
         f"training the last {plan.train_last} block{'s' if plan.train_last != 1 else ''} and the classifier"
         + (", 16-bit masters" if plan.to_dict()["master_bits"] == 16 else "")
-        + (", RMSprop" if plan.to_dict()["optimizer"] == "rmsprop" else ""))
+        + {"sgd": "", "rmsprop": ", RMSprop", "rmsprop-factored": ", factored RMSprop"}[plan.to_dict()["optimizer"]])
     fw = plan.firmware
     stored = fw.source.startswith("stored")
     rows: list[tuple[str, str, str]] = []      # (label, bytes, note)
@@ -292,7 +293,7 @@ def render_board_plan(plan: BoardPlan) -> str:
         if key in TRAINING_BUFFER_ITEMS:
             if key == next(k for k in plan.sram if k in TRAINING_BUFFER_ITEMS):
                 sized = ("el_train_buffer_bytes_config" if plan.to_dict()["master_bits"] == 16
-                         or plan.to_dict()["optimizer"] == "rmsprop" else "el_train_buffer_bytes")
+                         or plan.to_dict()["optimizer"] != "sgd" else "el_train_buffer_bytes")
                 rows.append(("  training buffer", f"{plan.train_layout['total']:,}", f"({sized})"))
             rows.append((f"    {SRAM_LABELS[key]}", f"{size:,}", ""))
         else:

@@ -83,8 +83,11 @@ typedef struct {
     int8_t *dw_fraction, *pw_fraction;           /* NULL: int8 codes only (the default); else each
                                                     weight's fraction in 1/256 of a code, laid out
                                                     as its weights (el_fraction_round_step) */
-    float *dw_moment, *pw_moment;                /* NULL: SGD; else RMSprop's second moments, float32,
-                                                    the op's weights then its biases */
+    float *dw_moment, *pw_moment;                /* NULL: SGD; else RMSprop's second moments, float32:
+                                                    factored 0: one per weight, then the biases';
+                                                    factored 1: el_factored's layout */
+    int factored;                                /* the moments are factored (EL_TRAIN_RMSPROP_FACTORED):
+                                                    a skipped pointwise row's moments decay */
     float correction;                            /* 1 - 0.999^t (RMSprop's bias correction) */
 } el_lls_dwsep;
 
@@ -109,6 +112,25 @@ int8_t el_stochastic_round_step(int8_t q, float step, uint32_t *rng);
 /* The gradient g itself with no moment (v NULL: SGD), else RMSprop's
  * g / (sqrt(*v / correction) + 1e-8) after *v = 0.999 *v + 0.001 g^2 (float32, in that order). */
 float el_rms_normalise(float g, float *v, float correction);
+
+/* EL_TRAIN_RMSPROP_FACTORED: the second moment of a rows x cols weight matrix (pointwise
+ * O x C; depthwise KH*KW x C, a tap a row) as Adafactor's rank-1 estimate
+ * v[r][c] ~ row[r] col[c] / sum(row), in float32
+ *   v = [row (rows) | col (cols) | this step's column sums of g^2 (cols) | bias moments]
+ * (rows + 2 cols + biases floats: 7,168 B for VWW's last block, 273,408 B per weight).
+ * An op's step: total = el_factored_total(v, rows) once; per weight el_factored_normalise,
+ * its g^2 also added to the caller's row sum; after each row el_factored_row_end; after
+ * every row el_factored_end. Its biases use el_rms_normalise at v + rows + 2 cols. */
+float el_factored_total(const float *v, uint32_t rows);
+/* g / (sqrt(m / correction) + 1e-8), m = 0.999 (row[r] col[c] / total) + 0.001 g^2 (the
+ * history 0 while total is 0: the first step is sign(g), as RMSprop's); g^2 is added to
+ * column c's sum for this step. */
+float el_factored_normalise(float g, float *v, uint32_t rows, uint32_t cols, uint32_t r, uint32_t c, float total,
+                            float correction);
+/* row[r] = 0.999 row[r] + 0.001 row_sum (row_sum: this step's sum of g^2 over the row) */
+void el_factored_row_end(float *v, uint32_t r, float row_sum);
+/* col[c] = 0.999 col[c] + 0.001 (this step's column sum), which restarts at 0 */
+void el_factored_end(float *v, uint32_t rows, uint32_t cols);
 
 /* The same step on a 16-bit master: code q and its fraction f (in 1/256 of a code, [-128, 127])
  * hold M = 256 q + f; M moves by floor(256 step + u) (u as above: unbiased at 1/256 of a

@@ -90,9 +90,13 @@ typedef enum {
 /* el_train_config.optimizer: the trainable blocks' step (the classifier keeps SGD). */
 typedef enum {
     EL_TRAIN_SGD = 0,    /* lr * g (the default; no state) */
-    EL_TRAIN_RMSPROP = 1 /* lr * g / (sqrt(v / (1 - 0.999^t)) + 1e-8), v = 0.999 v + 0.001 g^2: a
-                            float32 second moment per block weight and bias in the buffer; a
-                            skipped pointwise row keeps its moments (el_rms_normalise) */
+    EL_TRAIN_RMSPROP = 1, /* lr * g / (sqrt(v / (1 - 0.999^t)) + 1e-8), v = 0.999 v + 0.001 g^2: a
+                             float32 second moment per block weight and bias in the buffer; a
+                             skipped pointwise row keeps its moments (el_rms_normalise) */
+    EL_TRAIN_RMSPROP_FACTORED = 2 /* the same step, each weight matrix's v as row and column
+                                     sums (el_factored_normalise): rows + 2 cols + biases
+                                     float32 an op, 7 KB for VWW's last block (RMSprop: 273 KB);
+                                     a skipped pointwise row's moments decay */
 } el_train_optimizer;
 
 typedef struct {
@@ -121,7 +125,7 @@ typedef struct {
     uint32_t logits;             /* float32 [K]: the logits, then the classifier's dL/dlogits */
     uint32_t total;              /* the buffer without fractions (config.fractions = 0) */
     uint32_t op_fraction[2 * EL_TRAIN_MAX_BLOCKS]; /* int8, one per block weight, after total */
-    uint32_t op_moment[2 * EL_TRAIN_MAX_BLOCKS];   /* float32, per block weight then bias, after them */
+    uint32_t op_moment[2 * EL_TRAIN_MAX_BLOCKS];   /* float32 moments (el_train_moment_floats), after them */
     uint32_t total_config;       /* the buffer for the config planned (el_train_plan_config) */
 } el_train_layout;
 
@@ -157,6 +161,9 @@ size_t el_train_buffer_bytes(const el_model *m);
 el_train_status el_train_plan_config(const el_model *m, const el_train_config *config, el_train_layout *layout,
                                      uint32_t *failed_block);
 size_t el_train_buffer_bytes_config(const el_model *m, const el_train_config *config);
+/* The float32 moments a block op keeps under an optimizer: 0 (SGD), weights + biases (RMSprop),
+ * rows + 2 cols + biases (factored: pointwise O x C, depthwise KH*KW x C). */
+uint32_t el_train_moment_floats(const el_conv_params *op, uint32_t optimizer);
 
 /* Checks the tail, copies the trainable weights from the image into buffer, starts the
  * classifier's master from its dequantized int8 weights, and points the runner at the

@@ -91,6 +91,41 @@ float el_rms_normalise(float g, float *v, float correction)
     return g / (sqrtf(*v / correction) + 1e-8f);
 }
 
+float el_factored_total(const float *v, uint32_t rows)
+{
+    float total = 0.0f;
+    uint32_t r;
+    for (r = 0; r < rows; ++r) {
+        total = total + v[r];
+    }
+    return total;
+}
+
+float el_factored_normalise(float g, float *v, uint32_t rows, uint32_t cols, uint32_t r, uint32_t c, float total,
+                            float correction)
+{
+    const float history = total > 0.0f ? (v[r] * v[rows + c]) / total : 0.0f;
+    const float g2 = g * g;
+    float moment;
+    v[rows + cols + c] = v[rows + cols + c] + g2;
+    moment = 0.999f * history + (1.0f - 0.999f) * g2;
+    return g / (sqrtf(moment / correction) + 1e-8f);
+}
+
+void el_factored_row_end(float *v, uint32_t r, float row_sum)
+{
+    v[r] = 0.999f * v[r] + (1.0f - 0.999f) * row_sum;
+}
+
+void el_factored_end(float *v, uint32_t rows, uint32_t cols)
+{
+    uint32_t c;
+    for (c = 0; c < cols; ++c) {
+        v[rows + c] = 0.999f * v[rows + c] + (1.0f - 0.999f) * v[rows + cols + c];
+        v[rows + cols + c] = 0.0f;
+    }
+}
+
 int32_t el_bias_limit(int32_t taps)
 {
     int64_t room = (int64_t)INT32_MAX - (int64_t)taps * EL_KERNEL_MAX_PRODUCT;

@@ -19,6 +19,15 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
     const uint32_t kh = (uint32_t)dw->filter_dims.h, kw = (uint32_t)dw->filter_dims.w;
     const uint32_t ih = (uint32_t)dw->input_dims.h, iw = (uint32_t)dw->input_dims.w;
     const int32_t dw_limit = el_bias_limit((int32_t)(kh * kw));
+    const uint32_t taps = kh * kw;
+    /* RMSprop's moments: one per weight, or factored (el_factored_*); the biases' after them */
+    float *const pw_bias_moment = b->pw_moment == NULL ? NULL
+                                  : b->pw_moment + (b->factored ? cout + 2u * cin : cout * cin);
+    float *const dw_bias_moment = b->dw_moment == NULL ? NULL
+                                  : b->dw_moment + (b->factored ? taps + 2u * cin : taps * cin);
+    const int pw_factored = b->factored && b->pw_moment != NULL, dw_factored = b->factored && b->dw_moment != NULL;
+    const float pw_total = pw_factored ? el_factored_total(b->pw_moment, cout) : 0.0f;
+    float dw_total, row_sum;
     uint32_t o, c, t, r, q, i, j;
 
     for (t = 0; t < hw * cin; ++t) {
@@ -53,11 +62,17 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
             }
         }
         if (!live) {
-            continue; /* every step of the row would be zero: nothing moves, nothing is drawn */
+            /* every step of the row would be zero: nothing moves, nothing is drawn; factored
+             * moments decay as a zero gradient's would (per-weight ones stay: lazy) */
+            if (pw_factored) {
+                el_factored_row_end(b->pw_moment, o, 0.0f);
+                pw_bias_moment[o] = 0.999f * pw_bias_moment[o];
+            }
+            continue;
         }
-        bias_grad = el_rms_normalise(bias_grad, b->pw_moment != NULL ? &b->pw_moment[cout * cin + o] : NULL,
-                                     b->correction);
+        bias_grad = el_rms_normalise(bias_grad, pw_bias_moment != NULL ? &pw_bias_moment[o] : NULL, b->correction);
         b->pw_bias[o] = el_bias_step(b->pw_bias[o], -b->lr * bias_grad / (b->y_scale * s_w), pw_limit);
+        row_sum = 0.0f;
         for (c = 0; c < cin; ++c) {
             int8_t *code = &b->pw_weights[o * cin + c];
             const float w_real = s_w * (float)*code;
@@ -66,14 +81,26 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                 g = g + b->out_grad[t] * (b->y_scale * (float)(b->y[t * cin + c] - y_zero));
                 b->mid_grad[t * cin + c] = b->mid_grad[t * cin + c] + b->out_grad[t] * w_real;
             }
-            g = el_rms_normalise(g, b->pw_moment != NULL ? &b->pw_moment[o * cin + c] : NULL, b->correction);
+            if (pw_factored) {
+                row_sum = row_sum + g * g;
+                g = el_factored_normalise(g, b->pw_moment, cout, cin, o, c, pw_total, b->correction);
+            } else {
+                g = el_rms_normalise(g, b->pw_moment != NULL ? &b->pw_moment[o * cin + c] : NULL, b->correction);
+            }
             if (b->pw_fraction != NULL) {
                 *code = el_fraction_round_step(*code, &b->pw_fraction[o * cin + c], -b->lr * g / s_w, b->rng);
             } else {
                 *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
             }
         }
+        if (pw_factored) {
+            el_factored_row_end(b->pw_moment, o, row_sum);
+        }
     }
+    if (pw_factored) {
+        el_factored_end(b->pw_moment, cout, cin);
+    }
+    dw_total = dw_factored ? el_factored_total(b->dw_moment, taps) : 0.0f;
     /* the gradient at the depthwise pre-activation */
     for (t = 0; t < hw * cin; ++t) {
         b->mid_grad[t] = pass(b->y[t], dw->act_min, dw->act_max, b->mid_grad[t]);
@@ -81,6 +108,7 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
     /* depthwise weights, (kh, kw, c): each tap's gradient over the output pixels */
     for (i = 0; i < kh; ++i) {
         for (j = 0; j < kw; ++j) {
+            row_sum = 0.0f;
             for (c = 0; c < cin; ++c) {
                 const float s_w = el_weight_scale(b->dw_multiplier[c], b->dw_shift[c], b->x_scale, b->y_scale);
                 int8_t *code = &b->dw_weights[(i * kw + j) * cin + c];
@@ -99,8 +127,13 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                                     (b->x_scale * (float)(b->x[((uint32_t)y_in * iw + (uint32_t)x_in) * cin + c] - x_zero));
                     }
                 }
-                g = el_rms_normalise(g, b->dw_moment != NULL ? &b->dw_moment[(i * kw + j) * cin + c] : NULL,
-                                     b->correction);
+                if (dw_factored) {
+                    row_sum = row_sum + g * g;
+                    g = el_factored_normalise(g, b->dw_moment, taps, cin, i * kw + j, c, dw_total, b->correction);
+                } else {
+                    g = el_rms_normalise(g, b->dw_moment != NULL ? &b->dw_moment[(i * kw + j) * cin + c] : NULL,
+                                         b->correction);
+                }
                 if (b->dw_fraction != NULL) {
                     *code = el_fraction_round_step(*code, &b->dw_fraction[(i * kw + j) * cin + c], -b->lr * g / s_w,
                                                    b->rng);
@@ -108,7 +141,13 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
                     *code = el_stochastic_round_step(*code, -b->lr * g / s_w, b->rng);
                 }
             }
+            if (dw_factored) {
+                el_factored_row_end(b->dw_moment, i * kw + j, row_sum);
+            }
         }
+    }
+    if (dw_factored) {
+        el_factored_end(b->dw_moment, taps, cin);
     }
     for (c = 0; c < cin; ++c) {
         const float s_w = el_weight_scale(b->dw_multiplier[c], b->dw_shift[c], b->x_scale, b->y_scale);
@@ -116,7 +155,7 @@ void el_lls_update_dwsep(const el_lls_dwsep *b)
         for (t = 0; t < hw; ++t) {
             g = g + b->mid_grad[t * cin + c];
         }
-        g = el_rms_normalise(g, b->dw_moment != NULL ? &b->dw_moment[kh * kw * cin + c] : NULL, b->correction);
+        g = el_rms_normalise(g, dw_bias_moment != NULL ? &dw_bias_moment[c] : NULL, b->correction);
         b->dw_bias[c] = el_bias_step(b->dw_bias[c], -b->lr * g / (b->x_scale * s_w), dw_limit);
     }
 }

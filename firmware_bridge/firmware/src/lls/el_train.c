@@ -130,16 +130,30 @@ el_train_status el_train_plan_config(const el_model *m, const el_train_config *c
         layout->op_fraction[n++] = at;
         at += align16(volume(&conv_record(m, first + 1u, EL_OP_CONV_2D)->filter_dims));
     }
-    for (k = 0, n = 0; config != NULL && config->optimizer == EL_TRAIN_RMSPROP && k < tail->block_count; ++k) {
+    for (k = 0, n = 0; config != NULL && config->optimizer != EL_TRAIN_SGD && k < tail->block_count; ++k) {
         const el_conv_params *dw = conv_record(m, m->tail_blocks[k].first_op, EL_OP_DEPTHWISE_CONV_2D);
         const el_conv_params *pw = conv_record(m, m->tail_blocks[k].first_op + 1u, EL_OP_CONV_2D);
         layout->op_moment[n++] = at;
-        at += align16(4u * (volume(&dw->filter_dims) + (uint32_t)dw->output_dims.c));
+        at += align16(4u * el_train_moment_floats(dw, config->optimizer));
         layout->op_moment[n++] = at;
-        at += align16(4u * (volume(&pw->filter_dims) + (uint32_t)pw->output_dims.c));
+        at += align16(4u * el_train_moment_floats(pw, config->optimizer));
     }
     layout->total_config = at;
     return EL_TRAIN_OK;
+}
+
+uint32_t el_train_moment_floats(const el_conv_params *op, uint32_t optimizer)
+{
+    const uint32_t biases = (uint32_t)op->output_dims.c, cols = (uint32_t)op->filter_dims.c;
+    /* a block's depthwise filter is (1, KH, KW, C): KH*KW rows; its pointwise (O, 1, 1, C): O */
+    const uint32_t rows = (uint32_t)(op->filter_dims.n * op->filter_dims.h * op->filter_dims.w);
+    if (optimizer == EL_TRAIN_RMSPROP) {
+        return volume(&op->filter_dims) + biases;
+    }
+    if (optimizer == EL_TRAIN_RMSPROP_FACTORED) {
+        return rows + 2u * cols + biases;
+    }
+    return 0;
 }
 
 size_t el_train_buffer_bytes(const el_model *m)
@@ -223,7 +237,7 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
     if (status != EL_TRAIN_OK) {
         return status;
     }
-    if (config->fractions > 1u || config->optimizer > EL_TRAIN_RMSPROP) {
+    if (config->fractions > 1u || config->optimizer > EL_TRAIN_RMSPROP_FACTORED) {
         return EL_TRAIN_ERR_HEAD;
     }
     if (buffer == NULL || ((uintptr_t)buffer & 15u) != 0 || buffer_bytes < t->layout.total_config) {
@@ -259,8 +273,8 @@ el_train_status el_train_init(el_trainer *t, el_runner *r, uint8_t *buffer, size
             if (config->fractions) {
                 memset(buffer + t->layout.op_fraction[n], 0, volume(&p->filter_dims)); /* M = 256 q */
             }
-            if (config->optimizer == EL_TRAIN_RMSPROP) {
-                memset(buffer + t->layout.op_moment[n], 0, 4u * (volume(&p->filter_dims) + (uint32_t)p->output_dims.c));
+            if (config->optimizer != EL_TRAIN_SGD) {
+                memset(buffer + t->layout.op_moment[n], 0, 4u * el_train_moment_floats(p, config->optimizer));
             }
         }
     }
@@ -378,7 +392,7 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
     /* the classifier's dL/dlogits overwrites its logits in place: no stack array (the stack
      * high water is that of el_lls_head / el_lls_update_dwsep under this frame) */
     float *grad = (float *)(t->buffer + t->layout.logits);
-    const int rms = t->config.optimizer == EL_TRAIN_RMSPROP;
+    const int rms = t->config.optimizer != EL_TRAIN_SGD;
     float correction;
     uint32_t k;
     memset(stats, 0, sizeof *stats);
@@ -466,6 +480,7 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
         update.pw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k + 1u]) : NULL;
         update.dw_moment = rms ? (float *)(t->buffer + t->layout.op_moment[2u * k]) : NULL;
         update.pw_moment = rms ? (float *)(t->buffer + t->layout.op_moment[2u * k + 1u]) : NULL;
+        update.factored = t->config.optimizer == EL_TRAIN_RMSPROP_FACTORED;
         update.correction = correction;
         el_lls_update_dwsep(&update);
     }
