@@ -117,7 +117,7 @@ float el_rms_normalise(float g, float *v, float correction);
  * O x C; depthwise KH*KW x C, a tap a row) as Adafactor's rank-1 estimate
  * v[r][c] ~ row[r] col[c] / sum(row), in float32
  *   v = [row (rows) | col (cols) | this step's column sums of g^2 (cols) | bias moments]
- * (rows + 2 cols + biases floats: 7,168 B for VWW's last block, 273,408 B per weight).
+ * (rows + 2 cols + biases floats: 7,204 B for VWW's last block, 7,216 B padded; 273,408 B per weight).
  * An op's step: total = el_factored_total(v, rows) once; per weight el_factored_normalise,
  * its g^2 also added to the caller's row sum; after each row el_factored_row_end; after
  * every row el_factored_end. Its biases use el_rms_normalise at v + rows + 2 cols. */

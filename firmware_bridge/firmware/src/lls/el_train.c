@@ -392,7 +392,7 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
     /* the classifier's dL/dlogits overwrites its logits in place: no stack array (the stack
      * high water is that of el_lls_head / el_lls_update_dwsep under this frame) */
     float *grad = (float *)(t->buffer + t->layout.logits);
-    const int rms = t->config.optimizer != EL_TRAIN_SGD;
+    const int moments = t->config.optimizer != EL_TRAIN_SGD; /* RMSprop's, whole or factored */
     float correction;
     uint32_t k;
     memset(stats, 0, sizeof *stats);
@@ -478,8 +478,8 @@ static el_train_status train_step(el_trainer *t, const int8_t *input, const int8
         update.out_grad = (float *)(t->buffer + t->layout.out_grad);
         update.dw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k]) : NULL;
         update.pw_fraction = t->config.fractions ? (int8_t *)(t->buffer + t->layout.op_fraction[2u * k + 1u]) : NULL;
-        update.dw_moment = rms ? (float *)(t->buffer + t->layout.op_moment[2u * k]) : NULL;
-        update.pw_moment = rms ? (float *)(t->buffer + t->layout.op_moment[2u * k + 1u]) : NULL;
+        update.dw_moment = moments ? (float *)(t->buffer + t->layout.op_moment[2u * k]) : NULL;
+        update.pw_moment = moments ? (float *)(t->buffer + t->layout.op_moment[2u * k + 1u]) : NULL;
         update.factored = t->config.optimizer == EL_TRAIN_RMSPROP_FACTORED;
         update.correction = correction;
         el_lls_update_dwsep(&update);
